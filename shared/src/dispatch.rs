@@ -1,0 +1,130 @@
+//! The receive loop of a lane, shared by both ends of a link: it reads frames and hands each to
+//! the node. Calls run as tasks of their own, bounded per lane by a semaphore so a flood from
+//! one peer turns into `Overloaded` replies instead of unbounded memory.
+
+use std::sync::Arc;
+
+use switchboard_proto::v1::{self as wire, frame::Kind};
+use tokio::sync::Semaphore;
+
+use crate::error::NodeError;
+use crate::lane::{FrameReader, LaneSender};
+use crate::link::Link;
+use crate::node::NodeInner;
+use crate::service::Request;
+
+/// Who is on the other end of a lane and how to answer them.
+#[derive(Debug, Clone)]
+pub(crate) struct LaneContext {
+    pub(crate) peer: String,
+    pub(crate) incarnation: u64,
+    pub(crate) reply: LaneSender,
+    /// Set on the dialer's side: replies arriving here complete this link's calls.
+    pub(crate) link: Option<Arc<Link>>,
+    pub(crate) inbound_calls: Arc<Semaphore>,
+}
+
+/// Reads frames until the stream ends; returns why it ended.
+pub(crate) async fn run_lane(
+    node: Arc<NodeInner>,
+    context: LaneContext,
+    mut reader: FrameReader,
+) -> String {
+    loop {
+        let frames = match reader.next_batch().await {
+            Ok(Some(frames)) => frames,
+            Ok(None) => return "noconnection".into(),
+            Err(status) => {
+                tracing::debug!(peer = %context.peer, code = ?status.code(), error = %status.message(), "lane closed by an error");
+                return "noconnection".into();
+            }
+        };
+        if let Some(link) = &context.link {
+            link.heard();
+        }
+        for frame in frames {
+            if let Err(violation) = handle(&node, &context, frame) {
+                tracing::warn!(peer = %context.peer, error = %violation, "protocol violation; closing the lane");
+                return "protocol_error".into();
+            }
+        }
+    }
+}
+
+fn handle(node: &Arc<NodeInner>, context: &LaneContext, frame: wire::Frame) -> Result<(), String> {
+    let Some(kind) = frame.kind else {
+        return Err("empty frame".into());
+    };
+    match kind {
+        Kind::Heartbeat(beat) => {
+            let _ = context.reply.try_send(Ok(wire::Frame {
+                kind: Some(Kind::HeartbeatAck(beat)),
+            }));
+        }
+        Kind::HeartbeatAck(_) => {}
+        Kind::Call(call) => serve_call(node, context, call),
+        Kind::Reply(reply) => {
+            if let Some(link) = &context.link {
+                link.complete(reply, node.config.call_timeout());
+            }
+        }
+        Kind::Cast(cast) => node.serve_cast(
+            &cast.service,
+            Request {
+                method: cast.method,
+                payload: cast.payload,
+                trace_id: cast.trace_id,
+            },
+        ),
+        Kind::GroupCast(cast) => node.deliver_group(
+            &cast.group,
+            Request {
+                method: cast.method,
+                payload: cast.payload,
+                trace_id: cast.trace_id,
+            },
+        ),
+        Kind::Advertise(advertisement) => {
+            node.update_advertisement(&context.peer, context.incarnation, advertisement)
+        }
+        Kind::Gossip(gossip) => node.learn(gossip),
+        Kind::Goodbye(goodbye) => {
+            node.peer_left(&context.peer, context.incarnation, &goodbye.reason)
+        }
+        Kind::Hello(_) | Kind::Challenge(_) | Kind::Proof(_) | Kind::Welcome(_) => {
+            return Err("handshake frame on an open lane".into());
+        }
+    }
+    Ok(())
+}
+
+fn serve_call(node: &Arc<NodeInner>, context: &LaneContext, call: wire::Call) {
+    let id = call.id;
+    let reply = context.reply.clone();
+    let Ok(permit) = context.inbound_calls.clone().try_acquire_owned() else {
+        let error = NodeError::Overloaded("too many concurrent calls from one peer".into());
+        let _ = reply.try_send(Ok(reply_frame(id, Err(error))));
+        return;
+    };
+    let node = node.clone();
+    let peer = context.peer.clone();
+    tokio::spawn(async move {
+        let result = node.serve_call(&peer, call).await;
+        // Waits for queue space: a reply is owed and must not be dropped.
+        let _ = reply.send(Ok(reply_frame(id, result))).await;
+        drop(permit);
+    });
+}
+
+fn reply_frame(id: u64, result: Result<bytes::Bytes, NodeError>) -> wire::Frame {
+    let result = match result {
+        Ok(bytes) => wire::reply::Result::Ok(bytes),
+        Err(error) => wire::reply::Result::Error(error.to_wire()),
+    };
+    wire::Frame {
+        kind: Some(Kind::Reply(wire::Reply {
+            id,
+            result: Some(result),
+        })),
+    }
+}

@@ -1,0 +1,143 @@
+//! The plumbing of one lane (one gRPC stream) shared by both ends of a link: the batching
+//! writer and the frame reader.
+//!
+//! Writers coalesce every frame already queued into one `Batch` per write (bounded in bytes),
+//! which is what lets a busy link amortise HTTP/2 and syscall costs over many small messages.
+//! Queues are bounded: a full lane queue is backpressure for a call and `Overloaded` for a cast.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use switchboard_proto::v1::{Batch, Frame, Lane};
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// What a writer queue carries: a frame, or the status that ends the stream (acceptor side).
+pub(crate) type Outbound = Result<Frame, tonic::Status>;
+
+/// Sending half of a lane's queue.
+pub(crate) type LaneSender = mpsc::Sender<Outbound>;
+
+/// All lanes in the order a dialer opens them.
+pub(crate) const LANES: [Lane; 3] = [Lane::Control, Lane::Data, Lane::Bulk];
+
+/// Frames larger than this travel on the bulk lane, so they never delay small calls.
+pub(crate) const BULK_THRESHOLD: usize = 64 * 1024;
+
+/// A batch is closed once it holds this many bytes; one larger frame still goes alone.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// A stream of batches drained from a lane queue; ends when the queue closes, when the token is
+/// cancelled, or after yielding a terminal status.
+pub(crate) struct BatchingStream {
+    rx: mpsc::Receiver<Outbound>,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    pending_error: Option<tonic::Status>,
+    done: bool,
+}
+
+impl std::fmt::Debug for BatchingStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchingStream")
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl BatchingStream {
+    pub(crate) fn new(rx: mpsc::Receiver<Outbound>, token: CancellationToken) -> Self {
+        Self {
+            rx,
+            cancelled: Box::pin(token.cancelled_owned()),
+            pending_error: None,
+            done: false,
+        }
+    }
+}
+
+impl Stream for BatchingStream {
+    type Item = Result<Batch, tonic::Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(status) = this.pending_error.take() {
+            this.done = true;
+            return Poll::Ready(Some(Err(status)));
+        }
+        if this.cancelled.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        let first = match this.rx.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Err(status))) => {
+                this.done = true;
+                return Poll::Ready(Some(Err(status)));
+            }
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        let mut bytes = prost::Message::encoded_len(&first);
+        let mut frames = vec![first];
+        while bytes < BATCH_BYTES {
+            match this.rx.try_recv() {
+                Ok(Ok(frame)) => {
+                    bytes += prost::Message::encoded_len(&frame);
+                    frames.push(frame);
+                }
+                Ok(Err(status)) => {
+                    this.pending_error = Some(status);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Poll::Ready(Some(Ok(Batch { frames })))
+    }
+}
+
+/// Reads frames one at a time from a stream of batches.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    stream: tonic::Streaming<Batch>,
+    buffered: VecDeque<Frame>,
+}
+
+impl FrameReader {
+    pub(crate) fn new(stream: tonic::Streaming<Batch>) -> Self {
+        Self {
+            stream,
+            buffered: VecDeque::new(),
+        }
+    }
+
+    /// The next frame; `Ok(None)` when the peer closed the stream cleanly.
+    pub(crate) async fn next(&mut self) -> Result<Option<Frame>, tonic::Status> {
+        loop {
+            if let Some(frame) = self.buffered.pop_front() {
+                return Ok(Some(frame));
+            }
+            match self.stream.message().await? {
+                Some(batch) => self.buffered.extend(batch.frames),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next whole batch (after any buffered frames), for the hot receive loop.
+    pub(crate) async fn next_batch(&mut self) -> Result<Option<Vec<Frame>>, tonic::Status> {
+        if !self.buffered.is_empty() {
+            return Ok(Some(self.buffered.drain(..).collect()));
+        }
+        Ok(self.stream.message().await?.map(|batch| batch.frames))
+    }
+}

@@ -1,0 +1,390 @@
+//! One outbound link: the connection this node dialed to one peer, its three authenticated lanes,
+//! the calls waiting for replies, and the heartbeat detector that declares the peer down.
+//!
+//! Each node dials every peer it knows, so between two nodes there is one link per direction.
+//! A node sends its own calls and casts on the link it dialed; replies come back on the same
+//! stream. Heartbeats run on the control lane, apart from data, so a busy or large transfer never
+//! makes a healthy peer look dead.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message;
+use switchboard_proto::v1::{self as wire, frame::Kind, node_client::NodeClient};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout_at;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::NodeError;
+use crate::handshake::{self, HandshakeError, Party, Role, Transcript};
+use crate::lane::{BULK_THRESHOLD, BatchingStream, FrameReader, LANES, LaneSender};
+use crate::node::NodeInner;
+
+/// How long a dial, handshake included, may take. A frozen peer accepts TCP but never answers.
+pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+type ReplySlot = oneshot::Sender<Result<Bytes, NodeError>>;
+
+/// What the peer said when the link opened.
+#[derive(Debug)]
+pub(crate) struct Greeting {
+    pub(crate) advertisement: wire::Advertisement,
+    pub(crate) gossip: wire::Gossip,
+}
+
+/// An open link to one peer.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) peer: String,
+    pub(crate) incarnation: u64,
+    pub(crate) address: String,
+    lanes: [LaneSender; 3],
+    pending: Mutex<HashMap<u64, ReplySlot>>,
+    next_id: AtomicU64,
+    in_flight: AtomicUsize,
+    opened: Instant,
+    /// Milliseconds since `opened` at which the peer was last heard on any lane.
+    last_heard_ms: AtomicU64,
+    pub(crate) closed: CancellationToken,
+    max_frame: usize,
+}
+
+/// Decrements the in-flight count however a call ends.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Link {
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn heard(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64;
+        self.last_heard_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn silent_for(&self) -> Duration {
+        let now = self.opened.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_heard_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Frames waiting in this link's lane queues.
+    pub(crate) fn queued(&self) -> usize {
+        self.lanes
+            .iter()
+            .map(|lane| lane.max_capacity() - lane.capacity())
+            .sum()
+    }
+
+    fn lane_for(&self, size: usize) -> &LaneSender {
+        if size > BULK_THRESHOLD {
+            &self.lanes[2]
+        } else {
+            &self.lanes[1]
+        }
+    }
+
+    fn check_size(&self, frame: &wire::Frame) -> Result<usize, NodeError> {
+        let size = frame.encoded_len();
+        // A batch adds a few bytes of framing around each frame.
+        if size + 16 > self.max_frame {
+            return Err(NodeError::FrameTooLarge {
+                size,
+                max: self.max_frame,
+            });
+        }
+        Ok(size)
+    }
+
+    /// Sends a call and waits for its reply until `deadline`.
+    pub(crate) async fn call(
+        &self,
+        mut call: wire::Call,
+        deadline: tokio::time::Instant,
+    ) -> Result<Bytes, NodeError> {
+        let down = |maybe_applied| NodeError::NodeDown {
+            node: self.peer.clone(),
+            reason: "noconnection".into(),
+            maybe_applied,
+        };
+        if self.closed.is_cancelled() {
+            return Err(down(false));
+        }
+        let service = call.service.clone();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        call.id = id;
+        let frame = wire::Frame {
+            kind: Some(Kind::Call(call)),
+        };
+        let size = self.check_size(&frame)?;
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _guard = InFlight(&self.in_flight);
+        let (tx, rx) = oneshot::channel();
+        self.pending_lock().insert(id, tx);
+        // Backpressure: wait for queue space, but never past the caller's deadline.
+        match timeout_at(deadline, self.lane_for(size).send(Ok(frame))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                self.pending_lock().remove(&id);
+                return Err(down(false));
+            }
+            Err(_) => {
+                self.pending_lock().remove(&id);
+                return Err(NodeError::Overloaded(format!(
+                    "the queue to {} stayed full until the deadline",
+                    self.peer
+                )));
+            }
+        }
+        match timeout_at(deadline, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(down(true)),
+            Err(_) => {
+                self.pending_lock().remove(&id);
+                Err(NodeError::Timeout {
+                    service,
+                    timeout: deadline.saturating_duration_since(tokio::time::Instant::now()),
+                })
+            }
+        }
+    }
+
+    /// Queues a one-way frame without waiting: a full queue is `Overloaded`.
+    pub(crate) fn send_now(&self, kind: Kind) -> Result<(), NodeError> {
+        let frame = wire::Frame { kind: Some(kind) };
+        let size = self.check_size(&frame)?;
+        self.lane_for(size)
+            .try_send(Ok(frame))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    NodeError::Overloaded(format!("the queue to {} is full", self.peer))
+                }
+                mpsc::error::TrySendError::Closed(_) => NodeError::NodeDown {
+                    node: self.peer.clone(),
+                    reason: "noconnection".into(),
+                    maybe_applied: false,
+                },
+            })
+    }
+
+    /// Queues a control frame (heartbeat, gossip, advertisement, goodbye). Dropped when full:
+    /// control traffic is periodic and the next one supersedes it.
+    pub(crate) fn send_control(&self, kind: Kind) {
+        let _ = self.lanes[0].try_send(Ok(wire::Frame { kind: Some(kind) }));
+    }
+
+    /// Waits (bounded) until the control queue is flushed, so a goodbye is written before close.
+    pub(crate) async fn flush_control(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.lanes[0].capacity() < self.lanes[0].max_capacity() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Delivers a reply to its waiting call; replies to calls that gave up are dropped.
+    pub(crate) fn complete(&self, reply: wire::Reply, timeout: Duration) {
+        let Some(slot) = self.pending_lock().remove(&reply.id) else {
+            return;
+        };
+        let result = match reply.result {
+            Some(wire::reply::Result::Ok(bytes)) => Ok(bytes),
+            Some(wire::reply::Result::Error(error)) => {
+                Err(NodeError::from_wire(error, "", timeout))
+            }
+            None => Err(NodeError::Transport("empty reply".into())),
+        };
+        let _ = slot.send(result);
+    }
+
+    /// Closes the link and fails every waiting call with `NodeDown`. Returns false if it was
+    /// already closed, so the caller does the node-down bookkeeping exactly once.
+    pub(crate) fn close(&self, reason: &str) -> bool {
+        if self.closed.is_cancelled() {
+            return false;
+        }
+        self.closed.cancel();
+        let pending: Vec<ReplySlot> = self.pending_lock().drain().map(|(_, slot)| slot).collect();
+        for slot in pending {
+            let _ = slot.send(Err(NodeError::NodeDown {
+                node: self.peer.clone(),
+                reason: reason.to_owned(),
+                maybe_applied: true,
+            }));
+        }
+        true
+    }
+
+    fn pending_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ReplySlot>> {
+        // A poisoned map only means a thread panicked while holding it; the map itself is intact.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Dials `address`, runs the handshake on every lane and returns the open link with what the
+/// peer said. The lanes' receive loops are started by the caller once the link is installed.
+pub(crate) async fn dial(
+    node: &NodeInner,
+    address: &str,
+) -> Result<(std::sync::Arc<Link>, Greeting, Vec<FrameReader>), NodeError> {
+    tokio::time::timeout(DIAL_TIMEOUT, dial_inner(node, address))
+        .await
+        .map_err(|_| NodeError::Transport(format!("dialing {address} timed out")))?
+}
+
+async fn dial_inner(
+    node: &NodeInner,
+    address: &str,
+) -> Result<(std::sync::Arc<Link>, Greeting, Vec<FrameReader>), NodeError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| NodeError::Transport(format!("bad address {address}: {e}")))?
+        .connect_timeout(DIAL_TIMEOUT)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(4 * 1024 * 1024))
+        .initial_connection_window_size(Some(16 * 1024 * 1024));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| NodeError::Transport(format!("cannot connect to {address}: {e}")))?;
+    let max = node.config.max_frame_bytes;
+    let client = NodeClient::new(channel)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let closed = CancellationToken::new();
+    let mut senders = Vec::with_capacity(3);
+    let mut readers = Vec::with_capacity(3);
+    let mut identity: Option<(String, u64, String)> = None;
+    let mut greeting = None;
+    for lane in LANES {
+        let (tx, rx) = mpsc::channel(node.config.link_queue.max(16));
+        let nonce = handshake::fresh_nonce();
+        let advertisement = node.advertisement();
+        tx.send(Ok(wire::Frame {
+            kind: Some(Kind::Hello(wire::Hello {
+                version: handshake::PROTOCOL_VERSION,
+                name: node.name.clone(),
+                incarnation: node.incarnation,
+                nonce: nonce.clone().into(),
+                lane: lane as i32,
+                address: if node.hidden {
+                    String::new()
+                } else {
+                    node.address.clone()
+                },
+                hidden: node.hidden,
+                advertisement: Some(advertisement),
+            })),
+        }))
+        .await
+        .map_err(|_| NodeError::Transport("lane closed".into()))?;
+        // Requests carry no terminal status; `map_while` just unwraps the frames.
+        let outbound = BatchingStream::new(rx, closed.clone()).map_while(Result::ok);
+        let response = client
+            .clone()
+            .link(outbound)
+            .await
+            .map_err(status_to_error)?;
+        let mut reader = FrameReader::new(response.into_inner());
+        let challenge = match reader.next().await.map_err(status_to_error)? {
+            Some(wire::Frame {
+                kind: Some(Kind::Challenge(c)),
+            }) => c,
+            _ => return Err(HandshakeError::Unexpected("expected a challenge").into()),
+        };
+        handshake::check_peer(challenge.version, &challenge.name, &challenge.nonce)?;
+        if let Some((name, incarnation, _)) = &identity {
+            // Every lane must reach the same process, or a load balancer split the link.
+            if *name != challenge.name || *incarnation != challenge.incarnation {
+                return Err(NodeError::Transport(
+                    "lanes of one link reached different nodes".into(),
+                ));
+            }
+        }
+        let transcript = Transcript {
+            version: handshake::PROTOCOL_VERSION,
+            lane,
+            dialer: Party {
+                name: node.name.clone(),
+                incarnation: node.incarnation,
+                nonce,
+            },
+            acceptor: Party {
+                name: challenge.name.clone(),
+                incarnation: challenge.incarnation,
+                nonce: challenge.nonce.to_vec(),
+            },
+        };
+        transcript.verify(&node.cookie, Role::Acceptor, &challenge.proof)?;
+        tx.send(Ok(wire::Frame {
+            kind: Some(Kind::Proof(wire::Proof {
+                proof: transcript.prove(&node.cookie, Role::Dialer).into(),
+            })),
+        }))
+        .await
+        .map_err(|_| NodeError::Transport("lane closed".into()))?;
+        let welcome = match reader.next().await.map_err(status_to_error)? {
+            Some(wire::Frame {
+                kind: Some(Kind::Welcome(w)),
+            }) => w,
+            _ => return Err(HandshakeError::Unexpected("expected a welcome").into()),
+        };
+        if greeting.is_none() {
+            greeting = Some(Greeting {
+                advertisement: welcome.advertisement.unwrap_or_default(),
+                gossip: welcome.gossip.unwrap_or_default(),
+            });
+        }
+        let peer_address = if challenge.address.is_empty() {
+            address.to_owned()
+        } else {
+            challenge.address.clone()
+        };
+        identity.get_or_insert((challenge.name, challenge.incarnation, peer_address));
+        senders.push(tx);
+        readers.push(reader);
+    }
+    let (peer, incarnation, address) = identity.expect("three lanes were opened");
+    let lanes: [LaneSender; 3] = senders
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("three lanes were opened"));
+    let link = std::sync::Arc::new(Link {
+        peer,
+        incarnation,
+        address,
+        lanes,
+        pending: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        in_flight: AtomicUsize::new(0),
+        opened: Instant::now(),
+        last_heard_ms: AtomicU64::new(0),
+        closed,
+        max_frame: max,
+    });
+    Ok((link, greeting.expect("three lanes were opened"), readers))
+}
+
+/// Maps a status from the acceptor during the handshake to the error the dialer reports.
+fn status_to_error(status: tonic::Status) -> NodeError {
+    match status.code() {
+        tonic::Code::Unauthenticated => NodeError::Handshake(HandshakeError::BadProof),
+        tonic::Code::FailedPrecondition if status.message().contains("this node") => {
+            NodeError::Handshake(HandshakeError::SelfConnection)
+        }
+        _ => NodeError::Transport(status.message().to_owned()),
+    }
+}
+
+impl Link {
+    /// The sending half of lane `index` (control, data, bulk), for replies on the dialer's side.
+    pub(crate) fn lane(&self, index: usize) -> LaneSender {
+        self.lanes[index].clone()
+    }
+}

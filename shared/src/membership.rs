@@ -1,0 +1,477 @@
+//! Membership: who is in the cluster and how links to them are made, kept and lost.
+//!
+//! Discovery: seed host names are resolved again every `seed_refresh_ms` and every address they
+//! resolve to is dialed (how `docker compose --scale` and Kubernetes headless services are found);
+//! every link carries gossip of the members the sender is linked to, and an inbound link from an
+//! unknown node is answered by dialing it back, so any one seed yields a full mesh.
+//!
+//! Failure: a closed stream marks the peer down at once; a silent one (no frame within
+//! `heartbeat_timeout_ms`, heartbeats every `heartbeat_interval_ms`) too. Every decision is a
+//! structured event. A peer that went down is redialed with exponential backoff and jitter; a
+//! node restarted under the same name replaces its old incarnation at once and is never banned.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::Rng;
+use switchboard_proto::v1::{self as wire, frame::Kind};
+use tokio::sync::Semaphore;
+
+use crate::dispatch::{LaneContext, run_lane};
+use crate::error::NodeError;
+use crate::events::ClusterEvent;
+use crate::handshake::HandshakeError;
+use crate::lane::FrameReader;
+use crate::link::{self, Greeting, Link};
+use crate::node::NodeInner;
+use crate::registry::{Peer, PeerState};
+
+/// A peer that stays unreachable this long is forgotten; discovery finds it again if it returns.
+const FORGET_AFTER: Duration = Duration::from_secs(300);
+const BACKOFF_START: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const GOSSIP_INTERVAL: Duration = Duration::from_secs(1);
+
+impl NodeInner {
+    /// Starts the seed resolver and the gossip ticker.
+    pub(crate) fn start_discovery(self: &Arc<Self>) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let refresh = Duration::from_millis(node.config.seed_refresh_ms.max(100));
+            loop {
+                for seed in &node.config.seeds {
+                    match tokio::net::lookup_host(seed.as_str()).await {
+                        Ok(addresses) => {
+                            for address in addresses {
+                                node.probe(address.to_string());
+                            }
+                        }
+                        Err(error) => tracing::debug!(seed, %error, "seed does not resolve yet"),
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(refresh) => {}
+                    _ = node.shutdown.cancelled() => return,
+                }
+            }
+        });
+        let node = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(GOSSIP_INTERVAL) => {}
+                    _ = node.shutdown.cancelled() => return,
+                }
+                let gossip = node.gossip();
+                let links = node.links();
+                let queued: usize = links.iter().map(|l| l.queued()).sum();
+                node.metrics.queued_frames.set(queued as i64);
+                for link in links {
+                    link.send_control(Kind::Gossip(gossip.clone()));
+                }
+            }
+        });
+    }
+
+    /// The members this node is linked to, for gossip.
+    pub(crate) fn gossip(&self) -> wire::Gossip {
+        let mut members: Vec<wire::Member> = self
+            .read_peers()
+            .iter()
+            .filter(|(_, p)| p.state == PeerState::Up)
+            .map(|(name, p)| wire::Member {
+                name: name.clone(),
+                address: p.address.clone(),
+                incarnation: p.incarnation,
+            })
+            .collect();
+        if !self.hidden {
+            members.push(wire::Member {
+                name: self.name.clone(),
+                address: self.address.clone(),
+                incarnation: self.incarnation,
+            });
+        }
+        wire::Gossip { members }
+    }
+
+    /// Dials every gossiped member this node has no link to.
+    pub(crate) fn learn(self: &Arc<Self>, gossip: wire::Gossip) {
+        for member in gossip.members {
+            if member.name == self.name || member.address.is_empty() {
+                continue;
+            }
+            let linked = self
+                .read_peers()
+                .get(&member.name)
+                .is_some_and(|p| p.link.is_some() && p.incarnation == member.incarnation);
+            if !linked {
+                self.probe(member.address);
+            }
+        }
+    }
+
+    /// Dials `address` once in the background unless it is this node, already linked, or being
+    /// dialed. Discovery calls this freely.
+    pub(crate) fn probe(self: &Arc<Self>, address: String) {
+        if address == self.address || self.shutdown.is_cancelled() {
+            return;
+        }
+        let known = self
+            .address_book
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&address)
+            .cloned();
+        if let Some(name) = known {
+            let linked = name == self.name
+                || self
+                    .read_peers()
+                    .get(&name)
+                    .is_some_and(|p| p.link.is_some());
+            if linked {
+                return;
+            }
+        }
+        if !self
+            .dialing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(address.clone())
+        {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            match node.connect(&address).await {
+                Ok(_) => {}
+                Err(NodeError::Handshake(HandshakeError::SelfConnection)) => {
+                    node.address_book
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(address.clone(), node.name.clone());
+                }
+                Err(NodeError::Handshake(error)) => node.handshake_refused(&address, &error),
+                Err(error) => tracing::debug!(%address, %error, "dial failed"),
+            }
+            node.dialing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&address);
+        });
+    }
+
+    /// Dials `address` and installs the link; returns the peer's name.
+    pub(crate) async fn connect(self: &Arc<Self>, address: &str) -> Result<String, NodeError> {
+        let (link, greeting, readers) = link::dial(self, address).await?;
+        let name = link.peer.clone();
+        self.address_book
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(address.to_owned(), name.clone());
+        if self.install(&link, greeting) {
+            self.run_link(link, readers);
+        }
+        Ok(name)
+    }
+
+    /// Puts a freshly opened link into the registry. Returns false (and closes it) when a link to
+    /// the same incarnation already exists.
+    fn install(self: &Arc<Self>, link: &Arc<Link>, greeting: Greeting) -> bool {
+        let mut replaced = None;
+        let rejoined;
+        {
+            let mut peers = self.write_peers();
+            let now = Instant::now();
+            match peers.get_mut(&link.peer) {
+                Some(peer) => {
+                    if let Some(old) = peer.link.as_ref().filter(|l| !l.closed.is_cancelled()) {
+                        if old.incarnation == link.incarnation {
+                            drop(peers);
+                            link.close("duplicate");
+                            return false;
+                        }
+                        replaced = Some(old.clone());
+                    }
+                    if peer.incarnation != link.incarnation
+                        || greeting.advertisement.version >= peer.advertisement.version
+                    {
+                        peer.advertisement = greeting.advertisement;
+                    }
+                    peer.address = link.address.clone();
+                    peer.incarnation = link.incarnation;
+                    peer.link = Some(link.clone());
+                    peer.state = PeerState::Up;
+                    peer.since = now;
+                    peer.since_wall = SystemTime::now();
+                    rejoined = true;
+                }
+                None => {
+                    peers.insert(
+                        link.peer.clone(),
+                        Peer {
+                            address: link.address.clone(),
+                            incarnation: link.incarnation,
+                            advertisement: greeting.advertisement,
+                            link: Some(link.clone()),
+                            state: PeerState::Up,
+                            since: now,
+                            since_wall: SystemTime::now(),
+                        },
+                    );
+                    rejoined = false;
+                }
+            }
+        }
+        if let Some(old) = replaced {
+            self.link_down(&old, "restarted");
+        }
+        self.metrics.links_up.inc();
+        if rejoined {
+            self.metrics.reconnects.inc();
+        }
+        tracing::info!(node = %self.name, peer = %link.peer, address = %link.address, incarnation = link.incarnation, "node up");
+        let _ = self.events.send(ClusterEvent::NodeUp {
+            node: link.peer.clone(),
+            address: link.address.clone(),
+            incarnation: link.incarnation,
+        });
+        self.registry_changed.notify_waiters();
+        self.learn(greeting.gossip);
+        true
+    }
+
+    /// Starts the receive loops of an installed link's lanes and its heartbeat detector.
+    fn run_link(self: &Arc<Self>, link: Arc<Link>, readers: Vec<FrameReader>) {
+        let inbound_calls = Arc::new(Semaphore::new(self.config.max_inbound_calls.max(1)));
+        for (index, reader) in readers.into_iter().enumerate() {
+            let context = LaneContext {
+                peer: link.peer.clone(),
+                incarnation: link.incarnation,
+                reply: link.lane(index),
+                link: Some(link.clone()),
+                inbound_calls: inbound_calls.clone(),
+            };
+            let node = self.clone();
+            let link = link.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    reason = run_lane(node.clone(), context, reader) => node.link_down(&link, &reason),
+                    _ = link.closed.cancelled() => {}
+                }
+            });
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            let interval = node.config.heartbeat_interval();
+            let timeout = node.config.heartbeat_timeout();
+            // Checking twice per interval keeps detection within half an interval of the timeout.
+            let mut tick = tokio::time::interval(interval / 2);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut sequence = 0u64;
+            let mut last_sent = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = link.closed.cancelled() => return,
+                }
+                if link.silent_for() > timeout {
+                    node.link_down(&link, "heartbeat_timeout");
+                    return;
+                }
+                if last_sent.elapsed() >= interval {
+                    sequence += 1;
+                    last_sent = Instant::now();
+                    link.send_control(Kind::Heartbeat(wire::Heartbeat { sequence }));
+                }
+            }
+        });
+    }
+
+    /// Marks the peer behind `link` down (once), fails its calls and starts reconnecting.
+    pub(crate) fn link_down(self: &Arc<Self>, link: &Arc<Link>, reason: &str) {
+        if !link.close(reason) {
+            return;
+        }
+        let mut current = false;
+        {
+            let mut peers = self.write_peers();
+            if let Some(peer) = peers.get_mut(&link.peer)
+                && peer.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, link))
+            {
+                peer.link = None;
+                peer.state = PeerState::Down {
+                    reason: reason.to_owned(),
+                };
+                peer.since = Instant::now();
+                peer.since_wall = SystemTime::now();
+                current = true;
+            }
+        }
+        self.metrics.links_up.dec();
+        self.metrics.node_down.with_label_values(&[reason]).inc();
+        tracing::warn!(
+            node = %self.name,
+            peer = %link.peer,
+            incarnation = link.incarnation,
+            reason,
+            last_heard_ms = link.silent_for().as_millis() as u64,
+            heartbeat_interval_ms = self.config.heartbeat_interval_ms,
+            heartbeat_timeout_ms = self.config.heartbeat_timeout_ms,
+            "node down"
+        );
+        let _ = self.events.send(ClusterEvent::NodeDown {
+            node: link.peer.clone(),
+            incarnation: link.incarnation,
+            reason: reason.to_owned(),
+        });
+        self.registry_changed.notify_waiters();
+        if current && reason != "shutdown" && !self.stopping.load(Ordering::Relaxed) {
+            self.reconnect(link.peer.clone());
+        }
+    }
+
+    /// Redials a lost peer with exponential backoff and jitter until it is back, replaced, or
+    /// forgotten.
+    fn reconnect(self: &Arc<Self>, name: String) {
+        if !self
+            .reconnecting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone())
+        {
+            return;
+        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = BACKOFF_START;
+            loop {
+                if node.shutdown.is_cancelled() {
+                    break;
+                }
+                let address = {
+                    let mut peers = node.write_peers();
+                    match peers.get(&name) {
+                        Some(peer) if peer.link.is_none() => {
+                            if peer.since.elapsed() > FORGET_AFTER {
+                                peers.remove(&name);
+                                tracing::info!(peer = %name, "forgetting a peer that stayed down");
+                                None
+                            } else {
+                                Some(peer.address.clone())
+                            }
+                        }
+                        _ => None,
+                    }
+                };
+                let Some(address) = address else { break };
+                match node.connect(&address).await {
+                    Ok(peer) if peer == name => break,
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::debug!(peer = %name, %address, %error, "reconnect failed")
+                    }
+                }
+                let jitter = rand::rng().random_range(0.5..1.0);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+                    _ = node.shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            node.reconnecting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&name);
+        });
+    }
+
+    /// A peer opened a lane to this node: learn its address and advertisement, notice a restart,
+    /// and dial it back if this node has no link to it.
+    pub(crate) fn inbound_lane_opened(self: &Arc<Self>, hello: &wire::Hello) {
+        if hello.hidden || hello.lane != wire::Lane::Control as i32 {
+            return;
+        }
+        let mut restarted = None;
+        let mut linked = false;
+        {
+            let mut peers = self.write_peers();
+            if let Some(peer) = peers.get_mut(&hello.name) {
+                if peer.incarnation == hello.incarnation {
+                    linked = peer.link.is_some();
+                    if let Some(advertisement) = &hello.advertisement
+                        && advertisement.version > peer.advertisement.version
+                    {
+                        peer.advertisement = advertisement.clone();
+                    }
+                } else {
+                    // The same name with a new incarnation: the old process is gone.
+                    restarted = peer.link.clone();
+                    if !hello.address.is_empty() {
+                        peer.address = hello.address.clone();
+                    }
+                }
+            }
+        }
+        if let Some(old) = restarted {
+            self.link_down(&old, "restarted");
+        }
+        self.registry_changed.notify_waiters();
+        if !linked && !hello.address.is_empty() {
+            self.probe(hello.address.clone());
+        }
+    }
+
+    /// A newer advertisement from a peer's current incarnation replaces the old one.
+    pub(crate) fn update_advertisement(
+        &self,
+        peer: &str,
+        incarnation: u64,
+        advertisement: wire::Advertisement,
+    ) {
+        let changed = {
+            let mut peers = self.write_peers();
+            match peers.get_mut(peer) {
+                Some(p)
+                    if p.incarnation == incarnation
+                        && advertisement.version > p.advertisement.version =>
+                {
+                    p.advertisement = advertisement;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if changed {
+            self.registry_changed.notify_waiters();
+        }
+    }
+
+    /// A peer announced it is leaving on purpose.
+    pub(crate) fn peer_left(self: &Arc<Self>, peer: &str, incarnation: u64, reason: &str) {
+        let link = self
+            .read_peers()
+            .get(peer)
+            .and_then(|p| p.link.clone())
+            .filter(|l| l.incarnation == incarnation);
+        if let Some(link) = link {
+            let reason = if reason.is_empty() {
+                "shutdown"
+            } else {
+                reason
+            };
+            self.link_down(&link, reason);
+        }
+    }
+
+    /// Records a failed handshake: logged with the peer's address, counted, published.
+    pub(crate) fn handshake_refused(&self, address: &str, error: &HandshakeError) {
+        self.metrics.handshake_failures.inc();
+        tracing::warn!(node = %self.name, %address, reason = %error, "handshake refused");
+        let _ = self.events.send(ClusterEvent::HandshakeRefused {
+            address: address.to_owned(),
+            reason: error.to_string(),
+        });
+    }
+}

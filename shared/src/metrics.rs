@@ -1,0 +1,123 @@
+//! Prometheus metrics of one node: calls and casts by service and outcome, call latency, links,
+//! reconnects, handshake failures and queue depths.
+//!
+//! Each [`Node`](crate::Node) owns its own registry, so several nodes in one test process keep
+//! separate figures. Services add their own metrics to [`Metrics::registry`].
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// The runtime's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub(crate) calls: IntCounterVec,
+    pub(crate) call_seconds: HistogramVec,
+    pub(crate) casts: IntCounterVec,
+    pub(crate) links_up: IntGauge,
+    pub(crate) reconnects: IntCounter,
+    pub(crate) handshake_failures: IntCounter,
+    pub(crate) node_down: IntCounterVec,
+    pub(crate) failovers: IntCounterVec,
+    pub(crate) queued_frames: IntGauge,
+}
+
+impl Metrics {
+    pub(crate) fn new(node: &str) -> Self {
+        let registry =
+            Registry::new_custom(Some("switchboard".into()), Some(labels(node))).expect("registry");
+        let calls = IntCounterVec::new(
+            Opts::new(
+                "calls_total",
+                "Calls made, by service, locality and outcome",
+            ),
+            &["service", "locality", "outcome"],
+        )
+        .expect("metric");
+        let call_seconds = HistogramVec::new(
+            HistogramOpts::new("call_duration_seconds", "Call latency seen by the caller").buckets(
+                vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0,
+                ],
+            ),
+            &["service", "locality"],
+        )
+        .expect("metric");
+        let casts = IntCounterVec::new(
+            Opts::new(
+                "casts_total",
+                "Casts and broadcasts sent, by kind and outcome",
+            ),
+            &["kind", "outcome"],
+        )
+        .expect("metric");
+        let links_up = IntGauge::new("links_up", "Peers with an open link").expect("metric");
+        let reconnects =
+            IntCounter::new("reconnects_total", "Link re-establishments").expect("metric");
+        let handshake_failures = IntCounter::new(
+            "handshake_failures_total",
+            "Handshakes refused or failed, either side",
+        )
+        .expect("metric");
+        let node_down = IntCounterVec::new(
+            Opts::new("node_down_total", "Peers declared down, by reason"),
+            &["reason"],
+        )
+        .expect("metric");
+        let failovers = IntCounterVec::new(
+            Opts::new("failovers_total", "Calls retried on another provider"),
+            &["service"],
+        )
+        .expect("metric");
+        let queued_frames = IntGauge::new(
+            "queued_frames",
+            "Frames waiting in outbound lane queues, all links",
+        )
+        .expect("metric");
+        for collector in [
+            Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(call_seconds.clone()),
+            Box::new(casts.clone()),
+            Box::new(links_up.clone()),
+            Box::new(reconnects.clone()),
+            Box::new(handshake_failures.clone()),
+            Box::new(node_down.clone()),
+            Box::new(failovers.clone()),
+            Box::new(queued_frames.clone()),
+        ] {
+            registry.register(collector).expect("unique metric names");
+        }
+        Self {
+            registry,
+            calls,
+            call_seconds,
+            casts,
+            links_up,
+            reconnects,
+            handshake_failures,
+            node_down,
+            failovers,
+            queued_frames,
+        }
+    }
+
+    /// The registry, for services to add metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+fn labels(node: &str) -> std::collections::HashMap<String, String> {
+    [("node".to_owned(), node.to_owned())].into_iter().collect()
+}

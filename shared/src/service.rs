@@ -1,0 +1,65 @@
+//! What a service is to the runtime: something that answers requests by method name.
+//!
+//! Services receive a [`Request`] with the raw payload and return the raw response bytes; they
+//! choose their own schema (protobuf in `switchboard-proto` for Switchboard's own services).
+//! Local calls hand the request over in-process; remote calls carry the same value over the link,
+//! so a service cannot tell, and need not care, where its caller is.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::ServiceError;
+
+/// A request to a service or a message to a process group.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The operation, e.g. `post_message`.
+    pub method: String,
+    /// The encoded request.
+    pub payload: Bytes,
+    /// Trace id shared by every node that handles this request.
+    pub trace_id: String,
+}
+
+/// The future a service returns.
+pub type ServiceFuture = Pin<Box<dyn Future<Output = Result<Bytes, ServiceError>> + Send>>;
+
+/// A service: answers requests, whether they come from this node or another.
+pub trait Service: Send + Sync + 'static {
+    /// Handles one request. Casts use the same entry point and drop the reply.
+    fn handle(&self, request: Request) -> ServiceFuture;
+}
+
+impl<F, Fut> Service for F
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, ServiceError>> + Send + 'static,
+{
+    fn handle(&self, request: Request) -> ServiceFuture {
+        Box::pin(self(request))
+    }
+}
+
+/// A shared, type-erased service.
+pub type SharedService = Arc<dyn Service>;
+
+/// A member of a process group on this node: receives every broadcast to the group.
+pub trait GroupMember: Send + Sync + 'static {
+    /// Delivers one broadcast. It must not block: hand work to a task or a bounded queue.
+    fn deliver(&self, message: Request);
+}
+
+impl<F> GroupMember for F
+where
+    F: Fn(Request) + Send + Sync + 'static,
+{
+    fn deliver(&self, message: Request) {
+        self(message)
+    }
+}
+
+/// A shared, type-erased group member.
+pub type SharedGroupMember = Arc<dyn GroupMember>;

@@ -1,0 +1,48 @@
+//! The built-in `switchboard.node` service every node answers, whatever else it hosts: the
+//! operator's view of one member (`members`) and a round-trip probe (`ping`). It is what the
+//! `switchboard nodes` and `switchboard ping` commands call, like Erlang's `net_adm`.
+
+use bytes::Bytes;
+use prost::Message;
+use switchboard_proto::v1 as wire;
+
+use crate::error::{NodeError, ServiceError};
+use crate::node::NodeInner;
+use crate::registry::PeerState;
+use crate::service::Request;
+
+/// The built-in service's name.
+pub const SERVICE: &str = "switchboard.node";
+
+pub(crate) async fn handle(node: &NodeInner, request: Request) -> Result<Bytes, NodeError> {
+    match request.method.as_str() {
+        "ping" => Ok(request.payload),
+        "members" => Ok(members(node).encode_to_vec().into()),
+        other => Err(ServiceError::new(
+            "unknown_method",
+            format!("{SERVICE} has no method {other}"),
+        )
+        .into()),
+    }
+}
+
+fn members(node: &NodeInner) -> wire::MembersReply {
+    wire::MembersReply {
+        members: node
+            .nodes()
+            .into_iter()
+            .map(|info| wire::MemberInfo {
+                state: match (&info.state, info.is_self) {
+                    (_, true) => "self".into(),
+                    (PeerState::Up, _) => "up".into(),
+                    (PeerState::Down { reason }, _) => format!("down ({reason})"),
+                },
+                name: info.name,
+                address: info.address,
+                incarnation: info.incarnation,
+                services: info.services,
+                groups: info.groups,
+            })
+            .collect(),
+    }
+}

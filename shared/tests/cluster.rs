@@ -1,0 +1,244 @@
+//! The runtime across several nodes in one process, over the real protocol on loopback:
+//! membership, authentication, transparent calls, broadcasts, shutdown and restarts.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use support::*;
+use switchboard::{
+    Bytes, CallOptions, ClusterEvent, Cookie, NodeBuilder, NodeError, Request, eventually,
+};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn three_nodes_form_a_full_mesh_from_one_seed() {
+    let a = bare_node("a@test", &[]).await;
+    let b = bare_node("b@test", &[a.address()]).await;
+    let c = bare_node("c@test", &[a.address()]).await;
+    // b and c only know a; gossip must introduce them to each other.
+    for (node, others) in [
+        (&a, ["b@test", "c@test"]),
+        (&b, ["a@test", "c@test"]),
+        (&c, ["a@test", "b@test"]),
+    ] {
+        assert!(
+            eventually(DEADLINE, || async { sees_up(node, &others) }).await,
+            "{} sees {:?}",
+            node.name(),
+            node.nodes()
+        );
+        assert_eq!(node.nodes().len(), 3, "no duplicates: {:?}", node.nodes());
+    }
+}
+
+#[tokio::test]
+async fn a_node_with_another_cookie_is_refused_by_every_member() {
+    let a = bare_node("a@test", &[]).await;
+    let b = bare_node("b@test", &[a.address()]).await;
+    assert!(eventually(DEADLINE, || async { sees_up(&a, &["b@test"]) }).await);
+    let mut refusals = a.subscribe();
+    let intruder = NodeBuilder::new(
+        "test",
+        config("intruder@test", &[a.address(), b.address()]),
+        Cookie::new("a-completely-different-cookie").unwrap(),
+    )
+    .start()
+    .await
+    .unwrap();
+    // a logs the refusal with the intruder's address.
+    let refused = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Ok(ClusterEvent::HandshakeRefused { .. }) = refusals.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "a published a refusal");
+    // Give discovery several rounds to (wrongly) succeed, then check nobody admitted anybody.
+    let admitted = eventually(Duration::from_secs(1), || async {
+        [&a, &b, &intruder].iter().any(|n| {
+            n.nodes()
+                .iter()
+                .any(|m| !m.is_self && (m.name == "intruder@test" || n.name() == "intruder@test"))
+        })
+    })
+    .await;
+    assert!(!admitted, "a: {:?} b: {:?}", a.nodes(), b.nodes());
+    assert!(
+        a.metrics()
+            .render()
+            .contains("switchboard_handshake_failures_total")
+    );
+}
+
+#[tokio::test]
+async fn the_same_call_gives_the_same_result_locally_and_remotely() {
+    let a = echo_node("a@test", &[]).await;
+    let b = bare_node("b@test", &[a.address()]).await;
+    assert!(b.wait_for_service("echo", DEADLINE).await);
+    let local = a
+        .call("echo", "say", "hello", CallOptions::default())
+        .await
+        .unwrap();
+    let remote = b
+        .call("echo", "say", "hello", CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(local, remote);
+    assert_eq!(local, Bytes::from("a@test|hello"));
+    let local_error = a
+        .call("echo", "fail", "", CallOptions::default())
+        .await
+        .unwrap_err();
+    let remote_error = b
+        .call("echo", "fail", "", CallOptions::default())
+        .await
+        .unwrap_err();
+    match (local_error, remote_error) {
+        (NodeError::Service(l), NodeError::Service(r)) => {
+            assert_eq!(l, r);
+            assert_eq!(l.code, "asked_to_fail");
+        }
+        other => panic!("expected service errors, got {other:?}"),
+    }
+    let missing = b
+        .call("nowhere", "x", "", CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, NodeError::NoProvider { .. }),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn broadcast_reaches_every_member_of_a_group_on_every_node() {
+    let received = Arc::new(AtomicUsize::new(0));
+    let member = |counter: Arc<AtomicUsize>| {
+        move |message: Request| {
+            assert_eq!(message.payload, Bytes::from("tick"));
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let a = NodeBuilder::new("test", config("a@test", &[]), cookie())
+        .group("listeners", member(received.clone()))
+        .start()
+        .await
+        .unwrap();
+    let b = NodeBuilder::new("test", config("b@test", &[a.address()]), cookie())
+        .group("listeners", member(received.clone()))
+        .start()
+        .await
+        .unwrap();
+    let c = bare_node("c@test", &[a.address()]).await;
+    assert!(eventually(DEADLINE, || async { sees_up(&c, &["a@test", "b@test"]) }).await);
+    assert!(
+        eventually(DEADLINE, || async {
+            c.nodes()
+                .iter()
+                .filter(|n| n.groups.contains(&"listeners".to_owned()))
+                .count()
+                == 2
+        })
+        .await
+    );
+    assert_eq!(c.broadcast("listeners", "tick", "tick"), 2);
+    assert!(eventually(DEADLINE, || async { received.load(Ordering::SeqCst) == 2 }).await);
+    drop(b);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_moves_calls_away_and_tells_monitors_why() {
+    let a = bare_node("a@test", &[]).await;
+    let b = echo_node("b@test", &[a.address()]).await;
+    let c = echo_node("c@test", &[a.address()]).await;
+    assert!(eventually(DEADLINE, || async { sees_up(&a, &["b@test", "c@test"]) }).await);
+    let down = a.monitor_node("b@test");
+    b.shutdown().await;
+    assert_eq!(
+        tokio::time::timeout(DEADLINE, down).await.unwrap().unwrap(),
+        "shutdown"
+    );
+    for _ in 0..20 {
+        let reply = a
+            .call("echo", "say", "x", CallOptions::idempotent())
+            .await
+            .unwrap();
+        assert_eq!(reply, Bytes::from("c@test|x"));
+    }
+    drop(c);
+}
+
+#[tokio::test]
+async fn a_node_restarted_under_the_same_name_replaces_its_old_incarnation() {
+    let a = bare_node("a@test", &[]).await;
+    let old = echo_node("b@test", &[a.address()]).await;
+    assert!(eventually(DEADLINE, || async { sees_up(&a, &["b@test"]) }).await);
+    let old_incarnation = old.incarnation();
+    let down = a.monitor_node("b@test");
+    // The old process vanishes without a goodbye's help to the new one; the new one joins at once.
+    old.shutdown().await;
+    let new = echo_node("b@test", &[a.address()]).await;
+    assert_ne!(new.incarnation(), old_incarnation);
+    assert!(tokio::time::timeout(DEADLINE, down).await.is_ok());
+    assert!(
+        eventually(DEADLINE, || async {
+            a.nodes().iter().any(|n| {
+                n.name == "b@test"
+                    && n.incarnation == new.incarnation()
+                    && n.state == switchboard::PeerState::Up
+            })
+        })
+        .await,
+        "{:?}",
+        a.nodes()
+    );
+    let reply = a
+        .call(
+            "echo",
+            "say",
+            "again",
+            CallOptions::default().timeout(DEADLINE),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply, Bytes::from("b@test|again"));
+}
+
+#[tokio::test]
+async fn an_oversized_call_is_refused_before_it_is_sent() {
+    let mut config_a = config("a@test", &[]);
+    config_a.max_frame_bytes = 64 * 1024;
+    let a = NodeBuilder::new("test", config_a, cookie())
+        .service("echo", echo("a@test"))
+        .start()
+        .await
+        .unwrap();
+    let mut config_b = config("b@test", &[a.address()]);
+    config_b.max_frame_bytes = 64 * 1024;
+    let b = NodeBuilder::new("test", config_b, cookie())
+        .start()
+        .await
+        .unwrap();
+    assert!(b.wait_for_service("echo", DEADLINE).await);
+    let big = vec![7u8; 128 * 1024];
+    let error = b
+        .call("echo", "say", big, CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, NodeError::FrameTooLarge { .. }),
+        "{error:?}"
+    );
+    // The link is unharmed.
+    let reply = b
+        .call("echo", "say", "ok", CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(reply, Bytes::from("a@test|ok"));
+}
