@@ -23,6 +23,7 @@ pub mod registry;
 mod server;
 pub mod service;
 pub mod signal;
+pub mod startup;
 pub mod system;
 pub mod telemetry;
 

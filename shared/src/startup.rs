@@ -1,0 +1,42 @@
+//! The start of every service binary: telemetry, configuration and cookie, the node, then run
+//! until SIGTERM or Ctrl-C. Each service's `main.rs` is one call to [`run`].
+
+use std::future::Future;
+
+use crate::config::NodeConfig;
+use crate::cookie::Cookie;
+use crate::error::NodeError;
+use crate::node::Node;
+use crate::telemetry::{self, LogFormat};
+
+/// Sets up logging, loads the node configuration and cookie (refusing to start without a valid
+/// cookie), starts the node with `start`, and runs it until a shutdown signal.
+pub async fn run<F, Fut>(start: F) -> Result<(), NodeError>
+where
+    F: FnOnce(NodeConfig, Cookie) -> Fut,
+    Fut: Future<Output = Result<Node, NodeError>>,
+{
+    telemetry::init(LogFormat::from_env(), Vec::new());
+    let config = NodeConfig::from_env()?;
+    let cookie = Cookie::from_env()?;
+    let node = start(config, cookie).await?;
+    node.run_until_signal().await;
+    Ok(())
+}
+
+/// Turns the outcome of [`run`] into the process exit code, printing a start-up failure (no
+/// cookie, a port in use, ...) as one clear line rather than a backtrace.
+pub fn exit_code(result: Result<(), NodeError>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            let program = std::env::args().next().unwrap_or_default();
+            let program = std::path::Path::new(&program)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            eprintln!("{program}: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
