@@ -9,3 +9,15 @@
 pub mod v1 {
     tonic::include_proto!("switchboard.v1");
 }
+
+/// Names of the services and process groups Switchboard's own nodes use, in one place so the
+/// node that serves a name and the nodes that call it cannot drift apart.
+pub mod names {
+    /// The database service: accounts, rooms, messages, room events.
+    pub const DATABASE: &str = "database";
+    /// Process group receiving every committed room event (http nodes fan them out to SSE
+    /// clients; reporting and analytics consume them).
+    pub const CHAT_EVENTS: &str = "chat.events";
+    /// The method name of a room event broadcast to [`CHAT_EVENTS`].
+    pub const ROOM_EVENT: &str = "room_event";
+}

@@ -63,12 +63,16 @@ impl NodeInner {
                     _ = tokio::time::sleep(GOSSIP_INTERVAL) => {}
                     _ = node.shutdown.cancelled() => return,
                 }
+                // The advertisement rides along: a change made while a link was still being dialed
+                // reaches that peer within one tick, whatever the interleaving.
                 let gossip = node.gossip();
+                let advertisement = node.advertisement();
                 let links = node.links();
                 let queued: usize = links.iter().map(|l| l.queued()).sum();
                 node.metrics.queued_frames.set(queued as i64);
                 for link in links {
                     link.send_control(Kind::Gossip(gossip.clone()));
+                    link.send_control(Kind::Advertise(advertisement.clone()));
                 }
             }
         });
@@ -238,6 +242,8 @@ impl NodeInner {
             incarnation: link.incarnation,
         });
         self.registry_changed.notify_waiters();
+        // The peer may have missed a change made while this link was being dialed.
+        link.send_control(Kind::Advertise(self.advertisement()));
         self.learn(greeting.gossip);
         true
     }

@@ -51,6 +51,8 @@ pub(crate) struct NodeInner {
     /// Woken whenever a link opens or closes or an advertisement changes.
     pub(crate) registry_changed: Notify,
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled when graceful shutdown begins, before anything is closed.
+    pub(crate) draining: CancellationToken,
     /// Inbound calls and casts being served, awaited on graceful shutdown.
     pub(crate) work: TaskTracker,
     pub(crate) stopping: AtomicBool,
@@ -168,6 +170,7 @@ impl NodeBuilder {
             events,
             registry_changed: Notify::new(),
             shutdown: CancellationToken::new(),
+            draining: CancellationToken::new(),
             work: TaskTracker::new(),
             stopping: AtomicBool::new(false),
         });
@@ -267,6 +270,21 @@ impl Node {
     /// A token cancelled when the node starts shutting down, for services' own tasks.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.inner.shutdown.clone()
+    }
+
+    /// A token cancelled as soon as graceful shutdown begins: front doors (an HTTP listener, live
+    /// streams) stop taking work on it while the node's links stay open for the work in flight.
+    pub fn draining_token(&self) -> CancellationToken {
+        self.inner.draining.clone()
+    }
+
+    /// Runs `task` as part of the node's in-flight work: graceful shutdown waits for it (up to
+    /// the grace period) before closing links.
+    pub fn spawn_tracked<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.work.spawn(task);
     }
 
     /// Hosts `service` under `name` and advertises it to every peer.
@@ -659,7 +677,8 @@ impl NodeInner {
         if self.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
-        // 1. Stop advertising: peers route new calls elsewhere at once.
+        // 1. Stop advertising: peers route new calls elsewhere at once; front doors close.
+        self.draining.cancel();
         self.write_local().draining = true;
         self.advertise_change();
         // 2. Let in-flight work finish within the grace period.

@@ -1,25 +1,74 @@
-//! The `database` service. This node joins the cluster and advertises `database`; the service's own
-//! behaviour arrives with its issue, and until then it answers only `status`.
+//! The database node: the only node that talks to a database. It owns the sqlx pool and the
+//! schema (migrated at start-up), and serves the `database` service to the rest of the cluster.
+//! Several database nodes against one PostgreSQL are redundant providers: any can die and
+//! callers fail over to another.
 
-use switchboard::{Bytes, Cookie, Node, NodeBuilder, NodeConfig, NodeError, Request, ServiceError};
+pub mod configuration;
+mod service;
+pub mod store;
 
-/// The service name this node advertises.
-pub const SERVICE: &str = "database";
+use std::time::Duration;
 
-/// Starts a node hosting the `database` service.
+use switchboard::{Cookie, Node, NodeBuilder, NodeConfig, NodeError};
+use switchboard_proto::names;
+
+pub use service::DatabaseService;
+pub use store::Store;
+
+use configuration::DatabaseSettings;
+
+/// Connects to the database (`DATABASE_URL`, or SQLite in the data directory), migrates it, and
+/// only then starts a node advertising the `database` service.
 pub async fn start(config: NodeConfig, cookie: Cookie) -> Result<Node, NodeError> {
-    NodeBuilder::new(SERVICE, config, cookie)
-        .service(SERVICE, handle)
-        .start()
+    let settings = DatabaseSettings::from_env()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        NodeError::Config(format!(
+            "cannot create the data directory {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let url = configuration::database_url(&config.data_dir);
+    let store = Store::connect(&url, settings.db_max_connections)
         .await
+        .map_err(|e| NodeError::Config(format!("database: {e}")))?;
+    tracing::info!(backend = ?store.backend(), "database ready");
+    serve(config, cookie, store, &settings).await
 }
 
-async fn handle(request: Request) -> Result<Bytes, ServiceError> {
-    match request.method.as_str() {
-        "status" => Ok(Bytes::from_static(b"ok")),
-        other => Err(ServiceError::new(
-            "unknown_method",
-            format!("{SERVICE} has no method {other}"),
-        )),
-    }
+/// Starts a node serving `store` (tests pass their own store).
+pub async fn serve(
+    config: NodeConfig,
+    cookie: Cookie,
+    store: Store,
+    settings: &DatabaseSettings,
+) -> Result<Node, NodeError> {
+    let node = NodeBuilder::new(names::DATABASE, config, cookie)
+        .start()
+        .await?;
+    node.register_service(
+        names::DATABASE,
+        DatabaseService::new(store.clone(), node.clone()),
+    );
+    spawn_pruning(&node, store, settings.event_retention_hours);
+    Ok(node)
+}
+
+/// Deletes room events past their retention every hour.
+fn spawn_pruning(node: &Node, store: Store, retention_hours: u64) {
+    let shutdown = node.shutdown_token();
+    let retention_ms = (retention_hours * 3_600_000) as i64;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            match store.prune_events(retention_ms).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned old room events"),
+                Err(error) => tracing::warn!(%error, "pruning room events failed"),
+            }
+        }
+    });
 }

@@ -1,25 +1,33 @@
-//! The `http` service. This node joins the cluster and advertises `http`; the service's own
-//! behaviour arrives with its issue, and until then it answers only `status`.
+//! The http node: the chat's HTTP API. It owns no data: it authenticates, validates, and calls
+//! the `database` service through the node runtime, wherever database nodes run. Any number of
+//! http nodes can run side by side; live events reach each of them through the `chat.events`
+//! process group.
 
-use switchboard::{Bytes, Cookie, Node, NodeBuilder, NodeConfig, NodeError, Request, ServiceError};
+mod auth;
+pub mod configuration;
+mod database;
+mod error;
+mod extract;
+mod http_metrics;
+mod live;
+mod model;
+mod openapi;
+mod rate_limit;
+mod request_id;
+mod routes;
+pub mod startup;
+mod state;
+mod validation;
 
-/// The service name this node advertises.
-pub const SERVICE: &str = "http";
+use switchboard::{Cookie, Node, NodeBuilder, NodeConfig, NodeError};
 
-/// Starts a node hosting the `http` service.
+pub use configuration::HttpSettings;
+pub use startup::Application;
+
+/// Starts an http node: the runtime node, then the API on `SWITCHBOARD_HTTP_LISTEN`.
 pub async fn start(config: NodeConfig, cookie: Cookie) -> Result<Node, NodeError> {
-    NodeBuilder::new(SERVICE, config, cookie)
-        .service(SERVICE, handle)
-        .start()
-        .await
-}
-
-async fn handle(request: Request) -> Result<Bytes, ServiceError> {
-    match request.method.as_str() {
-        "status" => Ok(Bytes::from_static(b"ok")),
-        other => Err(ServiceError::new(
-            "unknown_method",
-            format!("{SERVICE} has no method {other}"),
-        )),
-    }
+    let settings = HttpSettings::from_env()?;
+    let node = NodeBuilder::new("http", config, cookie).start().await?;
+    Application::build(node.clone(), settings).await?;
+    Ok(node)
 }

@@ -1,0 +1,179 @@
+//! The `database` service: decodes each request from the wire, runs it against the [`Store`],
+//! encodes the reply, and broadcasts each committed room event to the `chat.events` group.
+//!
+//! Requests are protobuf messages from `switchboard-proto`; the method name selects the
+//! operation. Every operation is safe to retry on another database node: reads trivially, posts
+//! through their idempotency key, the rest because they are idempotent by construction (join,
+//! leave, delete) or fail cleanly on a second attempt (register, create room).
+
+use std::sync::Arc;
+
+use prost::Message;
+use switchboard::service::ServiceFuture;
+use switchboard::{Bytes, Node, Request, Service, ServiceError};
+use switchboard_proto::names;
+use switchboard_proto::v1 as wire;
+
+use crate::store::Store;
+
+/// The service a database node hosts.
+#[derive(Debug, Clone)]
+pub struct DatabaseService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    node: Node,
+}
+
+impl DatabaseService {
+    /// Serves `store`, broadcasting events through `node`.
+    pub fn new(store: Store, node: Node) -> Self {
+        Self {
+            inner: Arc::new(Inner { store, node }),
+        }
+    }
+}
+
+impl Service for DatabaseService {
+    fn handle(&self, request: Request) -> ServiceFuture {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.dispatch(request).await })
+    }
+}
+
+fn decode<T: Message + Default>(payload: &[u8]) -> Result<T, ServiceError> {
+    T::decode(payload)
+        .map_err(|e| ServiceError::new("invalid_request", format!("malformed request: {e}")))
+}
+
+fn reply<T: Message>(message: &T) -> Result<Bytes, ServiceError> {
+    Ok(message.encode_to_vec().into())
+}
+
+impl Inner {
+    async fn dispatch(&self, request: Request) -> Result<Bytes, ServiceError> {
+        let store = &self.store;
+        let payload = &request.payload[..];
+        match request.method.as_str() {
+            "register" => {
+                let r: wire::RegisterRequest = decode(payload)?;
+                let user = store.register(&r.username, &r.password_hash).await?;
+                reply(&wire::UserReply { user: Some(user) })
+            }
+            "credentials" => {
+                let r: wire::CredentialsRequest = decode(payload)?;
+                match store.credentials(&r.username).await? {
+                    Some((user, password_hash)) => reply(&wire::CredentialsReply {
+                        user: Some(user),
+                        password_hash,
+                    }),
+                    None => Err(ServiceError::new("invalid_credentials", "no such account")),
+                }
+            }
+            "create_session" => {
+                let r: wire::CreateSessionRequest = decode(payload)?;
+                store
+                    .create_session(r.user_id, &r.token_hash, r.expires_at_ms)
+                    .await?;
+                reply(&wire::Empty {})
+            }
+            "session" => {
+                let r: wire::SessionRequest = decode(payload)?;
+                let user = store.session(&r.token_hash).await?;
+                reply(&wire::UserReply { user: Some(user) })
+            }
+            "delete_session" => {
+                let r: wire::SessionRequest = decode(payload)?;
+                store.delete_session(&r.token_hash).await?;
+                reply(&wire::Empty {})
+            }
+            "create_room" => {
+                let r: wire::CreateRoomRequest = decode(payload)?;
+                reply(&store.create_room(r.user_id, &r.name, &r.topic).await?)
+            }
+            "list_rooms" => {
+                let r: wire::ListRoomsRequest = decode(payload)?;
+                reply(&wire::RoomList {
+                    rooms: store.list_rooms(r.user_id).await?,
+                })
+            }
+            "get_room" => {
+                let r: wire::RoomRequest = decode(payload)?;
+                reply(&store.get_room(r.user_id, r.room_id).await?)
+            }
+            "join_room" => {
+                let r: wire::RoomRequest = decode(payload)?;
+                let (room, event) = store.join_room(r.user_id, r.room_id).await?;
+                self.publish(event);
+                reply(&room)
+            }
+            "leave_room" => {
+                let r: wire::RoomRequest = decode(payload)?;
+                let event = store.leave_room(r.user_id, r.room_id).await?;
+                self.publish(event);
+                reply(&wire::Empty {})
+            }
+            "list_members" => {
+                let r: wire::RoomRequest = decode(payload)?;
+                reply(&wire::MemberList {
+                    members: store.list_members(r.user_id, r.room_id).await?,
+                })
+            }
+            "post_message" => {
+                let r: wire::PostMessageRequest = decode(payload)?;
+                let outcome = store
+                    .post_message(r.user_id, r.room_id, &r.body, &r.idempotency_key)
+                    .await?;
+                self.publish(outcome.event);
+                reply(&wire::PostMessageReply {
+                    message: Some(outcome.message),
+                    replayed: outcome.replayed,
+                })
+            }
+            "list_messages" => {
+                let r: wire::ListMessagesRequest = decode(payload)?;
+                reply(&store.list_messages(&r).await?)
+            }
+            "edit_message" => {
+                let r: wire::EditMessageRequest = decode(payload)?;
+                let (message, event) = store.edit_message(&r).await?;
+                self.publish(Some(event));
+                reply(&message)
+            }
+            "delete_message" => {
+                let r: wire::DeleteMessageRequest = decode(payload)?;
+                let (message, event) = store.delete_message(&r).await?;
+                self.publish(event);
+                reply(&message)
+            }
+            "room_events" => {
+                let r: wire::EventsRequest = decode(payload)?;
+                reply(
+                    &store
+                        .room_events(r.user_id, r.room_id, r.after, r.limit)
+                        .await?,
+                )
+            }
+            "ping" => {
+                store.ping().await?;
+                reply(&wire::Empty {})
+            }
+            other => Err(ServiceError::new(
+                "unknown_method",
+                format!("the database service has no method {other}"),
+            )),
+        }
+    }
+
+    /// Tells every member of `chat.events` about a committed event. Delivery is best effort:
+    /// live clients detect a gap by cursor and read what they missed from the event log.
+    fn publish(&self, event: Option<wire::RoomEvent>) {
+        if let Some(event) = event {
+            self.node
+                .broadcast(names::CHAT_EVENTS, names::ROOM_EVENT, event.encode_to_vec());
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The store: the only code in Switchboard that opens a database connection. One `AnyPool` serves
+//! PostgreSQL and SQLite alike; the SQL is written once in the dialect both accept, and the
+//! migrations (embedded, one directory per backend) run at start-up under the migrator's lock, so
+//! several database nodes starting at once are safe.
+
+mod accounts;
+mod events;
+mod messages;
+mod rooms;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use switchboard::ServiceError;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request was understood and refused (a rule of the chat), with a stable code.
+    #[error("{code}: {message}")]
+    Rejected {
+        /// Stable snake_case code.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database URL names no supported backend.
+    #[error("unsupported database URL (use postgres://... or sqlite://...)")]
+    UnsupportedUrl,
+}
+
+impl StoreError {
+    pub(crate) fn rejected(code: &'static str, message: impl Into<String>) -> Self {
+        StoreError::Rejected {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Rejected { code, message } => ServiceError::new(code, message),
+            StoreError::Sql(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+                tracing::warn!(error = %error, "database unreachable");
+                ServiceError::new("unavailable", "the database is unreachable")
+            }
+            other => {
+                tracing::error!(error = %other, "database operation failed");
+                ServiceError::new("internal", "the database operation failed")
+            }
+        }
+    }
+}
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL: the production database.
+    Postgres,
+    /// SQLite: the embedded default for a laptop run.
+    Sqlite,
+}
+
+/// The chat's persistent state.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+impl Store {
+    /// Connects to `url` and migrates the schema.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5));
+        let pool = match backend {
+            // SQLite allows one writer; one connection avoids busy errors between our own
+            // transactions, and WAL keeps readers of other processes unblocked.
+            Backend::Sqlite => {
+                options
+                    .max_connections(1)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            conn.execute("PRAGMA busy_timeout = 5000").await?;
+                            conn.execute("PRAGMA synchronous = FULL").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
+            Backend::Postgres => {
+                options
+                    .max_connections(max_connections)
+                    .connect(url)
+                    .await?
+            }
+        };
+        match backend {
+            Backend::Postgres => POSTGRES.run(&pool).await?,
+            Backend::Sqlite => SQLITE.run(&pool).await?,
+        }
+        Ok(Self { pool, backend })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

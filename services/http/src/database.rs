@@ -1,0 +1,234 @@
+//! A typed client of the `database` service, reached through the node runtime wherever its
+//! providers run. Each method states whether its request is idempotent, which is what lets the
+//! runtime retry it on another database node when one dies mid-call.
+
+use std::time::Duration;
+
+use switchboard::{CallOptions, Node, NodeError};
+use switchboard_proto::names;
+use switchboard_proto::v1 as wire;
+
+use crate::request_id;
+
+/// The database service as the http node sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Database {
+    node: Node,
+    timeout: Duration,
+}
+
+impl Database {
+    /// Calls through `node`, giving each call `timeout`.
+    pub(crate) fn new(node: Node, timeout: Duration) -> Self {
+        Self { node, timeout }
+    }
+
+    async fn call<Req, Resp>(
+        &self,
+        method: &str,
+        request: &Req,
+        idempotent: bool,
+    ) -> Result<Resp, NodeError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let options = CallOptions {
+            timeout: Some(self.timeout),
+            idempotent,
+            trace_id: Some(request_id::current()).filter(|id| !id.is_empty()),
+        };
+        self.node
+            .call_message(names::DATABASE, method, request, options)
+            .await
+    }
+
+    /// Creates an account. Not idempotent: a retry after an unknown outcome could report
+    /// `username_taken` for the caller's own account.
+    pub(crate) async fn register(
+        &self,
+        username: &str,
+        password_hash: String,
+    ) -> Result<wire::User, NodeError> {
+        let request = wire::RegisterRequest {
+            username: username.to_owned(),
+            password_hash,
+        };
+        let reply: wire::UserReply = self.call("register", &request, false).await?;
+        reply.user.ok_or_else(missing)
+    }
+
+    /// The account and password hash for a login.
+    pub(crate) async fn credentials(
+        &self,
+        username: &str,
+    ) -> Result<wire::CredentialsReply, NodeError> {
+        let request = wire::CredentialsRequest {
+            username: username.to_owned(),
+        };
+        self.call("credentials", &request, true).await
+    }
+
+    /// Stores a session under the token's hash.
+    pub(crate) async fn create_session(
+        &self,
+        user_id: i64,
+        token_hash: String,
+        expires_at_ms: i64,
+    ) -> Result<(), NodeError> {
+        let request = wire::CreateSessionRequest {
+            user_id,
+            token_hash,
+            expires_at_ms,
+        };
+        let _: wire::Empty = self.call("create_session", &request, false).await?;
+        Ok(())
+    }
+
+    /// The user of a live session.
+    pub(crate) async fn session(&self, token_hash: String) -> Result<wire::User, NodeError> {
+        let reply: wire::UserReply = self
+            .call("session", &wire::SessionRequest { token_hash }, true)
+            .await?;
+        reply.user.ok_or_else(missing)
+    }
+
+    /// Ends a session.
+    pub(crate) async fn delete_session(&self, token_hash: String) -> Result<(), NodeError> {
+        let _: wire::Empty = self
+            .call("delete_session", &wire::SessionRequest { token_hash }, true)
+            .await?;
+        Ok(())
+    }
+
+    /// Creates a room owned by `user_id`.
+    pub(crate) async fn create_room(
+        &self,
+        user_id: i64,
+        name: &str,
+        topic: &str,
+    ) -> Result<wire::Room, NodeError> {
+        let request = wire::CreateRoomRequest {
+            user_id,
+            name: name.to_owned(),
+            topic: topic.to_owned(),
+        };
+        self.call("create_room", &request, false).await
+    }
+
+    /// Every room with `joined` flags for `user_id`.
+    pub(crate) async fn list_rooms(&self, user_id: i64) -> Result<Vec<wire::Room>, NodeError> {
+        let reply: wire::RoomList = self
+            .call("list_rooms", &wire::ListRoomsRequest { user_id }, true)
+            .await?;
+        Ok(reply.rooms)
+    }
+
+    /// One room.
+    pub(crate) async fn get_room(
+        &self,
+        user_id: i64,
+        room_id: i64,
+    ) -> Result<wire::Room, NodeError> {
+        self.call("get_room", &wire::RoomRequest { user_id, room_id }, true)
+            .await
+    }
+
+    /// Joins a room (idempotent).
+    pub(crate) async fn join_room(
+        &self,
+        user_id: i64,
+        room_id: i64,
+    ) -> Result<wire::Room, NodeError> {
+        self.call("join_room", &wire::RoomRequest { user_id, room_id }, true)
+            .await
+    }
+
+    /// Leaves a room (idempotent).
+    pub(crate) async fn leave_room(&self, user_id: i64, room_id: i64) -> Result<(), NodeError> {
+        let _: wire::Empty = self
+            .call("leave_room", &wire::RoomRequest { user_id, room_id }, true)
+            .await?;
+        Ok(())
+    }
+
+    /// The members of a room.
+    pub(crate) async fn list_members(
+        &self,
+        user_id: i64,
+        room_id: i64,
+    ) -> Result<Vec<wire::RoomMember>, NodeError> {
+        let reply: wire::MemberList = self
+            .call(
+                "list_members",
+                &wire::RoomRequest { user_id, room_id },
+                true,
+            )
+            .await?;
+        Ok(reply.members)
+    }
+
+    /// Posts a message. Always carries an idempotency key (the client's, or one made for this
+    /// request), so the runtime may retry it on another database node without a duplicate.
+    pub(crate) async fn post_message(
+        &self,
+        request: wire::PostMessageRequest,
+    ) -> Result<wire::PostMessageReply, NodeError> {
+        debug_assert!(!request.idempotency_key.is_empty());
+        self.call("post_message", &request, true).await
+    }
+
+    /// A page of history.
+    pub(crate) async fn list_messages(
+        &self,
+        request: wire::ListMessagesRequest,
+    ) -> Result<wire::MessagePage, NodeError> {
+        self.call("list_messages", &request, true).await
+    }
+
+    /// Edits a message; applying the same edit twice leaves the same text.
+    pub(crate) async fn edit_message(
+        &self,
+        request: wire::EditMessageRequest,
+    ) -> Result<wire::ChatMessage, NodeError> {
+        self.call("edit_message", &request, true).await
+    }
+
+    /// Soft-deletes a message (idempotent).
+    pub(crate) async fn delete_message(
+        &self,
+        request: wire::DeleteMessageRequest,
+    ) -> Result<wire::ChatMessage, NodeError> {
+        self.call("delete_message", &request, true).await
+    }
+
+    /// Room events after a cursor.
+    pub(crate) async fn room_events(
+        &self,
+        user_id: i64,
+        room_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<wire::EventPage, NodeError> {
+        let request = wire::EventsRequest {
+            user_id,
+            room_id,
+            after,
+            limit,
+        };
+        self.call("room_events", &request, true).await
+    }
+
+    /// Whether some database node answers within `timeout`.
+    pub(crate) async fn ping(&self, timeout: Duration) -> bool {
+        let options = CallOptions::idempotent().timeout(timeout);
+        self.node
+            .call_message::<_, wire::Empty>(names::DATABASE, "ping", &wire::Empty {}, options)
+            .await
+            .is_ok()
+    }
+}
+
+fn missing() -> NodeError {
+    NodeError::Transport("the database replied without the expected record".into())
+}

@@ -1,0 +1,7 @@
+//! The API's handlers, one module per resource.
+
+pub(crate) mod accounts;
+pub(crate) mod events;
+pub(crate) mod messages;
+pub(crate) mod operations;
+pub(crate) mod rooms;

@@ -1,0 +1,93 @@
+//! `/v1/auth/*` and `/v1/me`: registration, login, logout.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use crate::auth::{self, AuthUser};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiJson;
+use crate::model::{Credentials, Session, User};
+use crate::state::AppState;
+use crate::validation;
+
+/// Creates an account and logs it in.
+#[utoipa::path(post, path = "/v1/auth/register", tag = "accounts", request_body = Credentials,
+    responses((status = 201, body = Session), (status = 409, body = ErrorBody, description = "username_taken"), (status = 422, body = ErrorBody)))]
+pub(crate) async fn register(
+    State(state): State<AppState>,
+    ApiJson(credentials): ApiJson<Credentials>,
+) -> Result<(StatusCode, Json<Session>), ApiError> {
+    validation::username(&credentials.username)?;
+    validation::password(&credentials.password)?;
+    let hash = auth::hash_password(credentials.password).await?;
+    let user = state.database.register(&credentials.username, hash).await?;
+    tracing::info!(user_id = user.id, username = %user.username, "user registered");
+    let session = open_session(&state, user.into()).await?;
+    Ok((StatusCode::CREATED, Json(session)))
+}
+
+/// Logs in; the same 401 whether the user exists or not.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "accounts", request_body = Credentials,
+    responses((status = 200, body = Session), (status = 401, body = ErrorBody, description = "invalid_credentials")))]
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    ApiJson(credentials): ApiJson<Credentials>,
+) -> Result<Json<Session>, ApiError> {
+    let found = match state.database.credentials(&credentials.username).await {
+        Ok(reply) => Some(reply),
+        Err(switchboard::NodeError::Service(e)) if e.code == "invalid_credentials" => None,
+        Err(other) => return Err(other.into()),
+    };
+    let stored = found.as_ref().map(|f| f.password_hash.clone());
+    let valid = auth::verify_password(credentials.password, stored).await;
+    match found.and_then(|f| f.user).filter(|_| valid) {
+        Some(user) => {
+            tracing::info!(user_id = user.id, "user logged in");
+            Ok(Json(open_session(&state, user.into()).await?))
+        }
+        None => {
+            tracing::info!(username = %credentials.username, "login failed");
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "the username or password is wrong",
+            ))
+        }
+    }
+}
+
+async fn open_session(state: &AppState, user: User) -> Result<Session, ApiError> {
+    let token = auth::new_token();
+    let expires = SystemTime::now() + Duration::from_secs(state.settings.session_days * 86_400);
+    let expires_ms = expires
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(i64::MAX);
+    state
+        .database
+        .create_session(user.id, auth::token_hash(&token), expires_ms)
+        .await?;
+    Ok(Session { user, token })
+}
+
+/// Ends the session: the token stops working on every http node at once (sessions live in the
+/// database, not in any http node).
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "accounts", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = ErrorBody)))]
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<StatusCode, ApiError> {
+    state.database.delete_session(user.token_hash).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The logged-in user.
+#[utoipa::path(get, path = "/v1/me", tag = "accounts", security(("bearer" = [])),
+    responses((status = 200, body = User), (status = 401, body = ErrorBody)))]
+pub(crate) async fn me(user: AuthUser) -> Json<User> {
+    Json(user.user())
+}

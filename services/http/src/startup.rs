@@ -1,0 +1,127 @@
+//! Building the API: the router (every route, its OpenAPI entry, the error fallbacks and the
+//! middleware) and the [`Application`] that binds it to a port, so tests can start one on port 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router, middleware};
+use switchboard::{Node, NodeError};
+use switchboard_proto::names;
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::configuration::HttpSettings;
+use crate::database::Database;
+use crate::error::ApiError;
+use crate::http_metrics::{self, HttpMetrics};
+use crate::live::LiveHub;
+use crate::openapi::ApiDoc;
+use crate::rate_limit::RateLimiter;
+use crate::request_id;
+use crate::routes::{accounts, events, messages, operations, rooms};
+use crate::state::AppState;
+
+/// Request bodies larger than this are refused with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The whole API as a router, and its OpenAPI document.
+pub(crate) fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let metrics = HttpMetrics::register(state.node.metrics().registry());
+    let (router, api) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        .routes(routes!(accounts::register))
+        .routes(routes!(accounts::login))
+        .routes(routes!(accounts::logout))
+        .routes(routes!(accounts::me))
+        .routes(routes!(rooms::create_room, rooms::list_rooms))
+        .routes(routes!(rooms::get_room))
+        .routes(routes!(rooms::join_room))
+        .routes(routes!(rooms::leave_room))
+        .routes(routes!(rooms::list_members))
+        .routes(routes!(messages::post_message, messages::list_messages))
+        .routes(routes!(messages::edit_message, messages::delete_message))
+        .routes(routes!(events::room_events))
+        .routes(routes!(operations::cluster))
+        .routes(routes!(operations::healthz))
+        .routes(routes!(operations::readyz))
+        .routes(routes!(operations::metrics))
+        .split_for_parts();
+    let document = Arc::new(api.clone());
+    let router = router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { Json(document.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(metrics, http_metrics::track))
+        .layer(middleware::from_fn(request_id::assign))
+        .with_state(state);
+    (router, api)
+}
+
+/// The API bound to its listener and serving.
+#[derive(Debug)]
+pub struct Application {
+    port: u16,
+}
+
+impl Application {
+    /// Binds `settings.http_listen`, joins the `chat.events` group for live events and serves
+    /// until the node starts draining.
+    pub async fn build(node: Node, settings: HttpSettings) -> Result<Self, NodeError> {
+        let listener = TcpListener::bind(&settings.http_listen)
+            .await
+            .map_err(|e| {
+                NodeError::Config(format!("cannot listen on {}: {e}", settings.http_listen))
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| NodeError::Config(e.to_string()))?
+            .port();
+        let live = LiveHub::default();
+        let hub = live.clone();
+        node.join_group(names::CHAT_EVENTS, move |message| hub.deliver(message));
+        let state = AppState {
+            database: Database::new(
+                node.clone(),
+                Duration::from_millis(settings.request_timeout_ms.max(1)),
+            ),
+            limiter: Arc::new(RateLimiter::new(settings.rate_limit)),
+            live,
+            settings: Arc::new(settings),
+            node: node.clone(),
+        };
+        let (app, _) = router(state);
+        let draining = node.draining_token();
+        node.spawn_tracked(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(draining.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "the HTTP server failed");
+            }
+        });
+        tracing::info!(port, "http API listening");
+        Ok(Self { port })
+    }
+
+    /// The port the API listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}

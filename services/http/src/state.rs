@@ -1,0 +1,38 @@
+//! The state every handler shares, as typed pieces handlers extract with `State`.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use switchboard::Node;
+
+use crate::configuration::HttpSettings;
+use crate::database::Database;
+use crate::live::LiveHub;
+use crate::rate_limit::RateLimiter;
+
+/// Shared state of the API.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    /// This http node.
+    pub(crate) node: Node,
+    /// The database service.
+    pub(crate) database: Database,
+    /// Live room events on this node.
+    pub(crate) live: LiveHub,
+    /// Per-user limits.
+    pub(crate) limiter: Arc<RateLimiter>,
+    /// Settings.
+    pub(crate) settings: Arc<HttpSettings>,
+}
+
+impl FromRef<AppState> for Database {
+    fn from_ref(state: &AppState) -> Self {
+        state.database.clone()
+    }
+}
+
+impl FromRef<AppState> for LiveHub {
+    fn from_ref(state: &AppState) -> Self {
+        state.live.clone()
+    }
+}

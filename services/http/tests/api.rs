@@ -1,0 +1,485 @@
+//! The chat API end to end: real http and database nodes over the real protocol, on SQLite and
+//! on PostgreSQL, driven over HTTP.
+
+mod support;
+
+use std::collections::HashSet;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use support::*;
+
+on_both_backends!(
+    accounts_register_login_me_logout,
+    logout_invalidates_the_token_on_every_http_node,
+    rooms_create_list_get_join_leave_members,
+    messages_post_page_edit_delete,
+    idempotent_retry_returns_the_identical_message,
+    two_http_nodes_posting_concurrently_produce_gapless_seqs,
+    non_members_are_refused_read_post_and_events,
+    sse_on_one_http_node_receives_a_post_made_through_another,
+    sse_resume_with_last_event_id_misses_nothing,
+);
+
+async fn accounts_register_login_me_logout(backend: Backend) {
+    let Some(cluster) = Cluster::start(backend, 1, 1).await else {
+        return;
+    };
+    let api = cluster.api(0);
+    let reply = api
+        .post(
+            "/v1/auth/register",
+            json!({ "username": "alice", "password": "s3cret-passw0rd" }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(reply.body["user"]["username"], "alice");
+    let token = reply.body["token"].as_str().unwrap();
+    assert!(token.len() >= 32, "at least 128 bits");
+    // Names are unique whatever their letter case.
+    let taken = api
+        .post(
+            "/v1/auth/register",
+            json!({ "username": "ALICE", "password": "another-password" }),
+        )
+        .await;
+    assert_eq!(taken.status, StatusCode::CONFLICT);
+    assert_eq!(taken.code(), "username_taken");
+    let login = api
+        .post(
+            "/v1/auth/login",
+            json!({ "username": "alice", "password": "s3cret-passw0rd" }),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::OK);
+    assert_eq!(login.body["user"]["id"], reply.body["user"]["id"]);
+    let wrong = api
+        .post(
+            "/v1/auth/login",
+            json!({ "username": "alice", "password": "wrong-password" }),
+        )
+        .await;
+    let unknown = api
+        .post(
+            "/v1/auth/login",
+            json!({ "username": "nobody", "password": "wrong-password" }),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        (wrong.code(), &wrong.body["message"]),
+        (unknown.code(), &unknown.body["message"])
+    );
+    let alice = Api {
+        token: Some(login.body["token"].as_str().unwrap().to_owned()),
+        ..api.clone()
+    };
+    let me = alice.get("/v1/me").await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body["username"], "alice");
+    let out = alice
+        .send(alice.request(Method::POST, "/v1/auth/logout"))
+        .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert_eq!(alice.get("/v1/me").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.get("/v1/me").await.code(), "unauthorized");
+}
+
+async fn logout_invalidates_the_token_on_every_http_node(backend: Backend) {
+    let Some(cluster) = Cluster::start(backend, 1, 2).await else {
+        return;
+    };
+    let on_a = cluster.api(0).register("bob").await;
+    let on_b = on_a.on(&cluster.https[1].1);
+    assert_eq!(on_b.get("/v1/me").await.status, StatusCode::OK);
+    let out = on_a
+        .send(on_a.request(Method::POST, "/v1/auth/logout"))
+        .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert_eq!(on_b.get("/v1/me").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(on_a.get("/v1/me").await.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn rooms_create_list_get_join_leave_members(backend: Backend) {
+    let Some(cluster) = Cluster::start(backend, 1, 1).await else {
+        return;
+    };
+    let owner = cluster.api(0).register("owner").await;
+    let guest = cluster.api(0).register("guest").await;
+    let created = owner
+        .post(
+            "/v1/rooms",
+            json!({ "name": "general", "topic": "everything" }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    for field in [
+        "id",
+        "name",
+        "topic",
+        "created_by",
+        "created_at",
+        "member_count",
+    ] {
+        assert!(
+            !created.body[field].is_null(),
+            "{field} in {}",
+            created.body
+        );
+    }
+    assert_eq!(created.body["member_count"], 1);
+    assert_eq!(created.body["created_by"], owner.user_id);
+    let room = created.body["id"].as_i64().unwrap();
+    let again = owner.post("/v1/rooms", json!({ "name": "General" })).await;
+    assert_eq!(
+        (again.status, again.code()),
+        (StatusCode::CONFLICT, "room_name_taken")
+    );
+    let listed = guest.get("/v1/rooms").await;
+    assert_eq!(listed.body["rooms"][0]["joined"], false);
+    assert_eq!(
+        owner.get("/v1/rooms").await.body["rooms"][0]["joined"],
+        true
+    );
+    assert_eq!(
+        guest.get(&format!("/v1/rooms/{room}")).await.body["name"],
+        "general"
+    );
+    let missing = guest.get("/v1/rooms/999999").await;
+    assert_eq!(
+        (missing.status, missing.code()),
+        (StatusCode::NOT_FOUND, "room_not_found")
+    );
+    let joined = guest
+        .post(&format!("/v1/rooms/{room}/join"), json!({}))
+        .await;
+    assert_eq!(joined.status, StatusCode::OK);
+    assert_eq!(joined.body["member_count"], 2);
+    assert_eq!(joined.body["joined"], true);
+    // Joining twice is harmless.
+    assert_eq!(
+        guest
+            .post(&format!("/v1/rooms/{room}/join"), json!({}))
+            .await
+            .body["member_count"],
+        2
+    );
+    let members = guest.get(&format!("/v1/rooms/{room}/members")).await;
+    let names: Vec<&str> = members.body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"]["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["owner", "guest"]);
+    assert_eq!(members.body["members"][0]["role"], "owner");
+    let left = guest
+        .send(guest.request(Method::POST, &format!("/v1/rooms/{room}/leave")))
+        .await;
+    assert_eq!(left.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        guest.get(&format!("/v1/rooms/{room}")).await.body["member_count"],
+        1
+    );
+    assert_eq!(
+        guest.get(&format!("/v1/rooms/{room}/members")).await.code(),
+        "not_a_member"
+    );
+}
+
+async fn messages_post_page_edit_delete(backend: Backend) {
+    let Some(cluster) = Cluster::start(backend, 1, 1).await else {
+        return;
+    };
+    let owner = cluster.api(0).register("owner").await;
+    let author = cluster.api(0).register("author").await;
+    let room = owner.create_room("history").await;
+    author
+        .post(&format!("/v1/rooms/{room}/join"), json!({}))
+        .await;
+    let first = author.post_message(room, "hello", None).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    for field in ["id", "room_id", "seq", "author", "body", "created_at"] {
+        assert!(!first.body[field].is_null(), "{field} in {}", first.body);
+    }
+    assert_eq!(first.body["author"]["username"], "author");
+    assert_eq!(first.body["seq"], 1);
+    for i in 2..=7 {
+        let reply = author
+            .post_message(room, &format!("message {i}"), None)
+            .await;
+        assert_eq!(reply.body["seq"], i);
+    }
+    // The newest page, oldest first.
+    let page = author
+        .get(&format!("/v1/rooms/{room}/messages?limit=3"))
+        .await;
+    let seqs: Vec<i64> = page.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, [5, 6, 7]);
+    assert_eq!(page.body["prev_before"], 5);
+    assert_eq!(page.body["next_after"], 7);
+    let older = author
+        .get(&format!("/v1/rooms/{room}/messages?limit=3&before=5"))
+        .await;
+    let seqs: Vec<i64> = older.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, [2, 3, 4]);
+    let newer = author
+        .get(&format!("/v1/rooms/{room}/messages?after=5"))
+        .await;
+    let seqs: Vec<i64> = newer.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, [6, 7]);
+    let too_many = author
+        .get(&format!("/v1/rooms/{room}/messages?limit=201"))
+        .await;
+    assert_eq!(
+        (too_many.status, too_many.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+    );
+    // Edits: the author only.
+    let id = first.body["id"].as_i64().unwrap();
+    let path = format!("/v1/rooms/{room}/messages/{id}");
+    let by_owner = owner
+        .send(
+            owner
+                .request(Method::PATCH, &path)
+                .json(&json!({ "body": "hijack" })),
+        )
+        .await;
+    assert_eq!(
+        (by_owner.status, by_owner.code()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    let edited = author
+        .send(
+            author
+                .request(Method::PATCH, &path)
+                .json(&json!({ "body": "hello, edited" })),
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::OK);
+    assert_eq!(edited.body["body"], "hello, edited");
+    assert!(edited.body["edited_at"].is_string());
+    // Deletes: the room's owner may delete another's message; a tombstone keeps its seq.
+    let deleted = owner.send(owner.request(Method::DELETE, &path)).await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    assert_eq!(deleted.body["deleted"], true);
+    assert_eq!(deleted.body["body"], "");
+    let page = author
+        .get(&format!("/v1/rooms/{room}/messages?limit=1&before=2"))
+        .await;
+    assert_eq!(page.body["messages"][0]["seq"], 1);
+    assert_eq!(page.body["messages"][0]["deleted"], true);
+    let gone = author
+        .send(
+            author
+                .request(Method::PATCH, &path)
+                .json(&json!({ "body": "again" })),
+        )
+        .await;
+    assert_eq!(
+        (gone.status, gone.code()),
+        (StatusCode::CONFLICT, "message_deleted")
+    );
+    let unknown = author
+        .send(author.request(Method::DELETE, &format!("/v1/rooms/{room}/messages/999999")))
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.code()),
+        (StatusCode::NOT_FOUND, "message_not_found")
+    );
+}
+
+async fn idempotent_retry_returns_the_identical_message(backend: Backend) {
+    let Some(mut cluster) = Cluster::start(backend, 2, 2).await else {
+        return;
+    };
+    let user = cluster.api(0).register("carol").await;
+    let room = user.create_room("retries").await;
+    let first = user.post_message(room, "only once", Some("key-1")).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    // The same key through another http node (and whichever database node it picks).
+    let again = user
+        .on(&cluster.https[1].1)
+        .post_message(room, "only once", Some("key-1"))
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    // Even after a new database node replaces the old ones.
+    cluster.add_database().await;
+    let later = user.post_message(room, "only once", Some("key-1")).await;
+    assert_eq!(later.body, first.body);
+    let reused = user
+        .post_message(room, "something else", Some("key-1"))
+        .await;
+    assert_eq!(
+        (reused.status, reused.code()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+    );
+    let page = user.get(&format!("/v1/rooms/{room}/messages")).await;
+    assert_eq!(page.body["messages"].as_array().unwrap().len(), 1);
+}
+
+async fn two_http_nodes_posting_concurrently_produce_gapless_seqs(backend: Backend) {
+    let Some(cluster) = Cluster::start(backend, 2, 2).await else {
+        return;
+    };
+    let first = cluster.api(0).register("poster1").await;
+    let second = cluster.api(1).register("poster2").await;
+    let room = first.create_room("busy").await;
+    second
+        .post(&format!("/v1/rooms/{room}/join"), json!({}))
+        .await;
+    let mut tasks = Vec::new();
+    for (index, api) in [first.clone(), second.clone()].into_iter().enumerate() {
+        for worker in 0..4 {
+            let api = api.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..15 {
+                    let reply = api
+                        .post_message(room, &format!("{index}-{worker}-{i}"), None)
+                        .await;
+                    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+                    seqs.push(reply.body["seq"].as_i64().unwrap());
+                }
+                seqs
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        let seqs = task.await.unwrap();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "each client sees increasing seqs"
+        );
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=120).collect::<Vec<i64>>());
+    let mut stored = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = first
+            .get(&format!(
+                "/v1/rooms/{room}/messages?after={after}&limit=200"
+            ))
+            .await;
+        let messages = page.body["messages"].as_array().unwrap().clone();
+        if messages.is_empty() {
+            break;
+        }
+        stored.extend(messages.iter().map(|m| m["seq"].as_i64().unwrap()));
+        after = page.body["next_after"].as_i64().unwrap();
+    }
+    assert_eq!(stored, (1..=120).collect::<Vec<i64>>());
+}
+
+async fn non_members_are_refused_read_post_and_events(backend: Backend) {
+    let Some(cluster) = Cluster::start(backend, 1, 1).await else {
+        return;
+    };
+    let owner = cluster.api(0).register("owner").await;
+    let outsider = cluster.api(0).register("outsider").await;
+    let room = owner.create_room("private").await;
+    let post = outsider.post_message(room, "let me in", None).await;
+    assert_eq!(
+        (post.status, post.code()),
+        (StatusCode::FORBIDDEN, "not_a_member")
+    );
+    let read = outsider.get(&format!("/v1/rooms/{room}/messages")).await;
+    assert_eq!(
+        (read.status, read.code()),
+        (StatusCode::FORBIDDEN, "not_a_member")
+    );
+    let events = SseStream::open(&outsider, room, None)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(
+        (events.status, events.body["code"].as_str().unwrap()),
+        (StatusCode::FORBIDDEN, "not_a_member")
+    );
+}
+
+async fn sse_on_one_http_node_receives_a_post_made_through_another(backend: Backend) {
+    let Some(cluster) = Cluster::start(backend, 1, 2).await else {
+        return;
+    };
+    let poster = cluster.api(0).register("poster").await;
+    let listener = cluster.api(1).register("listener").await;
+    let room = poster.create_room("live").await;
+    listener
+        .post(&format!("/v1/rooms/{room}/join"), json!({}))
+        .await;
+    let mut stream = SseStream::open(&listener, room, None)
+        .await
+        .ok()
+        .expect("stream opens");
+    let started = std::time::Instant::now();
+    let posted = poster.post_message(room, "across nodes", None).await;
+    let event = loop {
+        let event = stream.next().await.expect("an event arrives");
+        if event.event == "message" {
+            break event;
+        }
+    };
+    assert_eq!(event.json()["body"], "across nodes");
+    assert_eq!(event.json()["id"], posted.body["id"]);
+    assert!(event.id.is_some());
+    eprintln!("post-to-receipt across http nodes: {:?}", started.elapsed());
+}
+
+async fn sse_resume_with_last_event_id_misses_nothing(backend: Backend) {
+    let Some(cluster) = Cluster::start(backend, 1, 1).await else {
+        return;
+    };
+    let user = cluster.api(0).register("resumer").await;
+    let room = user.create_room("resume").await;
+    let mut stream = SseStream::open(&user, room, None).await.ok().unwrap();
+    user.post_message(room, "one", None).await;
+    let first = stream.next().await.unwrap();
+    assert_eq!(first.json()["body"], "one");
+    drop(stream); // the client disconnects
+    for body in ["two", "three", "four"] {
+        user.post_message(room, body, None).await;
+    }
+    let mut resumed = SseStream::open(&user, room, first.id.as_deref())
+        .await
+        .ok()
+        .unwrap();
+    let mut bodies = Vec::new();
+    let mut ids = HashSet::new();
+    while bodies.len() < 4 {
+        if bodies.len() == 3 {
+            // After the replay, the stream continues live.
+            user.post_message(room, "five", None).await;
+        }
+        let event = resumed.next().await.expect("replayed or live event");
+        assert!(ids.insert(event.id.clone().unwrap()), "no duplicates");
+        bodies.push(event.json()["body"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(bodies, ["two", "three", "four", "five"]);
+    // A cursor the server cannot replay is told to reset.
+    let mut future = SseStream::open(&user, room, Some("999999"))
+        .await
+        .ok()
+        .unwrap();
+    assert_eq!(future.next().await.unwrap().event, "reset");
+}
