@@ -38,11 +38,12 @@ impl LiveHub {
             tracing::warn!("undecodable room event dropped");
             return;
         };
+        let room_id = event.room_id;
         let mut rooms = self.lock();
-        if let Some(sender) = rooms.get(&event.room_id)
+        if let Some(sender) = rooms.get(&room_id)
             && sender.send(Arc::new(event)).is_err()
         {
-            rooms.remove(&event.room_id);
+            rooms.remove(&room_id);
         }
     }
 
