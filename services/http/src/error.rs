@@ -188,13 +188,13 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// Pulls the field name out of serde's messages ("missing field `username`", "username: invalid
-/// type ...").
+/// Pulls the field name out of serde's messages: "missing field `username`", or a path before
+/// the error ("username: invalid type: ...").
 fn field_of(text: &str) -> Option<String> {
-    if let Some(start) = text.find('`') {
-        let rest = &text[start + 1..];
-        if let Some(end) = rest.find('`') {
-            return Some(rest[..end].to_owned());
+    for marker in ["missing field `", "unknown field `"] {
+        if let Some(start) = text.find(marker) {
+            let rest = &text[start + marker.len()..];
+            return rest.find('`').map(|end| rest[..end].to_owned());
         }
     }
     let after_colon = text.split(": ").nth(1)?;

@@ -43,28 +43,28 @@ impl Store {
         }
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let membership = sqlx::query(
-            "SELECT r.id, (SELECT COUNT(*) FROM memberships m WHERE m.room_id = r.id AND m.user_id = $2) AS joined \
-             FROM rooms r WHERE r.id = $1",
-        )
-        .bind(room_id)
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        match membership {
-            None => return Err(room_not_found()),
-            Some(row) if row.try_get::<i64, _>("joined")? == 0 => return Err(not_a_member()),
-            Some(_) => {}
-        }
+        // Write first: the counter bump takes the room's row lock (PostgreSQL) or the database's
+        // write lock (SQLite) before anything is read, so concurrent posts queue here instead of
+        // failing to upgrade a read snapshot. A refusal below rolls the bump back.
         let counters = sqlx::query(
             "UPDATE rooms SET last_seq = last_seq + 1, last_cursor = last_cursor + 1 \
              WHERE id = $1 RETURNING last_seq, last_cursor",
         )
         .bind(room_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(room_not_found)?;
         let seq: i64 = counters.try_get("last_seq")?;
         let cursor: i64 = counters.try_get("last_cursor")?;
+        let member =
+            sqlx::query("SELECT 1 AS one FROM memberships WHERE room_id = $1 AND user_id = $2")
+                .bind(room_id)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if member.is_none() {
+            return Err(not_a_member());
+        }
         let inserted = sqlx::query(
             "INSERT INTO messages (room_id, seq, author_id, body, created_at) \
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -163,8 +163,8 @@ impl Store {
         }))
     }
 
-    /// A page of history, oldest first. With only `before` (or neither), the newest `limit`
-    /// messages before it; with `after`, the oldest `limit` messages after it.
+    /// A page of history, oldest first. Paging forward (`after` given), the oldest `limit`
+    /// messages after it; otherwise the newest `limit` messages before `before` (or the end).
     pub async fn list_messages(
         &self,
         request: &wire::ListMessagesRequest,
@@ -177,7 +177,7 @@ impl Store {
         } else {
             i64::MAX
         };
-        let forward = request.after > 0;
+        let forward = request.forward || request.after > 0;
         let order = if forward { "ASC" } else { "DESC" };
         let rows = sqlx::query(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.author_id \

@@ -123,19 +123,22 @@ impl Store {
     ) -> Result<Option<wire::RoomEvent>, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query("SELECT id FROM rooms WHERE id = $1")
-            .bind(room_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(room_not_found());
-        }
+        // Write first, so SQLite takes its write lock before this transaction reads anything.
         let removed = sqlx::query("DELETE FROM memberships WHERE room_id = $1 AND user_id = $2")
             .bind(room_id)
             .bind(user_id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if removed == 0 {
+            let exists = sqlx::query("SELECT id FROM rooms WHERE id = $1")
+                .bind(room_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Err(room_not_found());
+            }
+        }
         let event = if removed == 1 {
             Some(
                 self.member_event(&mut tx, user_id, room_id, -1, "member_left", now)

@@ -94,6 +94,7 @@ pub(crate) async fn list_messages(
             after,
             before: query.before.unwrap_or(0).max(0),
             limit,
+            forward: query.after.is_some(),
         })
         .await?;
     let next_after = page.messages.last().map_or(after, |m| m.seq);

@@ -1,0 +1,232 @@
+//! Bad input gets a clear JSON error with a stable code and the right status, and every response
+//! carries `X-Request-Id`. Nothing here may panic a node or store anything.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use support::*;
+
+async fn cluster() -> (Cluster, Api) {
+    let cluster = Cluster::start(Backend::Sqlite, 1, 1).await.unwrap();
+    let user = cluster.api(0).register("validator").await;
+    (cluster, user)
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_named() {
+    let (_cluster, user) = cluster().await;
+    let raw = |body: &'static str, content_type: &'static str| {
+        user.request(Method::POST, "/v1/auth/register")
+            .header("content-type", content_type)
+            .body(body)
+    };
+    let syntax = user.send(raw("{not json", "application/json")).await;
+    assert_eq!(
+        (syntax.status, syntax.code()),
+        (StatusCode::BAD_REQUEST, "invalid_json")
+    );
+    let wrong_type = user
+        .send(raw(
+            r#"{"username": 5, "password": "long enough"}"#,
+            "application/json",
+        ))
+        .await;
+    assert_eq!(
+        (wrong_type.status, wrong_type.code()),
+        (StatusCode::BAD_REQUEST, "invalid_field")
+    );
+    assert_eq!(wrong_type.body["field"], "username");
+    let missing = user
+        .send(raw(r#"{"username": "someone"}"#, "application/json"))
+        .await;
+    assert_eq!(
+        (missing.status, missing.code()),
+        (StatusCode::BAD_REQUEST, "invalid_field")
+    );
+    assert_eq!(missing.body["field"], "password");
+    let text = user.send(raw("hello", "text/plain")).await;
+    assert_eq!(
+        (text.status, text.code()),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+    );
+    let room = user.create_room("limits").await;
+    let huge = json!({ "body": "x".repeat(70 * 1024) });
+    let too_large = user.post(&format!("/v1/rooms/{room}/messages"), huge).await;
+    assert_eq!(
+        (too_large.status, too_large.code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")
+    );
+    let bad_id = user.get("/v1/rooms/not-a-number").await;
+    assert_eq!(
+        (bad_id.status, bad_id.code()),
+        (StatusCode::BAD_REQUEST, "invalid_field")
+    );
+    let page = user
+        .get(&format!("/v1/rooms/{room}/messages?limit=lots"))
+        .await;
+    assert_eq!(
+        (page.status, page.code()),
+        (StatusCode::BAD_REQUEST, "invalid_field")
+    );
+    // Nothing was stored by any of it.
+    let history = user.get(&format!("/v1/rooms/{room}/messages")).await;
+    assert_eq!(history.body["messages"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn limits_are_422_naming_the_field() {
+    let (cluster, user) = cluster().await;
+    let anonymous = cluster.api(0);
+    let cases = [
+        (
+            "/v1/auth/register",
+            json!({ "username": "ab", "password": "long enough" }),
+            "username",
+        ),
+        (
+            "/v1/auth/register",
+            json!({ "username": "bad name!", "password": "long enough" }),
+            "username",
+        ),
+        (
+            "/v1/auth/register",
+            json!({ "username": "x".repeat(33), "password": "long enough" }),
+            "username",
+        ),
+        (
+            "/v1/auth/register",
+            json!({ "username": "fine", "password": "short" }),
+            "password",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let reply = anonymous.post(path, body.clone()).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            "{body}"
+        );
+        assert_eq!(reply.body["field"], field);
+    }
+    for (body, field) in [
+        (json!({ "name": "" }), "name"),
+        (json!({ "name": "   " }), "name"),
+        (json!({ "name": "n".repeat(65) }), "name"),
+        (json!({ "name": "ok", "topic": "t".repeat(257) }), "topic"),
+    ] {
+        let reply = user.post("/v1/rooms", body.clone()).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            "{body}"
+        );
+        assert_eq!(reply.body["field"], field);
+    }
+    let room = user.create_room("bodies").await;
+    for body in [String::new(), " \n\t".into(), "b".repeat(4001)] {
+        let reply = user.post_message(room, &body, None).await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+        );
+        assert_eq!(reply.body["field"], "body");
+    }
+    // 4000 characters of multi-byte text are fine: limits count characters.
+    assert_eq!(
+        user.post_message(room, &"é".repeat(4000), None)
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_methods_and_missing_tokens() {
+    let (cluster, user) = cluster().await;
+    let anonymous = cluster.api(0);
+    let missing = anonymous.get("/v1/nowhere").await;
+    assert_eq!(
+        (missing.status, missing.code()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    let method = user.send(user.request(Method::DELETE, "/v1/rooms")).await;
+    assert_eq!(
+        (method.status, method.code()),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+    let no_token = anonymous.get("/v1/rooms").await;
+    assert_eq!(
+        (no_token.status, no_token.code()),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    let bad_token = Api {
+        token: Some("forged".into()),
+        ..anonymous.clone()
+    };
+    assert_eq!(bad_token.get("/v1/me").await.code(), "unauthorized");
+    // Every response, error or not, carries a request id, and errors repeat it in the body.
+    for reply in [&missing, &method, &no_token] {
+        let header = reply.headers["x-request-id"].to_str().unwrap();
+        assert!(!header.is_empty());
+        assert_eq!(reply.body["request_id"], header);
+    }
+    let echoed = user
+        .send(
+            user.request(Method::GET, "/v1/me")
+                .header("x-request-id", "client-chosen-id"),
+        )
+        .await;
+    assert_eq!(echoed.headers["x-request-id"], "client-chosen-id");
+}
+
+#[tokio::test]
+async fn too_many_requests_are_429_with_retry_after() {
+    let settings = switchboard_http::HttpSettings {
+        rate_limit: 5,
+        ..http_settings()
+    };
+    let cluster = Cluster::start_with(Backend::Sqlite, 1, 1, settings)
+        .await
+        .unwrap();
+    let user = cluster.api(0).register("hasty").await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(user.get("/v1/me").await);
+    }
+    assert!(statuses[..5].iter().all(|r| r.status == StatusCode::OK));
+    let limited = &statuses[5];
+    assert_eq!(
+        (limited.status, limited.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+    );
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+}
+
+#[tokio::test]
+async fn no_database_provider_is_a_prompt_503() {
+    let cluster = Cluster::start(Backend::Sqlite, 0, 1).await.unwrap();
+    let api = cluster.api(0);
+    let started = std::time::Instant::now();
+    let reply = api
+        .post(
+            "/v1/auth/register",
+            json!({ "username": "early", "password": "long enough" }),
+        )
+        .await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    );
+    assert!(started.elapsed() < DEADLINE, "answered, not hung");
+    assert_eq!(
+        api.get("/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
+}

@@ -1,0 +1,140 @@
+//! A database node killed with SIGKILL while a client posts with idempotency keys: every
+//! acknowledged message is stored exactly once and the client sees no error.
+//!
+//! The database nodes are real OS processes: this test binary re-runs itself as a database node
+//! (the ignored `database_node_process` test below runs `switchboard_database::start`, exactly
+//! what the `switchboard-database` binary's `main` runs), so the test needs no other binary
+//! built.
+
+mod support;
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+
+use reqwest::StatusCode;
+use support::*;
+use switchboard::PeerState;
+
+const CHILD: &str = "SWITCHBOARD_TEST_DATABASE_CHILD";
+
+#[tokio::test]
+#[ignore = "runs only as the child process of the failover tests"]
+async fn database_node_process() {
+    if std::env::var(CHILD).is_err() {
+        return;
+    }
+    switchboard::startup::run(switchboard_database::start)
+        .await
+        .expect("database node ran");
+}
+
+struct DatabaseProcess(Child);
+
+impl DatabaseProcess {
+    fn spawn(name: &str, url: &str, seed: &str, data_dir: &std::path::Path) -> Self {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "database_node_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .env("SWITCHBOARD_COOKIE", COOKIE)
+            .env("SWITCHBOARD_NODE_NAME", name)
+            .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
+            .env("SWITCHBOARD_SEEDS", seed)
+            .env("SWITCHBOARD_SEED_REFRESH_MS", "200")
+            .env("SWITCHBOARD_DATA_DIR", data_dir)
+            .env("DATABASE_URL", url)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn a database node process");
+        Self(child)
+    }
+}
+
+impl Drop for DatabaseProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+on_both_backends!(killing_one_of_two_database_nodes_loses_and_duplicates_nothing);
+
+async fn killing_one_of_two_database_nodes_loses_and_duplicates_nothing(backend: Backend) {
+    // An http node alone first; the database processes join it as their seed.
+    let Some(mut cluster) = Cluster::start(backend, 0, 1).await else {
+        return;
+    };
+    let http = cluster.https[0].0.clone();
+    let dir = tempfile::tempdir().unwrap();
+    // Migrate once up front so the two processes race only on the migrator's lock, not on a
+    // half-created SQLite file.
+    switchboard_database::Store::connect(&cluster.url, 2)
+        .await
+        .unwrap();
+    let mut first = DatabaseProcess::spawn("db-a@test", &cluster.url, http.address(), dir.path());
+    let _second = DatabaseProcess::spawn("db-b@test", &cluster.url, http.address(), dir.path());
+    let both_up = switchboard::eventually(DEADLINE, || async {
+        http.nodes()
+            .iter()
+            .filter(|n| n.state == PeerState::Up && n.services.iter().any(|s| s == "database"))
+            .count()
+            == 2
+    })
+    .await;
+    assert!(both_up, "{:?}", http.nodes());
+    cluster.seed = http.address().to_owned();
+    let user = cluster.api(0).register("steadfast").await;
+    let room = user.create_room("failover").await;
+    let mut acknowledged = HashSet::new();
+    for i in 0..300 {
+        if i == 100 {
+            first.0.kill().unwrap(); // SIGKILL
+            first.0.wait().unwrap();
+        }
+        let key = format!("post-{i}");
+        let reply = user
+            .post_message(room, &format!("message {i}"), Some(&key))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "post {i}: {}",
+            reply.body
+        );
+        assert!(acknowledged.insert(reply.body["id"].as_i64().unwrap()));
+    }
+    let mut stored = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = user
+            .get(&format!(
+                "/v1/rooms/{room}/messages?after={after}&limit=200"
+            ))
+            .await;
+        let messages = page.body["messages"].as_array().unwrap().clone();
+        if messages.is_empty() {
+            break;
+        }
+        stored.extend(
+            messages
+                .iter()
+                .map(|m| (m["id"].as_i64().unwrap(), m["seq"].as_i64().unwrap())),
+        );
+        after = page.body["next_after"].as_i64().unwrap();
+    }
+    let ids: HashSet<i64> = stored.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        stored.len(),
+        300,
+        "each acknowledged message stored exactly once"
+    );
+    assert_eq!(ids, acknowledged);
+    let seqs: Vec<i64> = stored.iter().map(|(_, seq)| *seq).collect();
+    assert_eq!(seqs, (1..=300).collect::<Vec<_>>(), "gapless");
+}
