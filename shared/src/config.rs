@@ -19,11 +19,13 @@ use crate::error::NodeError;
 /// comma-separated lists in the environment.
 pub fn load<T: DeserializeOwned>(list_keys: &[&str]) -> Result<T, NodeError> {
     let file = std::env::var("SWITCHBOARD_CONFIG").unwrap_or_else(|_| "switchboard.toml".into());
-    let mut environment = config::Environment::with_prefix("SWITCHBOARD")
-        .prefix_separator("_")
-        .list_separator(",");
-    for key in list_keys {
-        environment = environment.with_list_parse_key(key);
+    let mut environment = config::Environment::with_prefix("SWITCHBOARD").prefix_separator("_");
+    // Without named list keys the config crate would split *every* value on commas.
+    if !list_keys.is_empty() {
+        environment = environment.list_separator(",");
+        for key in list_keys {
+            environment = environment.with_list_parse_key(key);
+        }
     }
     config::Config::builder()
         .add_source(config::File::with_name(&file).required(false))

@@ -317,16 +317,27 @@ impl NodeInner {
         }
         self.metrics.links_up.dec();
         self.metrics.node_down.with_label_values(&[reason]).inc();
-        tracing::warn!(
-            node = %self.name,
-            peer = %link.peer,
-            incarnation = link.incarnation,
-            reason,
-            last_heard_ms = link.silent_for().as_millis() as u64,
-            heartbeat_interval_ms = self.config.heartbeat_interval_ms,
-            heartbeat_timeout_ms = self.config.heartbeat_timeout_ms,
-            "node down"
-        );
+        // A deliberate departure is news, not a warning.
+        let last_heard_ms = link.silent_for().as_millis() as u64;
+        macro_rules! node_down {
+            ($level:ident) => {
+                tracing::$level!(
+                    node = %self.name,
+                    peer = %link.peer,
+                    incarnation = link.incarnation,
+                    reason,
+                    last_heard_ms,
+                    heartbeat_interval_ms = self.config.heartbeat_interval_ms,
+                    heartbeat_timeout_ms = self.config.heartbeat_timeout_ms,
+                    "node down"
+                )
+            };
+        }
+        if reason == "shutdown" {
+            node_down!(info);
+        } else {
+            node_down!(warn);
+        }
         let _ = self.events.send(ClusterEvent::NodeDown {
             node: link.peer.clone(),
             incarnation: link.incarnation,

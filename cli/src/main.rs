@@ -1,0 +1,82 @@
+//! `switchboard`: the operator's command. `up` runs a whole cluster on this machine as separate
+//! OS processes (one node per service, each its own binary); `nodes`, `ping` and `call` talk to a
+//! running cluster as a hidden node, the way Erlang's remote shell does.
+
+mod remote;
+mod secrets;
+mod supervisor;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Switchboard: a chat system built the way Erlang builds distributed systems.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the whole cluster on this machine (SQLite), until Ctrl-C.
+    Up(supervisor::UpArgs),
+    /// Lists the members a running cluster knows, with their services and state.
+    Nodes(remote::RemoteArgs),
+    /// Measures round trips to one node of a running cluster.
+    Ping {
+        /// The node's name, as `switchboard nodes` shows it.
+        node: String,
+        /// How many round trips.
+        #[arg(long, default_value_t = 5)]
+        count: u32,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+    },
+    /// Calls a method of a service on a running cluster and prints the reply.
+    Call {
+        /// The service, e.g. `database`.
+        service: String,
+        /// The method.
+        method: String,
+        /// The payload, sent as UTF-8 bytes.
+        #[arg(default_value = "")]
+        payload: String,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+    },
+}
+
+/// Where `up` keeps the cluster's files, and where the other commands look for its cookie.
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./switchboard-data")
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => supervisor::up(args).await,
+        Command::Nodes(remote) => remote::nodes(remote).await,
+        Command::Ping {
+            node,
+            count,
+            remote,
+        } => remote::ping(remote, &node, count).await,
+        Command::Call {
+            service,
+            method,
+            payload,
+            remote,
+        } => remote::call(remote, &service, &method, payload).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("switchboard: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Talking to a running cluster as a hidden node: it authenticates with the cluster's cookie,
+//! is served like any member, but is never gossiped or routed to (Erlang's hidden nodes).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use prost::Message;
+use switchboard::handshake::HandshakeError;
+use switchboard::{CallOptions, Cookie, Node, NodeBuilder, NodeConfig, NodeError, system};
+use switchboard_proto::v1 as wire;
+
+/// How to reach a running cluster.
+#[derive(Debug, Args)]
+pub(crate) struct RemoteArgs {
+    /// Any member's inter-node address; default: the one `switchboard up` wrote to the data dir.
+    #[arg(long)]
+    seed: Option<String>,
+    /// The cluster's data directory (for its cookie and seed files).
+    #[arg(long, default_value_os_t = crate::default_data_dir())]
+    data_dir: PathBuf,
+}
+
+/// A connected hidden node and the name of the member it reached first.
+struct Session {
+    node: Node,
+    seed: String,
+}
+
+async fn connect(args: &RemoteArgs) -> Result<Session> {
+    let cookie = match Cookie::from_env() {
+        Ok(cookie) => cookie,
+        Err(_) => Cookie::from_file(&args.data_dir.join("cookie")).context(
+            "no cookie: set SWITCHBOARD_COOKIE or SWITCHBOARD_COOKIE_FILE, or run where `switchboard up` keeps its data",
+        )?,
+    };
+    let seed = match &args.seed {
+        Some(seed) => seed.clone(),
+        None => std::fs::read_to_string(args.data_dir.join("seed"))
+            .context("no --seed given and no running `switchboard up` found in the data dir")?
+            .trim()
+            .to_owned(),
+    };
+    let config = NodeConfig {
+        node_name: Some(format!("cli-{}@localhost", std::process::id())),
+        ..NodeConfig::loopback()
+    };
+    let node = NodeBuilder::new("cli", config, cookie)
+        .hidden(true)
+        .start()
+        .await?;
+    let name = match node.connect(&seed).await {
+        Ok(name) => name,
+        Err(NodeError::Handshake(HandshakeError::BadProof)) => {
+            bail!("{seed} refused the handshake: this cookie is not the cluster's")
+        }
+        Err(error) => bail!("cannot reach {seed}: {error}"),
+    };
+    Ok(Session { node, seed: name })
+}
+
+async fn members(session: &Session) -> Result<Vec<wire::MemberInfo>> {
+    let reply = session
+        .node
+        .call_on(
+            &session.seed,
+            system::SERVICE,
+            "members",
+            Vec::new(),
+            CallOptions::default(),
+        )
+        .await?;
+    Ok(wire::MembersReply::decode(reply)?.members)
+}
+
+/// `switchboard nodes`.
+#[allow(clippy::print_stdout, reason = "a command's output is its job")]
+pub(crate) async fn nodes(args: RemoteArgs) -> Result<()> {
+    let session = connect(&args).await?;
+    let members = members(&session).await?;
+    println!(
+        "{:<28} {:<22} {:<22} {:<26} GROUPS",
+        "NODE", "ADDRESS", "STATE", "SERVICES"
+    );
+    for member in members {
+        println!(
+            "{:<28} {:<22} {:<22} {:<26} {}",
+            member.name,
+            member.address,
+            member.state,
+            member.services.join(","),
+            member.groups.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// `switchboard ping <node>`.
+#[allow(clippy::print_stdout, reason = "a command's output is its job")]
+pub(crate) async fn ping(args: RemoteArgs, target: &str, count: u32) -> Result<()> {
+    let session = connect(&args).await?;
+    if target != session.seed {
+        let member = members(&session)
+            .await?
+            .into_iter()
+            .find(|m| m.name == target)
+            .with_context(|| format!("{} does not know a node called {target}", session.seed))?;
+        session.node.connect(&member.address).await?;
+    }
+    let payload = vec![0x5au8; 150];
+    let mut samples = Vec::new();
+    for _ in 0..count.max(1) {
+        let started = Instant::now();
+        let reply = session
+            .node
+            .call_on(
+                target,
+                system::SERVICE,
+                "ping",
+                payload.clone(),
+                CallOptions::default(),
+            )
+            .await?;
+        let elapsed = started.elapsed();
+        if reply.as_ref() != payload.as_slice() {
+            bail!("{target} answered the ping with different bytes");
+        }
+        println!(
+            "reply from {target}: time={:.3} ms",
+            elapsed.as_secs_f64() * 1e3
+        );
+        samples.push(elapsed);
+    }
+    let min = samples.iter().min().copied().unwrap_or_default();
+    let max = samples.iter().max().copied().unwrap_or_default();
+    let avg = samples.iter().sum::<Duration>() / samples.len() as u32;
+    println!(
+        "{} round trips: min {:.3} ms, avg {:.3} ms, max {:.3} ms",
+        samples.len(),
+        min.as_secs_f64() * 1e3,
+        avg.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// `switchboard call <service> <method> [payload]`.
+#[allow(clippy::print_stdout, reason = "a command's output is its job")]
+pub(crate) async fn call(
+    args: RemoteArgs,
+    service: &str,
+    method: &str,
+    payload: String,
+) -> Result<()> {
+    let session = connect(&args).await?;
+    // Gossip from the seed dials the other members; wait until one provides the service.
+    if !session
+        .node
+        .wait_for_service(service, Duration::from_secs(5))
+        .await
+    {
+        bail!("no node provides the service {service}");
+    }
+    let reply = session
+        .node
+        .call(
+            service,
+            method,
+            payload.into_bytes(),
+            CallOptions::default(),
+        )
+        .await?;
+    println!("{}", String::from_utf8_lossy(&reply));
+    Ok(())
+}
