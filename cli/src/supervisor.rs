@@ -225,13 +225,11 @@ async fn join(tasks: Vec<tokio::task::JoinHandle<()>>) {
 
 async fn wait_for_address(reports: &mut mpsc::Receiver<Report>) -> Result<String> {
     let wait = async {
-        while let Some(report) = reports.recv().await {
-            match report {
-                Report::Listening { address } => return Ok(address),
-                Report::GaveUp { name } => bail!("{name} could not start"),
-            }
+        match reports.recv().await {
+            Some(Report::Listening { address }) => Ok(address),
+            Some(Report::GaveUp { name }) => bail!("{name} could not start"),
+            None => bail!("the first node stopped before it listened"),
         }
-        bail!("the first node stopped before it listened")
     };
     tokio::time::timeout(Duration::from_secs(60), wait)
         .await
