@@ -2,7 +2,11 @@
 //! `cargo build` needs nothing but cargo on a fresh machine (no system `protoc`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["switchboard/v1/node.proto", "switchboard/v1/chat.proto"];
+    let protos = [
+        "switchboard/v1/node.proto",
+        "switchboard/v1/chat.proto",
+        "switchboard/v1/log.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

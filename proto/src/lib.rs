@@ -20,4 +20,11 @@ pub mod names {
     pub const CHAT_EVENTS: &str = "chat.events";
     /// The method name of a room event broadcast to [`CHAT_EVENTS`].
     pub const ROOM_EVENT: &str = "room_event";
+    /// The log service: the cluster's activity log.
+    pub const LOG: &str = "log";
+    /// Process group receiving every committed log batch (http nodes tail it to admins,
+    /// reporting nodes detect anomalies in it).
+    pub const LOG_TAIL: &str = "log.tail";
+    /// The method name of a committed batch broadcast to [`LOG_TAIL`].
+    pub const LOG_BATCH: &str = "log_batch";
 }

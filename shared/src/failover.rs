@@ -140,7 +140,7 @@ pub(crate) async fn call(
                     && error.is_retryable()
                     && (options.idempotent || error.never_applied()) =>
             {
-                tracing::info!(service, from = %link.peer, %error, trace_id = %trace_id, "failing over to another provider");
+                tracing::info!(kind = "failover", service, from = %link.peer, %error, trace_id = %trace_id, "failing over to another provider");
                 node.metrics.failovers.with_label_values(&[service]).inc();
                 let _ = node.events.send(ClusterEvent::Failover {
                     service: service.to_owned(),

@@ -5,6 +5,7 @@
 //! [`Node::broadcast`] to local or remote providers alike, failing over between redundant ones.
 //! See `ARCHITECTURE.md` at the repository root for the map and the invariants.
 
+pub mod activity;
 pub mod config;
 pub mod cookie;
 mod dispatch;

@@ -235,7 +235,7 @@ impl NodeInner {
         if rejoined {
             self.metrics.reconnects.inc();
         }
-        tracing::info!(node = %self.name, peer = %link.peer, address = %link.address, incarnation = link.incarnation, "node up");
+        tracing::info!(kind = "node_up", node = %self.name, peer = %link.peer, address = %link.address, incarnation = link.incarnation, "node up");
         let _ = self.events.send(ClusterEvent::NodeUp {
             node: link.peer.clone(),
             address: link.address.clone(),
@@ -322,6 +322,7 @@ impl NodeInner {
         macro_rules! node_down {
             ($level:ident) => {
                 tracing::$level!(
+                    kind = "node_down",
                     node = %self.name,
                     peer = %link.peer,
                     incarnation = link.incarnation,
@@ -485,7 +486,7 @@ impl NodeInner {
     /// Records a failed handshake: logged with the peer's address, counted, published.
     pub(crate) fn handshake_refused(&self, address: &str, error: &HandshakeError) {
         self.metrics.handshake_failures.inc();
-        tracing::warn!(node = %self.name, %address, reason = %error, "handshake refused");
+        tracing::warn!(kind = "handshake_refused", node = %self.name, %address, reason = %error, "handshake refused");
         let _ = self.events.send(ClusterEvent::HandshakeRefused {
             address: address.to_owned(),
             reason: error.to_string(),

@@ -3,23 +3,27 @@
 
 use std::future::Future;
 
+use crate::activity;
 use crate::config::NodeConfig;
 use crate::cookie::Cookie;
 use crate::error::NodeError;
 use crate::node::Node;
 use crate::telemetry::{self, LogFormat};
 
-/// Sets up logging, loads the node configuration and cookie (refusing to start without a valid
-/// cookie), starts the node with `start`, and runs it until a shutdown signal.
+/// Sets up logging (stdout, and activity shipped to the `log` service), loads the node
+/// configuration and cookie (refusing to start without a valid cookie), starts the node with
+/// `start`, and runs it until a shutdown signal.
 pub async fn run<F, Fut>(start: F) -> Result<(), NodeError>
 where
     F: FnOnce(NodeConfig, Cookie) -> Fut,
     Fut: Future<Output = Result<Node, NodeError>>,
 {
-    telemetry::init(LogFormat::from_env(), Vec::new());
+    let (layer, activity) = activity::buffer(activity::BUFFER);
+    telemetry::init(LogFormat::from_env(), vec![Box::new(layer)]);
     let config = NodeConfig::from_env()?;
     let cookie = Cookie::from_env()?;
     let node = start(config, cookie).await?;
+    activity::ship(&node, activity);
     node.run_until_signal().await;
     Ok(())
 }

@@ -15,6 +15,8 @@ pub struct DatabaseSettings {
     pub db_max_connections: u32,
     /// `SWITCHBOARD_EVENT_RETENTION_HOURS`: how long room events stay replayable for live clients.
     pub event_retention_hours: u64,
+    /// `SWITCHBOARD_LOG_RETENTION_HOURS`: how long activity log entries are kept.
+    pub log_retention_hours: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -22,6 +24,7 @@ impl Default for DatabaseSettings {
         Self {
             db_max_connections: 16,
             event_retention_hours: 24 * 7,
+            log_retention_hours: 24 * 7,
         }
     }
 }

@@ -49,14 +49,15 @@ pub async fn serve(
         names::DATABASE,
         DatabaseService::new(store.clone(), node.clone()),
     );
-    spawn_pruning(&node, store, settings.event_retention_hours);
+    spawn_pruning(&node, store, settings);
     Ok(node)
 }
 
-/// Deletes room events past their retention every hour.
-fn spawn_pruning(node: &Node, store: Store, retention_hours: u64) {
+/// Deletes room events and log entries past their retention every hour.
+fn spawn_pruning(node: &Node, store: Store, settings: &DatabaseSettings) {
     let shutdown = node.shutdown_token();
-    let retention_ms = (retention_hours * 3_600_000) as i64;
+    let events_ms = (settings.event_retention_hours * 3_600_000) as i64;
+    let logs_ms = (settings.log_retention_hours * 3_600_000) as i64;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
@@ -64,10 +65,15 @@ fn spawn_pruning(node: &Node, store: Store, retention_hours: u64) {
                 _ = tick.tick() => {}
                 _ = shutdown.cancelled() => return,
             }
-            match store.prune_events(retention_ms).await {
+            match store.prune_events(events_ms).await {
                 Ok(0) => {}
                 Ok(pruned) => tracing::info!(pruned, "pruned old room events"),
                 Err(error) => tracing::warn!(%error, "pruning room events failed"),
+            }
+            match store.prune_logs(logs_ms).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned old log entries"),
+                Err(error) => tracing::warn!(%error, "pruning log entries failed"),
             }
         }
     });

@@ -157,6 +157,16 @@ impl Inner {
                         .await?,
                 )
             }
+            "append_logs" => {
+                let r: wire::LogBatch = decode(payload)?;
+                reply(&wire::LogBatch {
+                    entries: store.append_logs(r.entries).await?,
+                })
+            }
+            "query_logs" => {
+                let r: wire::LogQuery = decode(payload)?;
+                reply(&store.query_logs(&r).await?)
+            }
             "ping" => {
                 store.ping().await?;
                 reply(&wire::Empty {})

@@ -5,6 +5,7 @@
 
 mod accounts;
 mod events;
+mod logs;
 mod messages;
 mod rooms;
 
