@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod http_metrics;
 mod live;
+mod log_tail;
 mod model;
 mod openapi;
 mod rate_limit;

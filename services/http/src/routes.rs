@@ -2,6 +2,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod events;
+pub(crate) mod logs;
 pub(crate) mod messages;
 pub(crate) mod operations;
 pub(crate) mod rooms;

@@ -20,10 +20,11 @@ use crate::database::Database;
 use crate::error::ApiError;
 use crate::http_metrics::{self, HttpMetrics};
 use crate::live::LiveHub;
+use crate::log_tail::LogTail;
 use crate::openapi::ApiDoc;
 use crate::rate_limit::RateLimiter;
 use crate::request_id;
-use crate::routes::{accounts, events, messages, operations, rooms};
+use crate::routes::{accounts, events, logs, messages, operations, rooms};
 use crate::state::AppState;
 
 /// Request bodies larger than this are refused with 413.
@@ -46,6 +47,8 @@ pub(crate) fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(messages::edit_message, messages::delete_message))
         .routes(routes!(events::room_events))
         .routes(routes!(operations::cluster))
+        .routes(routes!(logs::query_logs))
+        .routes(routes!(logs::tail_logs))
         .routes(routes!(operations::healthz))
         .routes(routes!(operations::readyz))
         .routes(routes!(operations::metrics))
@@ -96,6 +99,9 @@ impl Application {
         let live = LiveHub::default();
         let hub = live.clone();
         node.join_group(names::CHAT_EVENTS, move |message| hub.deliver(message));
+        let log_tail = LogTail::default();
+        let tail = log_tail.clone();
+        node.join_group(names::LOG_TAIL, move |message| tail.deliver(message));
         let state = AppState {
             database: Database::new(
                 node.clone(),
@@ -103,12 +109,14 @@ impl Application {
             ),
             limiter: Arc::new(RateLimiter::new(settings.rate_limit)),
             live,
+            log_tail,
             settings: Arc::new(settings),
             node: node.clone(),
         };
         let (app, _) = router(state);
         let draining = node.draining_token();
         node.spawn_tracked(async move {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(draining.cancelled_owned())
                 .await;

@@ -8,6 +8,7 @@ use switchboard::Node;
 use crate::configuration::HttpSettings;
 use crate::database::Database;
 use crate::live::LiveHub;
+use crate::log_tail::LogTail;
 use crate::rate_limit::RateLimiter;
 
 /// Shared state of the API.
@@ -19,6 +20,8 @@ pub(crate) struct AppState {
     pub(crate) database: Database,
     /// Live room events on this node.
     pub(crate) live: LiveHub,
+    /// Live tail of the activity log on this node.
+    pub(crate) log_tail: LogTail,
     /// Per-user limits.
     pub(crate) limiter: Arc<RateLimiter>,
     /// Settings.

@@ -3,7 +3,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 
 use crate::auth::{self, AuthUser};
@@ -24,7 +26,7 @@ pub(crate) async fn register(
     validation::password(&credentials.password)?;
     let hash = auth::hash_password(credentials.password).await?;
     let user = state.database.register(&credentials.username, hash).await?;
-    tracing::info!(user_id = user.id, username = %user.username, "user registered");
+    tracing::info!(kind = "user_registered", user_id = user.id, username = %user.username, "user registered");
     let session = open_session(&state, user.into()).await?;
     Ok((StatusCode::CREATED, Json(session)))
 }
@@ -34,6 +36,7 @@ pub(crate) async fn register(
     responses((status = 200, body = Session), (status = 401, body = ErrorBody, description = "invalid_credentials")))]
 pub(crate) async fn login(
     State(state): State<AppState>,
+    ConnectInfo(address): ConnectInfo<SocketAddr>,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<Json<Session>, ApiError> {
     let found = match state.database.credentials(&credentials.username).await {
@@ -45,11 +48,11 @@ pub(crate) async fn login(
     let valid = auth::verify_password(credentials.password, stored).await;
     match found.and_then(|f| f.user).filter(|_| valid) {
         Some(user) => {
-            tracing::info!(user_id = user.id, "user logged in");
+            tracing::info!(kind = "user_logged_in", user_id = user.id, "user logged in");
             Ok(Json(open_session(&state, user.into()).await?))
         }
         None => {
-            tracing::info!(username = %credentials.username, "login failed");
+            tracing::info!(kind = "login_failed", username = %credentials.username, address = %address.ip(), "login failed");
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_credentials",

@@ -55,6 +55,7 @@ pub(crate) async fn post_message(
     let message = reply.message.unwrap_or_default();
     if !reply.replayed {
         tracing::info!(
+            kind = "message_posted",
             room_id,
             user_id = user.id,
             message_id = message.id,
@@ -127,7 +128,13 @@ pub(crate) async fn edit_message(
             body: edit.body,
         })
         .await?;
-    tracing::info!(room_id, message_id, user_id = user.id, "message edited");
+    tracing::info!(
+        kind = "message_edited",
+        room_id,
+        message_id,
+        user_id = user.id,
+        "message edited"
+    );
     Ok(Json(message.into()))
 }
 
@@ -148,6 +155,12 @@ pub(crate) async fn delete_message(
             message_id,
         })
         .await?;
-    tracing::info!(room_id, message_id, user_id = user.id, "message deleted");
+    tracing::info!(
+        kind = "message_deleted",
+        room_id,
+        message_id,
+        user_id = user.id,
+        "message deleted"
+    );
     Ok(Json(message.into()))
 }

@@ -24,7 +24,12 @@ pub(crate) async fn create_room(
     let topic = room.topic.unwrap_or_default();
     validation::topic(&topic)?;
     let room = state.database.create_room(user.id, name, &topic).await?;
-    tracing::info!(room_id = room.id, user_id = user.id, "room created");
+    tracing::info!(
+        kind = "room_created",
+        room_id = room.id,
+        user_id = user.id,
+        "room created"
+    );
     Ok((StatusCode::CREATED, Json(room.into())))
 }
 
@@ -65,7 +70,12 @@ pub(crate) async fn join_room(
     ApiPath(room_id): ApiPath<i64>,
 ) -> Result<Json<Room>, ApiError> {
     let room = state.database.join_room(user.id, room_id).await?;
-    tracing::info!(room_id, user_id = user.id, "member joined");
+    tracing::info!(
+        kind = "member_joined",
+        room_id,
+        user_id = user.id,
+        "member joined"
+    );
     Ok(Json(room.into()))
 }
 
@@ -79,7 +89,12 @@ pub(crate) async fn leave_room(
     ApiPath(room_id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     state.database.leave_room(user.id, room_id).await?;
-    tracing::info!(room_id, user_id = user.id, "member left");
+    tracing::info!(
+        kind = "member_left",
+        room_id,
+        user_id = user.id,
+        "member left"
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -83,6 +83,7 @@ pub struct Cluster {
     pub url: String,
     pub databases: Vec<Node>,
     pub https: Vec<(Node, String)>,
+    pub logs: Vec<Node>,
     pub seed: String,
     _dir: tempfile::TempDir,
 }
@@ -105,6 +106,7 @@ impl Cluster {
             url,
             databases: Vec::new(),
             https: Vec::new(),
+            logs: Vec::new(),
             seed: String::new(),
             _dir: dir,
         };
@@ -138,6 +140,19 @@ impl Cluster {
             self.seed = node.address().to_owned();
         }
         self.databases.push(node.clone());
+        node
+    }
+
+    /// Adds a log node.
+    pub async fn add_log(&mut self) -> Node {
+        let index = self.logs.len();
+        let node = switchboard_log::start(
+            node_config(&format!("log{index}@test"), &[self.seed.clone()]),
+            cookie(),
+        )
+        .await
+        .unwrap();
+        self.logs.push(node.clone());
         node
     }
 
