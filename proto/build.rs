@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "switchboard/v1/node.proto",
         "switchboard/v1/chat.proto",
         "switchboard/v1/log.proto",
+        "switchboard/v1/reporting.proto",
+        "switchboard/v1/analytics.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

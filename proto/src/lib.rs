@@ -20,6 +20,8 @@ pub mod names {
     pub const CHAT_EVENTS: &str = "chat.events";
     /// The method name of a room event broadcast to [`CHAT_EVENTS`].
     pub const ROOM_EVENT: &str = "room_event";
+    /// The reporting service: content reports, anomalies, summaries.
+    pub const REPORTING: &str = "reporting";
     /// The log service: the cluster's activity log.
     pub const LOG: &str = "log";
     /// Process group receiving every committed log batch (http nodes tail it to admins,
@@ -27,4 +29,11 @@ pub mod names {
     pub const LOG_TAIL: &str = "log.tail";
     /// The method name of a committed batch broadcast to [`LOG_TAIL`].
     pub const LOG_BATCH: &str = "log_batch";
+    /// The analytics service: streaming aggregates of the chat's activity.
+    pub const ANALYTICS: &str = "analytics";
+    /// Process group of the analytics replicas, receiving the delivery-latency histograms http
+    /// nodes ship every few seconds.
+    pub const ANALYTICS_LATENCY: &str = "analytics.latency";
+    /// The method name of a delivery-latency report broadcast to [`ANALYTICS_LATENCY`].
+    pub const DELIVERY_LATENCY: &str = "delivery_latency";
 }

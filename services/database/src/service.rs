@@ -167,9 +167,49 @@ impl Inner {
                 let r: wire::LogQuery = decode(payload)?;
                 reply(&store.query_logs(&r).await?)
             }
+            "file_report" => {
+                let r: wire::FileReportRequest = decode(payload)?;
+                reply(&store.file_report(&r).await?)
+            }
+            "list_reports" => {
+                let r: wire::ListReportsRequest = decode(payload)?;
+                reply(&wire::ReportList {
+                    reports: store.list_reports(&r.status).await?,
+                })
+            }
+            "resolve_report" => {
+                let r: wire::ResolveReportRequest = decode(payload)?;
+                let resolved = store.resolve_report(&r).await?;
+                self.publish(resolved.event.clone());
+                reply(&resolved)
+            }
+            "recent_messages" => {
+                let r: wire::RecentMessagesRequest = decode(payload)?;
+                reply(&wire::RecentMessages {
+                    events: store.recent_messages(&r).await?,
+                })
+            }
+            "report_stats" => {
+                let r: wire::ReportStatsRequest = decode(payload)?;
+                reply(&store.report_stats(&r).await?)
+            }
             "ping" => {
                 store.ping().await?;
                 reply(&wire::Empty {})
+            }
+            // Analytics replicas' reads: no membership check, lengths instead of text.
+            "analytics_cursors" => reply(&store.analytics_cursors().await?),
+            "analytics_messages" => {
+                let r: wire::AnalyticsMessagesRequest = decode(payload)?;
+                reply(&store.analytics_messages(&r).await?)
+            }
+            "analytics_users" => {
+                let r: wire::AnalyticsUsersRequest = decode(payload)?;
+                reply(&store.analytics_users(&r).await?)
+            }
+            "analytics_events" => {
+                let r: wire::AnalyticsEventsRequest = decode(payload)?;
+                reply(&store.analytics_events(&r).await?)
             }
             other => Err(ServiceError::new(
                 "unknown_method",

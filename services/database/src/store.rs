@@ -4,9 +4,11 @@
 //! several database nodes starting at once are safe.
 
 mod accounts;
+mod analytics;
 mod events;
 mod logs;
 mod messages;
+mod reports;
 mod rooms;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
