@@ -1,6 +1,7 @@
 //! The API's handlers, one module per resource.
 
 pub(crate) mod accounts;
+pub(crate) mod analytics;
 pub(crate) mod events;
 pub(crate) mod logs;
 pub(crate) mod messages;

@@ -24,7 +24,7 @@ use crate::log_tail::LogTail;
 use crate::openapi::ApiDoc;
 use crate::rate_limit::RateLimiter;
 use crate::request_id;
-use crate::routes::{accounts, events, logs, messages, operations, rooms};
+use crate::routes::{accounts, analytics, events, logs, messages, operations, rooms};
 use crate::state::AppState;
 
 /// Request bodies larger than this are refused with 413.
@@ -46,6 +46,8 @@ pub(crate) fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(messages::post_message, messages::list_messages))
         .routes(routes!(messages::edit_message, messages::delete_message))
         .routes(routes!(events::room_events))
+        .routes(routes!(analytics::room_analytics))
+        .routes(routes!(analytics::cluster_analytics))
         .routes(routes!(operations::cluster))
         .routes(routes!(logs::query_logs))
         .routes(routes!(logs::tail_logs))
@@ -109,6 +111,7 @@ impl Application {
             ),
             limiter: Arc::new(RateLimiter::new(settings.rate_limit)),
             live,
+            latency: switchboard_analytics::DeliveryLatency::start(&node),
             log_tail,
             settings: Arc::new(settings),
             node: node.clone(),

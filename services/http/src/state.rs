@@ -22,6 +22,8 @@ pub(crate) struct AppState {
     pub(crate) live: LiveHub,
     /// Live tail of the activity log on this node.
     pub(crate) log_tail: LogTail,
+    /// Delivery latency of live events, shipped to the analytics replicas.
+    pub(crate) latency: switchboard_analytics::DeliveryLatency,
     /// Per-user limits.
     pub(crate) limiter: Arc<RateLimiter>,
     /// Settings.

@@ -69,6 +69,8 @@ pub(crate) async fn room_events(
         user_id: user.id,
         room_id,
         last: resume.unwrap_or(start.latest),
+        live_after: start.latest,
+        latency: state.latency.clone(),
         tx,
     };
     let draining = state.node.draining_token();
@@ -96,6 +98,10 @@ struct Subscriber {
     room_id: i64,
     /// The last cursor sent (or the starting point).
     last: i64,
+    /// The room's latest cursor when the stream opened: later events are live, and their
+    /// delivery latency is measured; earlier ones are history being replayed.
+    live_after: i64,
+    latency: switchboard_analytics::DeliveryLatency,
     tx: mpsc::Sender<Event>,
 }
 
@@ -181,6 +187,9 @@ impl Subscriber {
             .await
             .map_err(|_| End::Disconnected)?;
         self.last = event.cursor;
+        if event.cursor > self.live_after {
+            self.latency.record(event.at_ms);
+        }
         let left = event.kind == "member_left"
             && event.user.as_ref().is_some_and(|u| u.id == self.user_id);
         if left {
