@@ -117,6 +117,8 @@ impl From<NodeError> for ApiError {
                     "forbidden" => (StatusCode::FORBIDDEN, "forbidden"),
                     "room_not_found" => (StatusCode::NOT_FOUND, "room_not_found"),
                     "message_not_found" => (StatusCode::NOT_FOUND, "message_not_found"),
+                    "report_not_found" => (StatusCode::NOT_FOUND, "report_not_found"),
+                    "invalid_action" => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_action"),
                     "unavailable" => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
                     _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
                 };

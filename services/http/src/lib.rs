@@ -14,6 +14,7 @@ mod log_tail;
 mod model;
 mod openapi;
 mod rate_limit;
+mod reporting;
 mod request_id;
 mod routes;
 pub mod startup;

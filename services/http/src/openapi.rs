@@ -17,6 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         (name = "accounts", description = "Registration and sessions"),
         (name = "rooms", description = "Rooms and membership"),
         (name = "messages", description = "Messages and live events"),
+        (name = "moderation", description = "Content reports, anomalies and summaries"),
         (name = "admin", description = "Operators' views (SWITCHBOARD_ADMIN_TOKEN)"),
         (name = "operations", description = "Health, readiness and metrics")
     )

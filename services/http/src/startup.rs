@@ -23,8 +23,11 @@ use crate::live::LiveHub;
 use crate::log_tail::LogTail;
 use crate::openapi::ApiDoc;
 use crate::rate_limit::RateLimiter;
+use crate::reporting::Reporting;
 use crate::request_id;
-use crate::routes::{accounts, analytics, events, logs, messages, operations, rooms};
+use crate::routes::{
+    accounts, analytics, anomalies, events, logs, messages, operations, reports, rooms,
+};
 use crate::state::AppState;
 
 /// Request bodies larger than this are refused with 413.
@@ -51,6 +54,12 @@ pub(crate) fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(operations::cluster))
         .routes(routes!(logs::query_logs))
         .routes(routes!(logs::tail_logs))
+        .routes(routes!(reports::file_report))
+        .routes(routes!(reports::list_reports))
+        .routes(routes!(reports::resolve_report))
+        .routes(routes!(anomalies::list_anomalies))
+        .routes(routes!(anomalies::stream_anomalies))
+        .routes(routes!(anomalies::report))
         .routes(routes!(operations::healthz))
         .routes(routes!(operations::readyz))
         .routes(routes!(operations::metrics))
@@ -104,11 +113,10 @@ impl Application {
         let log_tail = LogTail::default();
         let tail = log_tail.clone();
         node.join_group(names::LOG_TAIL, move |message| tail.deliver(message));
+        let timeout = Duration::from_millis(settings.request_timeout_ms.max(1));
         let state = AppState {
-            database: Database::new(
-                node.clone(),
-                Duration::from_millis(settings.request_timeout_ms.max(1)),
-            ),
+            database: Database::new(node.clone(), timeout),
+            reporting: Reporting::new(node.clone(), timeout),
             limiter: Arc::new(RateLimiter::new(settings.rate_limit)),
             live,
             latency: switchboard_analytics::DeliveryLatency::start(&node),

@@ -10,6 +10,7 @@ use crate::database::Database;
 use crate::live::LiveHub;
 use crate::log_tail::LogTail;
 use crate::rate_limit::RateLimiter;
+use crate::reporting::Reporting;
 
 /// Shared state of the API.
 #[derive(Debug, Clone)]
@@ -18,6 +19,8 @@ pub(crate) struct AppState {
     pub(crate) node: Node,
     /// The database service.
     pub(crate) database: Database,
+    /// The reporting service.
+    pub(crate) reporting: Reporting,
     /// Live room events on this node.
     pub(crate) live: LiveHub,
     /// Live tail of the activity log on this node.

@@ -84,6 +84,7 @@ pub struct Cluster {
     pub databases: Vec<Node>,
     pub https: Vec<(Node, String)>,
     pub logs: Vec<Node>,
+    pub reportings: Vec<Node>,
     pub seed: String,
     _dir: tempfile::TempDir,
 }
@@ -107,6 +108,7 @@ impl Cluster {
             databases: Vec::new(),
             https: Vec::new(),
             logs: Vec::new(),
+            reportings: Vec::new(),
             seed: String::new(),
             _dir: dir,
         };
@@ -147,12 +149,32 @@ impl Cluster {
     pub async fn add_log(&mut self) -> Node {
         let index = self.logs.len();
         let node = switchboard_log::start(
-            node_config(&format!("log{index}@test"), &[self.seed.clone()]),
+            node_config(
+                &format!("log{index}@test"),
+                std::slice::from_ref(&self.seed),
+            ),
             cookie(),
         )
         .await
         .unwrap();
         self.logs.push(node.clone());
+        node
+    }
+
+    /// Adds a reporting node with the given thresholds.
+    pub async fn add_reporting(&mut self, thresholds: switchboard_reporting::Thresholds) -> Node {
+        let index = self.reportings.len();
+        let node = switchboard_reporting::serve(
+            node_config(
+                &format!("reporting{index}@test"),
+                std::slice::from_ref(&self.seed),
+            ),
+            cookie(),
+            thresholds,
+        )
+        .await
+        .unwrap();
+        self.reportings.push(node.clone());
         node
     }
 

@@ -1,0 +1,97 @@
+//! A typed client of the `reporting` service, as [`crate::database`] is of the database: each
+//! call states whether it is idempotent, so the runtime knows when it may retry on a replica.
+
+use std::time::Duration;
+
+use switchboard::{CallOptions, Node, NodeError};
+use switchboard_proto::names;
+use switchboard_proto::v1 as wire;
+
+use crate::request_id;
+
+/// The reporting service as the http node sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Reporting {
+    node: Node,
+    timeout: Duration,
+}
+
+impl Reporting {
+    pub(crate) fn new(node: Node, timeout: Duration) -> Self {
+        Self { node, timeout }
+    }
+
+    async fn call<Req, Resp>(
+        &self,
+        method: &str,
+        request: &Req,
+        idempotent: bool,
+    ) -> Result<Resp, NodeError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let options = CallOptions {
+            timeout: Some(self.timeout),
+            idempotent,
+            trace_id: Some(request_id::current()).filter(|id| !id.is_empty()),
+        };
+        self.node
+            .call_message(names::REPORTING, method, request, options)
+            .await
+    }
+
+    /// Files a report. Not idempotent: a blind retry could file it twice.
+    pub(crate) async fn file_report(
+        &self,
+        request: wire::FileReportRequest,
+    ) -> Result<wire::ContentReport, NodeError> {
+        self.call("file_report", &request, false).await
+    }
+
+    pub(crate) async fn list_reports(
+        &self,
+        status: String,
+    ) -> Result<Vec<wire::ContentReport>, NodeError> {
+        let list: wire::ReportList = self
+            .call("list_reports", &wire::ListReportsRequest { status }, true)
+            .await?;
+        Ok(list.reports)
+    }
+
+    /// Resolves a report; resolving twice changes nothing, so it is idempotent.
+    pub(crate) async fn resolve_report(
+        &self,
+        request: wire::ResolveReportRequest,
+    ) -> Result<wire::ContentReport, NodeError> {
+        self.call("resolve_report", &request, true).await
+    }
+
+    pub(crate) async fn anomalies(
+        &self,
+        since_ms: i64,
+        severity: String,
+    ) -> Result<Vec<wire::Anomaly>, NodeError> {
+        let list: wire::AnomalyList = self
+            .call(
+                "anomalies",
+                &wire::AnomalyQuery { since_ms, severity },
+                true,
+            )
+            .await?;
+        Ok(list.anomalies)
+    }
+
+    pub(crate) async fn summary(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<wire::ReportSummary, NodeError> {
+        self.call(
+            "summary",
+            &wire::SummaryRequest { since_ms, until_ms },
+            true,
+        )
+        .await
+    }
+}
