@@ -20,6 +20,8 @@ usage: deploy/docker/compose-e2e.sh [options]
   --no-build        use the images that exist; don't run install-compose.sh or offline-images.sh
   --keep            leave the stack running at the end (no down -v) for inspection
   --project NAME    compose project name (default switchboard-e2e)
+  --api-only URL    no Docker: run only the chat API walkthrough against an http node already
+                    serving at URL (admin token from SWITCHBOARD_ADMIN_TOKEN)
   -h, --help        this text
 
 environment: E2E_HEALTH_TIMEOUT (s, default 240), E2E_STEP_TIMEOUT (s, default 90),
@@ -34,6 +36,7 @@ http_optional=0
 build=1
 keep=0
 project=switchboard-e2e
+api_only=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --infra-only) infra_only=1 ;;
@@ -42,6 +45,8 @@ while [ $# -gt 0 ]; do
         --keep) keep=1 ;;
         --project) project=${2:?--project needs a name}; shift ;;
         --project=*) project=${1#--project=} ;;
+        --api-only) api_only=${2:?--api-only needs a URL}; shift ;;
+        --api-only=*) api_only=${1#--api-only=} ;;
         -h|--help) usage; exit 0 ;;
         *) echo "compose-e2e: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -54,6 +59,7 @@ step_timeout=${E2E_STEP_TIMEOUT:-90}
 services=(postgres http database log reporting analytics)
 node_services=(http database log reporting analytics)
 
+api_only_admin_token=${SWITCHBOARD_ADMIN_TOKEN:-}
 # The env file below is the only source of these: values from the caller's environment would
 # override it in docker compose.
 unset SWITCHBOARD_COOKIE SWITCHBOARD_COOKIE_FILE SWITCHBOARD_ADMIN_TOKEN POSTGRES_USER \
@@ -158,7 +164,7 @@ v = eval(sys.argv[1], {"d": d})
 print(v if isinstance(v, str) else json.dumps(v))
 EOF
 }
-show_body() { log "HTTP $status: $(head -c 400 "$tmp/body" 2>/dev/null)"; }
+show_body() { log "HTTP $status: $(head -c 600 "$tmp/body" 2>/dev/null)"; }
 # A Authorization header file for a bearer token (keeps tokens off command lines).
 auth_file() { printf 'Authorization: Bearer %s\n' "$2" >"$tmp/$1.auth"; printf '%s' "$tmp/$1.auth"; }
 json_str() { python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$1"; }
@@ -211,6 +217,10 @@ if question == "count":          # live nodes offering a service
     print(sum(1 for n in nodes if live(n) and sys.argv[3] in n.get("services", [])))
 elif question == "services":     # every service some live node offers
     print(" ".join(sorted({s for n in nodes if live(n) for s in n.get("services", [])})))
+elif question == "kinds":        # the kinds of live nodes (the part of each name before @)
+    print(" ".join(sorted({str(n.get("name", "")).split("@")[0] for n in nodes if live(n)})))
+elif question == "answerer":     # the kind of node answering (state "self")
+    print(" ".join(str(n.get("name", "")).split("@")[0] for n in nodes if n.get("state") == "self"))
 elif question == "state":        # state of the node on a host (name ends @host, or address host:port)
     host = sys.argv[3]
     for n in nodes:
@@ -223,7 +233,8 @@ else:
     sys.exit("unknown question " + question)
 EOF
 admin_auth=""
-cluster() {  # cluster QUESTION [ARG]: asks /v1/admin/cluster, answers on stdout
+show_cluster() { api GET /v1/admin/cluster "" "$admin_auth"; show_body; }
+cluster() {  # cluster QUESTION [ARG]: asks /v1/admin/cluster, answers on stdout (run in $(...))
     api GET /v1/admin/cluster "" "$admin_auth"
     [ "$status" = 200 ] || return 1
     python3 "$tmp/cluster.py" "$tmp/body" "$@" 2>/dev/null
@@ -417,15 +428,21 @@ step_admin_cluster() {
         api GET /v1/admin/cluster "" "$alice_auth"
         case "$status" in 401|403) ;; *) show_body; fail "/v1/admin/cluster with a user's token: expected 401/403, got $status"; return 1 ;; esac
     }
+    # The http node answers (state "self"); a live node of every other kind offers its service.
     all_services_listed() {
         services=" $(cluster services) "
+        kinds=" $(cluster kinds) "
         local s
+        [ "$(cluster answerer)" = http ] || return 1
         for s in "${node_services[@]}"; do
+            [ "$s" = http ] && continue
             case "$services" in *" $s "*) ;; *) return 1 ;; esac
+            case "$kinds" in *" $s "*) ;; *) return 1 ;; esac
         done
     }
+    local kinds
     wait_until "$step_timeout" all_services_listed \
-        || { show_body; fail "/v1/admin/cluster does not list live nodes for every service (${services:-no answer})"; }
+        || { show_cluster; fail "/v1/admin/cluster: want the http node as self and live nodes offering ${node_services[*]:1} (services offered: ${services:-no answer})"; }
 }
 
 database_nodes() { [ "$(cluster count database)" = 3 ] && [ "$(healthy_count database)" = 3 ]; }
@@ -433,7 +450,7 @@ step_scale() {
     compose up -d --no-build --pull never --scale database=3 >"$tmp/scale.log" 2>&1 \
         || { cat "$tmp/scale.log" >&2; fail "docker compose up --scale database=3 failed"; return 1; }
     wait_until "$health_timeout" database_nodes || {
-        show_body
+        show_cluster
         diagnose database
         fail "within ${health_timeout}s: $(healthy_count database) healthy database containers, $(cluster count database 2>/dev/null || echo '?') live database nodes in /v1/admin/cluster (want 3 and 3)"
     }
@@ -502,7 +519,7 @@ client_progress() { [ "$(cat "$tmp/client.json.progress" 2>/dev/null || echo 0)"
 client_done() { [ -s "$tmp/client.json" ]; }
 step_failover() {
     need alice_auth || return 2
-    local failover_room victim pid pages=() after="" page n
+    local failover_room victim pid pages=() after="" previous page n
     failover_room=$(create_room "failover-$(random_hex 4)" "$alice_auth") || return 1
     victim=$(project_containers database | head -n1)
     [ -n "$victim" ] || { fail "no database container"; return 1; }
@@ -511,7 +528,7 @@ step_failover() {
     pid=$!
     bg_pids+=("$pid")
     wait_until "$step_timeout" client_progress 40 || { kill "$pid" 2>/dev/null; fail "the client did not get 40 messages acknowledged"; return 1; }
-    log "killing database container ${victim:0:12} while the client posts"
+    log "killing database container ${victim:0:12} while the client posts (at message $(cat "$tmp/client.json.progress"))"
     docker kill "$victim" >/dev/null || { kill "$pid" 2>/dev/null; fail "docker kill failed"; return 1; }
     wait_until 300 client_done || { kill "$pid" 2>/dev/null; fail "the client did not finish within 300 s"; return 1; }
     wait "$pid" 2>/dev/null
@@ -526,8 +543,9 @@ step_failover() {
         cp "$tmp/body" "$page"
         pages+=("$page")
         [ "$(jget 'len(d["messages"])')" != 0 ] || break
+        previous=$after
         after=$(jget 'd.get("next_after") or ""')
-        [ -n "$after" ] && [ "$(jget 'len(d["messages"])')" -lt 200 ] || break
+        if [ -z "$after" ] || [ "$after" = "$previous" ]; then break; fi
     done
     python3 "$tmp/verify.py" "$tmp/client.json" "${pages[@]}" >"$tmp/verify.out" 2>&1
     local rc=$?
@@ -545,17 +563,17 @@ step_partition() {
     analytics_net=$(docker inspect --format '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{"\n"}}{{end}}' "$analytics_cid" | grep -m1 .)
     mapfile -t analytics_aliases < <(docker inspect --format "{{range (index .NetworkSettings.Networks \"$analytics_net\").Aliases}}{{.}}{{\"\\n\"}}{{end}}" "$analytics_cid" | grep .)
     wait_until "$step_timeout" analytics_state_is up \
-        || { show_body; fail "analytics node on $analytics_host is not 'up' in /v1/admin/cluster before the partition"; return 1; }
+        || { show_cluster; fail "analytics node on $analytics_host is not 'up' in /v1/admin/cluster before the partition"; return 1; }
     log "disconnecting analytics ${analytics_cid:0:12} from $analytics_net"
     docker network disconnect "$analytics_net" "$analytics_cid" || { fail "docker network disconnect failed"; return 1; }
     wait_until "$step_timeout" analytics_state_is down \
-        || { show_body; fail "/v1/admin/cluster does not show the cut-off analytics node down within ${step_timeout}s"; return 1; }
+        || { show_cluster; fail "/v1/admin/cluster does not show the cut-off analytics node down within ${step_timeout}s"; return 1; }
     local args=()
     for alias in "${analytics_aliases[@]}"; do args+=(--alias "$alias"); done
     docker network connect "${args[@]}" "$analytics_net" "$analytics_cid" || { fail "docker network connect failed"; return 1; }
     analytics_net=""
     wait_until "$step_timeout" analytics_state_is up \
-        || { show_body; fail "the analytics node is not back 'up' within ${step_timeout}s of reconnecting"; return 1; }
+        || { show_cluster; fail "the analytics node is not back 'up' within ${step_timeout}s of reconnecting"; return 1; }
 }
 
 step_down() {
@@ -576,6 +594,18 @@ finish() {
     exit
 }
 
+if [ -n "$api_only" ]; then
+    log "API walkthrough only, against $api_only"
+    base=${api_only%/}
+    admin_auth=$(auth_file admin "$api_only_admin_token")
+    run_step "http GET /readyz answers 200 (database reachable)" step_readyz
+    run_step "register two users, log in, wrong password refused" step_register_login
+    run_step "create a room, second user joins" step_room
+    run_step "post and list messages, 401 without a token" step_messages
+    run_step "SSE: a message event arrives after posting" step_sse
+    run_step "admin cluster: token required, every service live" step_admin_cluster
+    finish
+fi
 log "project $project, http on a free loopback port; $([ "$infra_only" -eq 1 ] && echo 'infrastructure only' || echo 'full walkthrough')"
 run_step "docker compose v2 available" step_compose_v2 || finish
 run_step "images built locally (debian, postgres, switchboard)" step_images || finish
