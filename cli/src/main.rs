@@ -1,6 +1,6 @@
 //! `switchboard`: the operator's command. `up` runs a whole cluster on this machine as separate
 //! OS processes (one node per service, each its own binary); `nodes`, `ping` and `call` talk to a
-//! running cluster as a hidden node, the way Erlang's remote shell does.
+//! running cluster as a hidden node (`logs` tails its activity log), the way Erlang's remote shell does.
 
 mod remote;
 mod secrets;
@@ -35,6 +35,23 @@ enum Command {
         #[command(flatten)]
         remote: remote::RemoteArgs,
     },
+    /// Prints the cluster's activity log (newest last); `-f` keeps following it.
+    Logs {
+        /// Keep printing new entries as they are committed.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many recent entries to print first.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: u32,
+        /// Only entries of this kind (e.g. `node_down`, `message_posted`).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this level or worse (`error`, `warn`, `info`).
+        #[arg(long)]
+        level: Option<String>,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+    },
     /// Calls a method of a service on a running cluster and prints the reply.
     Call {
         /// The service, e.g. `database`.
@@ -65,6 +82,19 @@ async fn main() -> ExitCode {
             count,
             remote,
         } => remote::ping(remote, &node, count).await,
+        Command::Logs {
+            follow,
+            lines,
+            kind,
+            level,
+            remote,
+        } => {
+            let filter = remote::LogFilter {
+                kind: kind.unwrap_or_default(),
+                level: level.unwrap_or_default(),
+            };
+            remote::logs(remote, filter, lines, follow).await
+        }
         Command::Call {
             service,
             method,

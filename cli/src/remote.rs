@@ -174,3 +174,82 @@ pub(crate) async fn call(
     println!("{}", String::from_utf8_lossy(&reply));
     Ok(())
 }
+
+/// Which entries `switchboard logs` shows.
+#[derive(Debug, Clone)]
+pub(crate) struct LogFilter {
+    /// Only this kind; empty for all.
+    pub(crate) kind: String,
+    /// Only this level or worse; empty for all.
+    pub(crate) level: String,
+}
+
+/// `switchboard logs [-f]`. A hidden node receives no broadcasts, so following polls the log
+/// service once a second for entries newer than the last one printed.
+#[allow(clippy::print_stdout, reason = "a command's output is its job")]
+pub(crate) async fn logs(
+    args: RemoteArgs,
+    filter: LogFilter,
+    lines: u32,
+    follow: bool,
+) -> Result<()> {
+    let session = connect(&args).await?;
+    if !session
+        .node
+        .wait_for_service("log", Duration::from_secs(5))
+        .await
+    {
+        bail!("no node provides the log service");
+    }
+    let mut since_ms = 0;
+    // Entries at the boundary millisecond come back on the next poll; remember them to skip.
+    let mut printed = std::collections::HashMap::new();
+    loop {
+        let query = wire::LogQuery {
+            kind: filter.kind.clone(),
+            level: filter.level.to_ascii_uppercase(),
+            since_ms,
+            limit: if since_ms == 0 {
+                lines.clamp(1, 1000)
+            } else {
+                1000
+            },
+            ..Default::default()
+        };
+        let page: wire::LogPage = session
+            .node
+            .call_message("log", "query", &query, CallOptions::idempotent())
+            .await?;
+        for entry in page.entries.iter().rev() {
+            if printed.insert(entry.id.clone(), entry.at_ms).is_some() {
+                continue;
+            }
+            since_ms = since_ms.max(entry.at_ms);
+            let at = std::time::UNIX_EPOCH + Duration::from_millis(entry.at_ms.max(0) as u64);
+            println!(
+                "{} {:<5} {:<22} {:<16} {} {}",
+                humantime::format_rfc3339_millis(at),
+                entry.level,
+                entry.node,
+                entry.kind,
+                entry.message,
+                entry.fields_json
+            );
+        }
+        if !follow {
+            return Ok(());
+        }
+        printed.retain(|_, at| *at >= since_ms);
+        if since_ms == 0 {
+            // Nothing yet: follow from now on.
+            since_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = switchboard::signal::terminated() => return Ok(()),
+        }
+    }
+}
