@@ -100,6 +100,7 @@ async fn a_frozen_peer_is_declared_down_within_the_heartbeat_window_and_rejoins(
     let reason = tokio::time::timeout(DEADLINE, down).await.unwrap().unwrap();
     let detected = stopped.elapsed();
     assert_eq!(reason, "heartbeat_timeout");
+    eprintln!("frozen peer declared down after {detected:?}");
     // Default window: 250 ms heartbeats, down after 1 s of silence; allow scheduling slack.
     assert!(
         detected < Duration::from_millis(2500),
