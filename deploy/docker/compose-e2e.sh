@@ -280,9 +280,9 @@ EOF
     )
     admin_auth=$(auth_file admin "$admin_token")
     compose config -q || fail "docker compose config rejects docker-compose.yml" || return 1
-    # Without the secrets the file must refuse to start, naming the variable.
-    : >"$tmp/empty.env"
-    if docker compose -p "$project" -f "$repo/docker-compose.yml" --env-file "$tmp/empty.env" config -q >"$tmp/nocookie.log" 2>&1; then
+    # Without the cookie (everything else set) the file must refuse to start, naming the variable.
+    grep -v '^SWITCHBOARD_COOKIE=' "$envfile" >"$tmp/nocookie.env"
+    if docker compose -p "$project" -f "$repo/docker-compose.yml" --env-file "$tmp/nocookie.env" config -q >"$tmp/nocookie.log" 2>&1; then
         fail "docker compose config accepted a missing SWITCHBOARD_COOKIE"
         return 1
     fi
@@ -457,16 +457,20 @@ step_scale() {
 }
 
 cat >"$tmp/client.py" <<'EOF'
-"""Posts N messages, each with its own Idempotency-Key, retrying every one on any non-2xx answer
-or transport error (same key) until it gets a 2xx or its deadline passes."""
-import json, sys, time, urllib.error, urllib.request
+"""Posts N messages at a steady rate, each with its own Idempotency-Key, retrying every one on any
+non-2xx answer or transport error (same key) until it gets a 2xx or its deadline passes. The rate
+spreads the posts over several seconds, so that a node killed meanwhile dies mid-stream."""
+import json, os, sys, time, urllib.error, urllib.request
 
 base, room, auth_file, count, run, out = sys.argv[1:7]
 count = int(count)
 per_message_deadline = float(sys.argv[7])
+rate = float(sys.argv[8])
 auth = open(auth_file).read().split(":", 1)[1].strip()
 acked, errors, failures = [], {}, 0
+start = time.monotonic()
 for i in range(count):
+    time.sleep(max(0.0, start + i / rate - time.monotonic()))
     key = f"e2e-{run}-{i}"
     data = json.dumps({"body": f"failover {run} #{i}"}).encode()
     deadline = time.monotonic() + per_message_deadline
@@ -488,8 +492,9 @@ for i in range(count):
             failures += 1
             break
         time.sleep(0.1)  # back-off between retries of one message
-    with open(out + ".progress", "w") as f:
+    with open(out + ".progress.tmp", "w") as f:
         f.write(str(i + 1))
+    os.replace(out + ".progress.tmp", out + ".progress")
 json.dump({"acked": acked, "errors": errors, "failures": failures}, open(out, "w"))
 EOF
 cat >"$tmp/verify.py" <<'EOF'
@@ -515,21 +520,25 @@ if len(listed) != len(client["acked"]):
 print("; ".join(problems[:5]) if problems else f"{len(listed)} messages, each acknowledged one exactly once")
 sys.exit(1 if problems else 0)
 EOF
-client_progress() { [ "$(cat "$tmp/client.json.progress" 2>/dev/null || echo 0)" -ge "$1" ]; }
+client_count() { local n; n=$(cat "$tmp/client.json.progress" 2>/dev/null); printf '%s' "${n:-0}"; }
+client_progress() { [ "$(client_count)" -ge "$1" ]; }
 client_done() { [ -s "$tmp/client.json" ]; }
 step_failover() {
     need alice_auth || return 2
-    local failover_room victim pid pages=() after="" previous page n
+    local failover_room victim pid pages=() after="" previous page n at_kill
     failover_room=$(create_room "failover-$(random_hex 4)" "$alice_auth") || return 1
     victim=$(project_containers database | head -n1)
     [ -n "$victim" ] || { fail "no database container"; return 1; }
     rm -f "$tmp/client.json" "$tmp/client.json.progress"
-    python3 "$tmp/client.py" "$base" "$failover_room" "$alice_auth" 200 "$(random_hex 4)" "$tmp/client.json" 60 &
+    # 200 messages at 25 a second: the kill lands after about 40, with some 150 still to come.
+    python3 "$tmp/client.py" "$base" "$failover_room" "$alice_auth" 200 "$(random_hex 4)" "$tmp/client.json" 60 25 &
     pid=$!
     bg_pids+=("$pid")
     wait_until "$step_timeout" client_progress 40 || { kill "$pid" 2>/dev/null; fail "the client did not get 40 messages acknowledged"; return 1; }
-    log "killing database container ${victim:0:12} while the client posts (at message $(cat "$tmp/client.json.progress"))"
     docker kill "$victim" >/dev/null || { kill "$pid" 2>/dev/null; fail "docker kill failed"; return 1; }
+    at_kill=$(client_count)
+    log "killed database container ${victim:0:12} after message $at_kill of 200"
+    [ "$at_kill" -le 150 ] || { kill "$pid" 2>/dev/null; fail "the client was too far on ($at_kill of 200) when the node died to test failover"; return 1; }
     wait_until 300 client_done || { kill "$pid" 2>/dev/null; fail "the client did not finish within 300 s"; return 1; }
     wait "$pid" 2>/dev/null
     log "client: $(python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); print(len(c["acked"]), "acknowledged,", c["failures"], "failed after retries, client-visible errors:", c["errors"] or "none")' "$tmp/client.json")"
