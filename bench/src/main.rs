@@ -1,1 +1,92 @@
-fn main() {}
+//! `switchboard-bench`: measures the Switchboard runtime between two OS processes on loopback,
+//! side by side with plain tonic and JSON/HTTP baselines built into the same binary, and prints
+//! one table (optionally also written as Markdown).
+//!
+//! The bench process is always the client. Every server is a separate process: the bench
+//! re-executes itself with a hidden `serve-*` subcommand (or, with `--testnode`, runs the
+//! `switchboard-testnode` binary found next to it), so that client and server each get exactly
+//! the tokio worker count the table header states.
+//!
+//! Layout: [`cli`] parses arguments, [`runtime`] is the first scenario family (remote, cast and
+//! local calls against the baselines in [`baseline`]), [`load`] drives closed-loop load,
+//! [`stats`] turns samples into rates and percentiles, [`table`] renders the report,
+//! [`server_process`] starts and stops the server processes, and [`placement`] pins client and
+//! servers to disjoint CPUs. Later scenario families (chat,
+//! failover, fan-out, Erlang) are further modules beside [`runtime`], listed in [`cli::Family`].
+
+mod baseline;
+mod cli;
+mod echo_node;
+mod load;
+mod placement;
+mod runtime;
+mod server_process;
+mod stats;
+mod table;
+
+use anyhow::Context;
+
+use crate::cli::{Command, Family, RunOptions, ServerKind};
+use crate::placement::Placement;
+use crate::table::Report;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match cli::parse(&args)? {
+        Command::Help => {
+            table::write_stdout(cli::USAGE)?;
+            Ok(())
+        }
+        Command::Serve { kind, workers } => {
+            server_process::exit_when_parent_goes();
+            runtime_with(workers)?.block_on(async move {
+                match kind {
+                    ServerKind::Node => echo_node::serve().await,
+                    ServerKind::Tonic => baseline::tonic_echo::serve().await,
+                    ServerKind::JsonHttp => baseline::json_http::serve().await,
+                }
+            })
+        }
+        Command::Run {
+            families,
+            mut options,
+        } => {
+            // Before the runtime exists, so every thread it starts inherits the placement.
+            options.placement = if options.pin {
+                Placement::plan(options.client_workers, options.server_workers).pin_self()
+            } else {
+                Placement::Unpinned("--no-pin".into())
+            };
+            let report =
+                runtime_with(options.client_workers)?.block_on(run(&families, &options))?;
+            table::write_stdout(&report.render_text())?;
+            if let Some(path) = &options.markdown {
+                std::fs::write(path, report.render_markdown())
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime with exactly `workers` worker threads: the bench sets every
+/// process's worker count deliberately, because on a small machine it decides the results.
+fn runtime_with(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")
+}
+
+/// Runs the chosen scenario families in order and collects their sections.
+async fn run(families: &[Family], options: &RunOptions) -> anyhow::Result<Report> {
+    let mut report = Report::new(options);
+    for family in families {
+        let section = match family {
+            Family::Runtime => runtime::run(options).await?,
+        };
+        report.sections.push(section);
+    }
+    Ok(report)
+}

@@ -1,0 +1,163 @@
+//! Server processes: the bench starts each server as a separate OS process, so client and server
+//! never share a scheduler, learns its address from the `LISTENING <addr>` line it prints on
+//! stderr, and kills it when done.
+//!
+//! A server is either the bench itself re-executed with a hidden `serve-*` subcommand, or the
+//! `switchboard-testnode` binary next to the bench's executable. Either way its tokio worker
+//! count and its CPUs (see [`crate::placement`]) are set explicitly. A re-executed bench also exits when its stdin closes, so a bench
+//! that dies without running destructors does not leave servers behind.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::cli::{RunOptions, ServerKind};
+
+/// How long a server may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running server process, killed on drop.
+#[derive(Debug)]
+pub(crate) struct ServerProcess {
+    child: Child,
+    /// What it is, for error messages.
+    what: String,
+    /// The address it listens on, as it printed it.
+    pub(crate) address: String,
+    /// Its last lines of stderr, to explain a failure.
+    tail: Arc<Mutex<Vec<String>>>,
+}
+
+impl ServerProcess {
+    /// Re-executes this bench as server `kind`, with the run's server worker count and CPUs and
+    /// the environment variables `env`.
+    pub(crate) fn bench(
+        kind: ServerKind,
+        options: &RunOptions,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("finding the bench's own executable")?;
+        let mut command = options.placement.server_command(exe);
+        command
+            .envs(env.iter().copied())
+            .arg(kind.subcommand())
+            .arg("--workers")
+            .arg(options.server_workers.to_string())
+            .stdin(Stdio::piped());
+        Self::start(command, kind.subcommand())
+    }
+
+    /// Runs `switchboard-testnode` from beside the bench's executable as node `name`, with the
+    /// run's server worker count and CPUs.
+    pub(crate) fn testnode(name: &str, cookie: &str, options: &RunOptions) -> anyhow::Result<Self> {
+        let path = sibling("switchboard-testnode")?;
+        if !path.exists() {
+            bail!(
+                "{} does not exist; build it with `cargo build --release -p switchboard --bin switchboard-testnode`",
+                path.display()
+            );
+        }
+        let mut command = options.placement.server_command(path);
+        command
+            .env("SWITCHBOARD_NODE_NAME", name)
+            .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
+            .env("SWITCHBOARD_COOKIE", cookie)
+            .env(
+                "SWITCHBOARD_TESTNODE_WORKERS",
+                options.server_workers.to_string(),
+            )
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
+        Self::start(command, "switchboard-testnode")
+    }
+
+    /// Spawns `command` and waits until it prints the address it listens on.
+    fn start(mut command: Command, what: &str) -> anyhow::Result<Self> {
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {what}"))?;
+        let stderr = child.stderr.take().context("the server's stderr")?;
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let lines = tail.clone();
+        std::thread::spawn(move || {
+            // Keep draining so the server never blocks on a full pipe.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(address) = line.strip_prefix("LISTENING ") {
+                    let _ = tx.send(address.trim().to_owned());
+                }
+                let mut lines = lines.lock().unwrap_or_else(|p| p.into_inner());
+                lines.push(line);
+                if lines.len() > 20 {
+                    lines.remove(0);
+                }
+            }
+        });
+        let mut server = Self {
+            child,
+            what: what.to_owned(),
+            address: String::new(),
+            tail,
+        };
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(address) => server.address = address,
+            Err(_) => bail!("{} never printed its address{}", what, server.explain()),
+        }
+        Ok(server)
+    }
+
+    /// Fails if the server has exited (it should run until killed).
+    pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited with {status}{}", self.what, self.explain());
+        }
+        Ok(())
+    }
+
+    fn explain(&self) -> String {
+        let lines = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.is_empty() {
+            String::new()
+        } else {
+            format!("; its last output:\n{}", lines.join("\n"))
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A file next to the bench's own executable.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the bench's own executable")?;
+    let dir = exe
+        .parent()
+        .context("the bench's executable has no directory")?;
+    Ok(dir.join(name))
+}
+
+/// For a server process: exit as soon as stdin closes, i.e. when the bench that started it is
+/// gone, however it went.
+pub(crate) fn exit_when_parent_goes() {
+    std::thread::spawn(|| {
+        let mut buffer = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut buffer), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+}
+
+/// Prints the line a server's parent waits for. A server's job is to tell its parent where it
+/// listens; stderr keeps stdout free for the report.
+pub(crate) fn announce(address: impl std::fmt::Display) {
+    eprintln!("LISTENING {address}");
+}

@@ -1,0 +1,376 @@
+//! The report: one table of measured points and one of checked ratios per scenario family, under
+//! a header that states how the run was set up (worker counts, durations, CPUs, commit), rendered
+//! as aligned text for the terminal and as Markdown for `BENCHMARKS.md`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::Duration;
+
+use crate::cli::RunOptions;
+use crate::stats::{Bound, Check, Measurement};
+
+/// One measured point of a section.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub(crate) scenario: String,
+    /// Operations in flight, or how the load was applied.
+    pub(crate) in_flight: String,
+    /// What an operation is, e.g. `calls`, as in `calls/s`.
+    pub(crate) unit: &'static str,
+    pub(crate) measurement: Measurement,
+}
+
+/// What one scenario family reports.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Section {
+    pub(crate) title: String,
+    /// Set-up details specific to the family, one line each.
+    pub(crate) notes: Vec<String>,
+    pub(crate) rows: Vec<Row>,
+    pub(crate) checks: Vec<Check>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone)]
+pub(crate) struct Report {
+    pub(crate) command_line: String,
+    pub(crate) cpus: usize,
+    pub(crate) commit: Option<String>,
+    pub(crate) client_workers: usize,
+    pub(crate) server_workers: usize,
+    pub(crate) measure: Duration,
+    pub(crate) warmup: Duration,
+    pub(crate) rounds: usize,
+    /// Where client and servers ran.
+    pub(crate) placement: String,
+    pub(crate) sections: Vec<Section>,
+}
+
+impl Report {
+    pub(crate) fn new(options: &RunOptions) -> Self {
+        Self {
+            command_line: options.command_line.clone(),
+            cpus: options.cpus,
+            commit: git_commit(),
+            client_workers: options.client_workers,
+            server_workers: options.server_workers,
+            measure: options.measure,
+            warmup: options.warmup,
+            rounds: options.rounds,
+            placement: options.placement.describe(),
+            sections: Vec::new(),
+        }
+    }
+
+    fn setup(&self) -> String {
+        format!(
+            "client (bench) process: {} tokio worker(s); each server process: {} tokio worker(s); \
+             {} s per point after {} s of warm-up, measured in {} slices taken in turn with the \
+             other points; {}; {} CPU(s)",
+            self.client_workers,
+            self.server_workers,
+            seconds(self.measure),
+            seconds(self.warmup),
+            self.rounds,
+            self.placement,
+            self.cpus,
+        )
+    }
+
+    /// The report as aligned plain text.
+    pub(crate) fn render_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "switchboard-bench — {}", self.setup());
+        let _ = writeln!(
+            out,
+            "commit {}; command: {}",
+            self.commit.as_deref().unwrap_or("unknown"),
+            self.command_line
+        );
+        for section in &self.sections {
+            let _ = writeln!(out, "\n== {} ==", section.title);
+            for note in &section.notes {
+                let _ = writeln!(out, "   {note}");
+            }
+            out.push('\n');
+            out.push_str(&aligned(&measurement_cells(section)));
+            if !section.checks.is_empty() {
+                out.push('\n');
+                out.push_str(&aligned(&check_cells(section)));
+            }
+        }
+        out
+    }
+
+    /// The report as Markdown, with the machine and command needed to reproduce it.
+    pub(crate) fn render_markdown(&self) -> String {
+        let mut out = String::from("# switchboard-bench results\n\n");
+        let _ = writeln!(out, "- Command: `{}`", self.command_line);
+        let _ = writeln!(
+            out,
+            "- CPUs (`std::thread::available_parallelism`): {}",
+            self.cpus
+        );
+        let _ = writeln!(
+            out,
+            "- Git commit: `{}`",
+            self.commit.as_deref().unwrap_or("unknown")
+        );
+        let _ = writeln!(out, "- Set-up: {}", self.setup());
+        for section in &self.sections {
+            let _ = writeln!(out, "\n## {}\n", section.title);
+            for note in &section.notes {
+                let _ = writeln!(out, "- {note}");
+            }
+            out.push('\n');
+            out.push_str(&markdown(
+                &measurement_cells(section),
+                &[false, true, true, true, true],
+            ));
+            if !section.checks.is_empty() {
+                out.push('\n');
+                out.push_str(&markdown(
+                    &check_cells(section),
+                    &[false, true, true, false],
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn measurement_cells(section: &Section) -> Vec<Vec<String>> {
+    let mut cells = vec![vec![
+        "scenario".to_owned(),
+        "in flight".to_owned(),
+        "throughput".to_owned(),
+        "p50".to_owned(),
+        "p99".to_owned(),
+    ]];
+    for row in &section.rows {
+        let latency = row.measurement.latency;
+        cells.push(vec![
+            row.scenario.clone(),
+            row.in_flight.clone(),
+            format!("{} {}/s", thousands(row.measurement.per_second()), row.unit),
+            latency.map_or_else(|| "—".to_owned(), |l| duration(l.p50)),
+            latency.map_or_else(|| "—".to_owned(), |l| duration(l.p99)),
+        ]);
+    }
+    cells
+}
+
+fn check_cells(section: &Section) -> Vec<Vec<String>> {
+    let mut cells = vec![vec![
+        "check".to_owned(),
+        "measured".to_owned(),
+        "bound".to_owned(),
+        "result".to_owned(),
+    ]];
+    for check in &section.checks {
+        let bound = match check.bound {
+            Bound::AtLeast(floor) => format!("≥ {floor:.2}x"),
+            Bound::AtMost(ceiling) => format!("≤ {ceiling:.2}x"),
+        };
+        cells.push(vec![
+            check.what.clone(),
+            if check.ratio.is_finite() {
+                format!("{:.2}x", check.ratio)
+            } else {
+                "n/a".to_owned()
+            },
+            bound,
+            check.verdict().to_owned(),
+        ]);
+    }
+    cells
+}
+
+/// Columns padded to their widest cell; the first left-aligned, the rest right-aligned.
+fn aligned(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, &width))| {
+                let pad = " ".repeat(width - cell.chars().count());
+                if c == 0 {
+                    format!("{cell}{pad}")
+                } else {
+                    format!("{pad}{cell}")
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        if i == 0 {
+            let total = widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+            let _ = writeln!(out, "{}", "-".repeat(total));
+        }
+    }
+    out
+}
+
+/// A Markdown table; `right[c]` right-aligns column `c`.
+fn markdown(rows: &[Vec<String>], right: &[bool]) -> String {
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let _ = writeln!(out, "| {} |", row.join(" | "));
+        if i == 0 {
+            let rule: Vec<&str> = (0..row.len())
+                .map(|c| {
+                    if right.get(c).copied().unwrap_or(false) {
+                        "---:"
+                    } else {
+                        "---"
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "| {} |", rule.join(" | "));
+        }
+    }
+    out
+}
+
+/// `1234567.8` as `1,234,568`.
+pub(crate) fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// A latency in the unit that keeps three significant figures readable.
+fn duration(d: Duration) -> String {
+    let micros = d.as_secs_f64() * 1e6;
+    if micros < 10.0 {
+        format!("{micros:.2} µs")
+    } else if micros < 1000.0 {
+        format!("{micros:.1} µs")
+    } else {
+        format!("{:.2} ms", micros / 1000.0)
+    }
+}
+
+/// A duration in seconds, without trailing zeros.
+pub(crate) fn seconds(d: Duration) -> String {
+    let s = format!("{:.2}", d.as_secs_f64());
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// `git rev-parse --short HEAD`, marked `+dirty` when tracked files have uncommitted changes;
+/// `None` outside a repository or without git.
+fn git_commit() -> Option<String> {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = run(&["rev-parse", "--short", "HEAD"]).filter(|c| !c.is_empty())?;
+    let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|status| !status.is_empty());
+    Some(if dirty {
+        format!("{commit}+dirty")
+    } else {
+        commit
+    })
+}
+
+/// A progress line on stderr, so stdout carries nothing but the report.
+pub(crate) fn progress(line: impl std::fmt::Display) {
+    eprintln!("[switchboard-bench] {line}");
+}
+
+/// Writes to stdout. Printing the report is the bench's job; this is the one place it happens.
+pub(crate) fn write_stdout(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        Report {
+            command_line: "switchboard-bench runtime --quick".into(),
+            cpus: 2,
+            commit: Some("abc1234".into()),
+            client_workers: 1,
+            server_workers: 1,
+            measure: Duration::from_secs(1),
+            warmup: Duration::from_millis(250),
+            rounds: 2,
+            placement: "client pinned to CPU 0, servers to CPU 1".into(),
+            sections: vec![Section {
+                title: "Runtime".into(),
+                notes: vec!["payload 150 B".into()],
+                rows: vec![
+                    Row {
+                        scenario: "remote call".into(),
+                        in_flight: "64".into(),
+                        unit: "calls",
+                        measurement: Measurement::from_samples(
+                            &mut [30_000, 40_000],
+                            Duration::from_micros(10),
+                        ),
+                    },
+                    Row {
+                        scenario: "cast".into(),
+                        in_flight: "pipelined".into(),
+                        unit: "msgs",
+                        measurement: Measurement::rate(1_234_567, Duration::from_secs(1)),
+                    },
+                ],
+                checks: vec![Check::new("a vs b", 1.6, Bound::AtLeast(1.5))],
+            }],
+        }
+    }
+
+    #[test]
+    fn text_is_aligned_and_marks_checks() {
+        let text = report().render_text();
+        assert!(text.contains("1 tokio worker(s)"), "{text}");
+        assert!(text.contains("0.25 s of warm-up"), "{text}");
+        assert!(text.contains("200,000 calls/s"), "{text}");
+        assert!(text.contains("1,234,567 msgs/s"), "{text}");
+        assert!(text.contains("30.0 µs"), "{text}");
+        assert!(text.contains("1.60x"), "{text}");
+        assert!(text.contains("PASS"), "{text}");
+    }
+
+    #[test]
+    fn markdown_has_machine_commit_and_command() {
+        let markdown = report().render_markdown();
+        assert!(markdown.contains("CPUs (`std::thread::available_parallelism`): 2"));
+        assert!(markdown.contains("`abc1234`"));
+        assert!(markdown.contains("`switchboard-bench runtime --quick`"));
+        assert!(markdown.contains("| scenario | in flight | throughput | p50 | p99 |"));
+        assert!(markdown.contains("| --- | ---: | ---: | ---: | ---: |"));
+    }
+
+    #[test]
+    fn numbers_are_readable() {
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(12_345_678.0), "12,345,678");
+        assert_eq!(duration(Duration::from_nanos(2_500)), "2.50 µs");
+        assert_eq!(duration(Duration::from_micros(2_500)), "2.50 ms");
+        assert_eq!(seconds(Duration::from_secs(3)), "3");
+    }
+}
