@@ -43,21 +43,25 @@ where
             let phase = phase.clone();
             tokio::spawn(async move {
                 let mut samples: Vec<u64> = Vec::with_capacity(4096);
+                // One clock read per operation: an operation starts when the previous one ended,
+                // unless the task gave the worker up in between.
+                let mut started = Instant::now();
                 loop {
                     let started_in = phase.load(Ordering::Relaxed);
                     if started_in == STOPPED {
                         return Ok::<_, anyhow::Error>(samples);
                     }
-                    let started = Instant::now();
                     operation().await?;
-                    let took = started.elapsed();
+                    let finished = Instant::now();
                     if started_in == MEASURING && phase.load(Ordering::Relaxed) == MEASURING {
-                        samples.push(took.as_nanos() as u64);
+                        samples.push((finished - started).as_nanos() as u64);
                     }
                     // An operation that completes without ever waiting (a local call) would
                     // otherwise keep the worker forever, and with it the timer this loop's
                     // window depends on: hand the worker back once the task's budget is spent.
+                    let yields = !tokio::task::coop::has_budget_remaining();
                     tokio::task::consume_budget().await;
+                    started = if yields { Instant::now() } else { finished };
                 }
             })
         })
