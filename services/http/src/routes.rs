@@ -1,8 +1,8 @@
 //! The API's handlers, one module per resource.
 
 pub(crate) mod accounts;
-pub(crate) mod anomalies;
 pub(crate) mod analytics;
+pub(crate) mod anomalies;
 pub(crate) mod events;
 pub(crate) mod logs;
 pub(crate) mod messages;
