@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use switchboard_proto::v1::{self as wire, frame::Kind};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::error::NodeError;
 use crate::lane::{FrameReader, LaneSender};
@@ -108,8 +109,25 @@ fn serve_call(node: &Arc<NodeInner>, context: &LaneContext, call: wire::Call) {
     };
     let node = node.clone();
     let peer = context.peer.clone();
+    let mut serve = Box::pin(async move { node.serve_call(&peer, call).await });
+    // Most handlers answer on their first poll: reply from the receive loop then, and pay for a
+    // task only when the handler has to wait.
+    if let Some(result) = serve.as_mut().now_or_never() {
+        match reply.try_send(Ok(reply_frame(id, result))) {
+            Ok(()) => drop(permit),
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                // A reply is owed and must not be dropped: wait for queue space in a task.
+                tokio::spawn(async move {
+                    let _ = reply.send(frame).await;
+                    drop(permit);
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => drop(permit),
+        }
+        return;
+    }
     tokio::spawn(async move {
-        let result = node.serve_call(&peer, call).await;
+        let result = serve.await;
         // Waits for queue space: a reply is owed and must not be dropped.
         let _ = reply.send(Ok(reply_frame(id, result))).await;
         drop(permit);

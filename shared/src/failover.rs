@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use rand::Rng;
 use switchboard_proto::v1::{self as wire, frame::Kind};
 
 use crate::error::NodeError;
 use crate::events::ClusterEvent;
+use crate::metrics::{CallSeries, Locality};
 use crate::node::NodeInner;
 use crate::registry;
 use crate::service::Request;
@@ -68,29 +70,36 @@ pub(crate) async fn call(
     let timeout = options
         .timeout
         .unwrap_or_else(|| node.config.call_timeout());
-    let deadline = tokio::time::Instant::now() + timeout;
-    let trace_id = options.trace_id.unwrap_or_else(new_trace_id);
     let started = std::time::Instant::now();
-    let mut excluded: Vec<(String, u64)> = Vec::new();
-    loop {
-        if only.is_none_or(|o| o == node.name)
-            && let Some(local) = node.local_service(service)
-        {
-            let request = Request {
-                method: method.to_owned(),
-                payload,
-                trace_id,
-            };
-            let result = match tokio::time::timeout_at(deadline, local.handle(request)).await {
+    let series = node.metrics.call_series(service);
+    if only.is_none_or(|o| o == node.name)
+        && let Some(local) = node.local_service(service)
+    {
+        // In-process: no trace id is made up (the handler's own calls make theirs), and a
+        // handler that answers on its first poll never touches the timer wheel.
+        let request = Request {
+            method: method.to_owned(),
+            payload,
+            trace_id: options.trace_id.unwrap_or_default(),
+        };
+        let mut future = local.handle(request);
+        let result = match future.as_mut().now_or_never() {
+            Some(result) => result.map_err(NodeError::Service),
+            None => match tokio::time::timeout(timeout, future).await {
                 Ok(result) => result.map_err(NodeError::Service),
                 Err(_) => Err(NodeError::Timeout {
                     service: service.to_owned(),
                     timeout,
                 }),
-            };
-            record(node, service, "local", &result, started);
-            return result;
-        }
+            },
+        };
+        record(&series[Locality::Local as usize], &result, started);
+        return result;
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let trace_id = options.trace_id.unwrap_or_else(new_trace_id);
+    let mut excluded: Vec<(String, u64)> = Vec::new();
+    loop {
         let providers = node.remote_providers(service, only, &excluded);
         let Some(link) = registry::choose(&providers) else {
             // During a failover, wait (within the deadline) for a provider to appear or return.
@@ -110,8 +119,9 @@ pub(crate) async fn call(
             let error = NodeError::NoProvider {
                 service: service.to_owned(),
             };
-            record(node, service, "remote", &Err(error.clone()), started);
-            return Err(error);
+            let result = Err(error);
+            record(&series[Locality::Remote as usize], &result, started);
+            return result;
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let request = wire::Call {
@@ -149,37 +159,24 @@ pub(crate) async fn call(
                 excluded.push((link.peer.clone(), link.incarnation));
             }
             result => {
-                record(node, service, "remote", &result, started);
+                record(&series[Locality::Remote as usize], &result, started);
                 return result;
             }
         }
     }
 }
 
-fn record(
-    node: &NodeInner,
-    service: &str,
-    locality: &str,
-    result: &Result<Bytes, NodeError>,
-    started: std::time::Instant,
-) {
+fn record(series: &CallSeries, result: &Result<Bytes, NodeError>, started: std::time::Instant) {
     let outcome = match result {
-        Ok(_) => "ok",
-        Err(NodeError::Service(_)) => "service_error",
-        Err(NodeError::Timeout { .. }) => "timeout",
-        Err(NodeError::NoProvider { .. }) => "no_provider",
-        Err(NodeError::NodeDown { .. }) => "node_down",
-        Err(NodeError::Overloaded(_)) => "overloaded",
-        Err(_) => "error",
+        Ok(_) => 0,
+        Err(NodeError::Service(_)) => 1,
+        Err(NodeError::Timeout { .. }) => 2,
+        Err(NodeError::NoProvider { .. }) => 3,
+        Err(NodeError::NodeDown { .. }) => 4,
+        Err(NodeError::Overloaded(_)) => 5,
+        Err(_) => 6,
     };
-    node.metrics
-        .calls
-        .with_label_values(&[service, locality, outcome])
-        .inc();
-    node.metrics
-        .call_seconds
-        .with_label_values(&[service, locality])
-        .observe(started.elapsed().as_secs_f64());
+    series.observe(outcome, started.elapsed().as_secs_f64());
 }
 
 pub(crate) fn cast(

@@ -27,6 +27,8 @@ pub mod signal;
 pub mod startup;
 pub mod system;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use bytes::Bytes;
 pub use config::NodeConfig;

@@ -29,6 +29,13 @@ pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 type ReplySlot = oneshot::Sender<Result<Bytes, NodeError>>;
 
+/// A call waiting for its reply, and when its caller stops waiting.
+#[derive(Debug)]
+struct Waiting {
+    slot: ReplySlot,
+    deadline: tokio::time::Instant,
+}
+
 /// What the peer said when the link opened.
 #[derive(Debug)]
 pub(crate) struct Greeting {
@@ -43,7 +50,10 @@ pub(crate) struct Link {
     pub(crate) incarnation: u64,
     pub(crate) address: String,
     lanes: [LaneSender; 3],
-    pending: Mutex<HashMap<u64, ReplySlot>>,
+    /// Calls waiting for replies. Their deadlines are enforced by [`Link::expire`] on the
+    /// detector's tick rather than a timer per call: a busy link makes no timer-wheel traffic,
+    /// and a deadline is honoured within half a heartbeat interval.
+    pending: Mutex<HashMap<u64, Waiting>>,
     next_id: AtomicU64,
     in_flight: AtomicUsize,
     opened: Instant,
@@ -129,32 +139,54 @@ impl Link {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = InFlight(&self.in_flight);
         let (tx, rx) = oneshot::channel();
-        self.pending_lock().insert(id, tx);
-        // Backpressure: wait for queue space, but never past the caller's deadline.
-        match timeout_at(deadline, self.lane_for(size).send(Ok(frame))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                self.pending_lock().remove(&id);
-                return Err(down(false));
+        self.pending_lock()
+            .insert(id, Waiting { slot: tx, deadline });
+        // Backpressure: with room in the queue the frame goes at once; otherwise wait for space,
+        // but never past the caller's deadline.
+        let lane = self.lane_for(size);
+        let queued = match lane.try_send(Ok(frame)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(down(false)),
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                match timeout_at(deadline, lane.send(frame)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(down(false)),
+                    Err(_) => Err(NodeError::Overloaded(format!(
+                        "the queue to {} stayed full until the deadline",
+                        self.peer
+                    ))),
+                }
             }
-            Err(_) => {
-                self.pending_lock().remove(&id);
-                return Err(NodeError::Overloaded(format!(
-                    "the queue to {} stayed full until the deadline",
-                    self.peer
-                )));
-            }
+        };
+        if let Err(error) = queued {
+            self.pending_lock().remove(&id);
+            return Err(error);
         }
-        match timeout_at(deadline, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(down(true)),
-            Err(_) => {
-                self.pending_lock().remove(&id);
-                Err(NodeError::Timeout {
-                    service,
-                    timeout: deadline.saturating_duration_since(tokio::time::Instant::now()),
-                })
+        match rx.await {
+            Ok(Err(NodeError::Timeout { timeout, .. })) => {
+                Err(NodeError::Timeout { service, timeout })
             }
+            Ok(result) => result,
+            Err(_) => Err(down(true)),
+        }
+    }
+
+    /// Fails every call whose deadline has passed with `Timeout`.
+    pub(crate) fn expire(&self, now: tokio::time::Instant) {
+        let expired: Vec<Waiting> = {
+            let mut pending = self.pending_lock();
+            let ids: Vec<u64> = pending
+                .iter()
+                .filter(|(_, waiting)| waiting.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| pending.remove(id)).collect()
+        };
+        for waiting in expired {
+            let _ = waiting.slot.send(Err(NodeError::Timeout {
+                service: String::new(),
+                timeout: Duration::ZERO,
+            }));
         }
     }
 
@@ -192,7 +224,7 @@ impl Link {
 
     /// Delivers a reply to its waiting call; replies to calls that gave up are dropped.
     pub(crate) fn complete(&self, reply: wire::Reply, timeout: Duration) {
-        let Some(slot) = self.pending_lock().remove(&reply.id) else {
+        let Some(Waiting { slot, .. }) = self.pending_lock().remove(&reply.id) else {
             return;
         };
         let result = match reply.result {
@@ -212,7 +244,11 @@ impl Link {
             return false;
         }
         self.closed.cancel();
-        let pending: Vec<ReplySlot> = self.pending_lock().drain().map(|(_, slot)| slot).collect();
+        let pending: Vec<ReplySlot> = self
+            .pending_lock()
+            .drain()
+            .map(|(_, waiting)| waiting.slot)
+            .collect();
         for slot in pending {
             let _ = slot.send(Err(NodeError::NodeDown {
                 node: self.peer.clone(),
@@ -223,7 +259,7 @@ impl Link {
         true
     }
 
-    fn pending_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ReplySlot>> {
+    fn pending_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
         // A poisoned map only means a thread panicked while holding it; the map itself is intact.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -244,6 +244,12 @@ impl NodeInner {
         self.registry_changed.notify_waiters();
         // The peer may have missed a change made while this link was being dialed.
         link.send_control(Kind::Advertise(self.advertisement()));
+        // Tell the other members about the newcomer now rather than at the next gossip tick, so
+        // a cluster forms in round trips, not seconds.
+        let gossip = Kind::Gossip(self.gossip());
+        for other in self.links() {
+            other.send_control(gossip.clone());
+        }
         self.learn(greeting.gossip);
         true
     }
@@ -286,6 +292,7 @@ impl NodeInner {
                     node.link_down(&link, "heartbeat_timeout");
                     return;
                 }
+                link.expire(tokio::time::Instant::now());
                 if last_sent.elapsed() >= interval {
                     sequence += 1;
                     last_sent = Instant::now();

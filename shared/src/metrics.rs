@@ -4,9 +4,12 @@
 //! Each [`Node`](crate::Node) owns its own registry, so several nodes in one test process keep
 //! separate figures. Services add their own metrics to [`Metrics::registry`].
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// The runtime's metrics.
@@ -22,9 +25,70 @@ pub struct Metrics {
     pub(crate) node_down: IntCounterVec,
     pub(crate) failovers: IntCounterVec,
     pub(crate) queued_frames: IntGauge,
+    /// Resolved call series per service, so the call path does no label lookups.
+    series: Arc<RwLock<HashMap<String, Arc<[CallSeries; 2]>>>>,
+}
+
+/// Where a call was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Locality {
+    /// In-process.
+    Local = 0,
+    /// Over a link.
+    Remote = 1,
+}
+
+/// The outcomes a call is counted under.
+pub(crate) const OUTCOMES: [&str; 7] = [
+    "ok",
+    "service_error",
+    "timeout",
+    "no_provider",
+    "node_down",
+    "overloaded",
+    "error",
+];
+
+/// The call counters and latency histogram of one service and locality.
+#[derive(Debug)]
+pub(crate) struct CallSeries {
+    outcomes: [IntCounter; 7],
+    seconds: Histogram,
+}
+
+impl CallSeries {
+    /// Counts one call with outcome `OUTCOMES[outcome]` that took `seconds`.
+    pub(crate) fn observe(&self, outcome: usize, seconds: f64) {
+        self.outcomes[outcome.min(OUTCOMES.len() - 1)].inc();
+        self.seconds.observe(seconds);
+    }
 }
 
 impl Metrics {
+    /// The call series of `service` (index them by [`Locality`]), created on first use.
+    pub(crate) fn call_series(&self, service: &str) -> Arc<[CallSeries; 2]> {
+        if let Some(series) = self
+            .series
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(service)
+        {
+            return series.clone();
+        }
+        let make = |locality: &str| CallSeries {
+            outcomes: OUTCOMES
+                .map(|outcome| self.calls.with_label_values(&[service, locality, outcome])),
+            seconds: self.call_seconds.with_label_values(&[service, locality]),
+        };
+        let series = Arc::new([make("local"), make("remote")]);
+        self.series
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(service.to_owned())
+            .or_insert(series)
+            .clone()
+    }
+
     pub(crate) fn new(node: &str) -> Self {
         let registry =
             Registry::new_custom(Some("switchboard".into()), Some(labels(node))).expect("registry");
@@ -101,6 +165,7 @@ impl Metrics {
             node_down,
             failovers,
             queued_frames,
+            series: Arc::default(),
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use rand::Rng;
 use switchboard_proto::v1::{self as wire, frame::Kind, node_server::NodeServer};
 use tokio::net::TcpListener;
@@ -198,7 +199,9 @@ fn spawn_server(node: Arc<NodeInner>, listener: TcpListener) -> tokio::task::Joi
         async move {
             let (reporter, health) = tonic_health::server::health_reporter();
             reporter.set_serving::<NodeServer<NodeService>>().await;
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // Accepted sockets need TCP_NODELAY too: replies to a peer's calls go out on them.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .initial_stream_window_size(Some(4 * 1024 * 1024))
@@ -569,9 +572,13 @@ impl NodeInner {
         } else {
             Duration::from_millis(call.timeout_ms.into())
         };
-        let work = self
+        let mut work = self
             .work
             .track_future(service.handle(request).instrument(span));
+        // A handler that answers on its first poll never touches the timer wheel.
+        if let Some(result) = (&mut work).now_or_never() {
+            return result.map_err(NodeError::Service);
+        }
         match tokio::time::timeout(timeout, work).await {
             Ok(result) => result.map_err(NodeError::Service),
             Err(_) => Err(NodeError::Timeout {

@@ -242,3 +242,38 @@ async fn an_oversized_call_is_refused_before_it_is_sent() {
         .unwrap();
     assert_eq!(reply, Bytes::from("a@test|ok"));
 }
+
+#[tokio::test]
+async fn a_call_past_its_deadline_is_a_timeout_naming_the_service() {
+    let a = NodeBuilder::new("test", config("a@test", &[]), cookie())
+        .service("slow", |_request: Request| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(Bytes::new())
+        })
+        .start()
+        .await
+        .unwrap();
+    let b = bare_node("b@test", &[a.address()]).await;
+    assert!(b.wait_for_service("slow", DEADLINE).await);
+    for node in [&a, &b] {
+        let started = std::time::Instant::now();
+        let error = node
+            .call(
+                "slow",
+                "wait",
+                "",
+                CallOptions::default().timeout(Duration::from_millis(300)),
+            )
+            .await
+            .unwrap_err();
+        match error {
+            NodeError::Timeout { service, .. } => assert_eq!(service, "slow"),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

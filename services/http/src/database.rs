@@ -4,23 +4,24 @@
 
 use std::time::Duration;
 
-use switchboard::{CallOptions, Node, NodeError};
+use switchboard::{Node, NodeError};
 use switchboard_proto::names;
 use switchboard_proto::v1 as wire;
 
-use crate::request_id;
+use crate::service_client::ServiceClient;
 
 /// The database service as the http node sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct Database {
-    node: Node,
-    timeout: Duration,
+    client: ServiceClient,
 }
 
 impl Database {
     /// Calls through `node`, giving each call `timeout`.
     pub(crate) fn new(node: Node, timeout: Duration) -> Self {
-        Self { node, timeout }
+        Self {
+            client: ServiceClient::new(node, names::DATABASE, timeout),
+        }
     }
 
     async fn call<Req, Resp>(
@@ -33,14 +34,7 @@ impl Database {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let options = CallOptions {
-            timeout: Some(self.timeout),
-            idempotent,
-            trace_id: Some(request_id::current()).filter(|id| !id.is_empty()),
-        };
-        self.node
-            .call_message(names::DATABASE, method, request, options)
-            .await
+        self.client.call(method, request, idempotent).await
     }
 
     /// Creates an account. Not idempotent: a retry after an unknown outcome could report
@@ -221,9 +215,8 @@ impl Database {
 
     /// Whether some database node answers within `timeout`.
     pub(crate) async fn ping(&self, timeout: Duration) -> bool {
-        let options = CallOptions::idempotent().timeout(timeout);
-        self.node
-            .call_message::<_, wire::Empty>(names::DATABASE, "ping", &wire::Empty {}, options)
+        self.client
+            .call_within::<_, wire::Empty>("ping", &wire::Empty {}, true, timeout)
             .await
             .is_ok()
     }

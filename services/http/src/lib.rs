@@ -17,6 +17,7 @@ mod rate_limit;
 mod reporting;
 mod request_id;
 mod routes;
+mod service_client;
 pub mod startup;
 mod state;
 mod validation;

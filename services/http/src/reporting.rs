@@ -1,24 +1,24 @@
-//! A typed client of the `reporting` service, as [`crate::database`] is of the database: each
-//! call states whether it is idempotent, so the runtime knows when it may retry on a replica.
+//! A typed client of the `reporting` service, as [`crate::database`] is of the database.
 
 use std::time::Duration;
 
-use switchboard::{CallOptions, Node, NodeError};
+use switchboard::{Node, NodeError};
 use switchboard_proto::names;
 use switchboard_proto::v1 as wire;
 
-use crate::request_id;
+use crate::service_client::ServiceClient;
 
 /// The reporting service as the http node sees it.
 #[derive(Debug, Clone)]
 pub(crate) struct Reporting {
-    node: Node,
-    timeout: Duration,
+    client: ServiceClient,
 }
 
 impl Reporting {
     pub(crate) fn new(node: Node, timeout: Duration) -> Self {
-        Self { node, timeout }
+        Self {
+            client: ServiceClient::new(node, names::REPORTING, timeout),
+        }
     }
 
     async fn call<Req, Resp>(
@@ -31,14 +31,7 @@ impl Reporting {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let options = CallOptions {
-            timeout: Some(self.timeout),
-            idempotent,
-            trace_id: Some(request_id::current()).filter(|id| !id.is_empty()),
-        };
-        self.node
-            .call_message(names::REPORTING, method, request, options)
-            .await
+        self.client.call(method, request, idempotent).await
     }
 
     /// Files a report. Not idempotent: a blind retry could file it twice.

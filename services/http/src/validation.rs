@@ -75,6 +75,23 @@ pub(crate) fn idempotency_key(value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A time query parameter: RFC 3339, or milliseconds since the Unix epoch; `None` when absent.
+pub(crate) fn time(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(ms) = value.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    humantime::parse_rfc3339_weak(value)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| Some(d.as_millis() as i64))
+        .ok_or_else(|| {
+            ApiError::validation(field, format!("{field} must be RFC 3339 or milliseconds"))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +112,19 @@ mod tests {
         assert!(body("\n\t ").is_err());
         assert!(body(&"x".repeat(4000)).is_ok());
         assert!(body(&"x".repeat(4001)).is_err());
+    }
+
+    #[test]
+    fn times_are_rfc3339_or_milliseconds() {
+        assert_eq!(time("since", None).unwrap(), None);
+        assert_eq!(
+            time("since", Some("1700000000000")).unwrap(),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            time("since", Some("2023-11-14T22:13:20Z")).unwrap(),
+            Some(1_700_000_000_000)
+        );
+        assert!(time("since", Some("yesterday")).is_err());
     }
 }

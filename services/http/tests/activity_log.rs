@@ -38,6 +38,7 @@ async fn activity_is_logged_filterable_tailable_and_free_of_secrets() {
     let http = cluster.https[0].0.clone();
     assert!(http.wait_for_service("log", DEADLINE).await);
     activity::ship(&http, receiver);
+    cluster.wait_for_mesh().await;
     let api = cluster.api(0);
     let admin = Api {
         token: Some(ADMIN_TOKEN.into()),

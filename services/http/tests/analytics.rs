@@ -14,7 +14,6 @@ mod support;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::process::{Child, Command, Stdio};
 use std::time::UNIX_EPOCH;
 
 use prost::Message;
@@ -22,11 +21,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Row;
 use support::*;
+use switchboard::testing::{ChildNode, child_main};
 use switchboard::{CallOptions, Node, NodeConfig, PeerState};
 use switchboard_analytics::AnalyticsSettings;
 use switchboard_proto::v1 as wire;
 
-const CHILD: &str = "SWITCHBOARD_TEST_ANALYTICS_CHILD";
 const WINDOWS: [&str; 3] = ["1h", "24h", "7d"];
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -37,49 +36,15 @@ const RECONCILE_MS: u64 = 200;
 #[tokio::test]
 #[ignore = "runs only as the child process of the analytics tests"]
 async fn analytics_node_process() {
-    if std::env::var(CHILD).is_err() {
-        return;
-    }
-    switchboard::startup::run(switchboard_analytics::start)
-        .await
-        .expect("analytics node ran");
+    child_main(switchboard_analytics::start).await;
 }
 
-struct AnalyticsProcess(Child);
-
-impl AnalyticsProcess {
-    fn spawn(name: &str, seed: &str) -> Self {
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "analytics_node_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env(CHILD, "1")
-            .env("SWITCHBOARD_COOKIE", COOKIE)
-            .env("SWITCHBOARD_NODE_NAME", name)
-            .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
-            .env("SWITCHBOARD_SEEDS", seed)
-            .env("SWITCHBOARD_SEED_REFRESH_MS", "200")
-            .env(
-                "SWITCHBOARD_ANALYTICS_RECONCILE_MS",
-                RECONCILE_MS.to_string(),
-            )
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn an analytics node process");
-        Self(child)
-    }
-}
-
-impl Drop for AnalyticsProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn spawn_analytics(name: &str, seed: &str) -> ChildNode {
+    let env = [(
+        "SWITCHBOARD_ANALYTICS_RECONCILE_MS",
+        RECONCILE_MS.to_string(),
+    )];
+    ChildNode::spawn("analytics_node_process", name, seed, COOKIE, &env)
 }
 
 /// Starts an in-process analytics replica and waits until it has bootstrapped (it advertises
@@ -818,7 +783,7 @@ async fn killing_an_analytics_process_under_query_traffic_changes_no_figure(back
     };
     let http = cluster.https[0].0.clone();
     let local = add_replica(&cluster, "analytics-local@test").await;
-    let mut process = AnalyticsProcess::spawn("analytics-process@test", &cluster.seed);
+    let mut process = spawn_analytics("analytics-process@test", &cluster.seed);
     wait_until_serving(&cluster, "analytics-process@test").await;
 
     let api = cluster.api(0);
@@ -869,8 +834,7 @@ async fn killing_an_analytics_process_under_query_traffic_changes_no_figure(back
         }));
     }
     let _ = figures_through_api(&admin, &erin, room).await;
-    process.0.kill().unwrap(); // SIGKILL
-    process.0.wait().unwrap();
+    process.kill(); // SIGKILL
     for client in clients {
         client
             .await

@@ -2,65 +2,30 @@
 //! acknowledged message is stored exactly once and the client sees no error.
 //!
 //! The database nodes are real OS processes: this test binary re-runs itself as a database node
-//! (the ignored `database_node_process` test below runs `switchboard_database::start`, exactly
-//! what the `switchboard-database` binary's `main` runs), so the test needs no other binary
-//! built.
+//! (`switchboard::testing`: the ignored `database_node_process` test runs
+//! `switchboard_database::start`, exactly what the `switchboard-database` binary's `main` runs).
 
 mod support;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 
 use reqwest::StatusCode;
 use support::*;
 use switchboard::PeerState;
-
-const CHILD: &str = "SWITCHBOARD_TEST_DATABASE_CHILD";
+use switchboard::testing::{ChildNode, child_main};
 
 #[tokio::test]
 #[ignore = "runs only as the child process of the failover tests"]
 async fn database_node_process() {
-    if std::env::var(CHILD).is_err() {
-        return;
-    }
-    switchboard::startup::run(switchboard_database::start)
-        .await
-        .expect("database node ran");
+    child_main(switchboard_database::start).await;
 }
 
-struct DatabaseProcess(Child);
-
-impl DatabaseProcess {
-    fn spawn(name: &str, url: &str, seed: &str, data_dir: &std::path::Path) -> Self {
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "database_node_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env(CHILD, "1")
-            .env("SWITCHBOARD_COOKIE", COOKIE)
-            .env("SWITCHBOARD_NODE_NAME", name)
-            .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
-            .env("SWITCHBOARD_SEEDS", seed)
-            .env("SWITCHBOARD_SEED_REFRESH_MS", "200")
-            .env("SWITCHBOARD_DATA_DIR", data_dir)
-            .env("DATABASE_URL", url)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn a database node process");
-        Self(child)
-    }
-}
-
-impl Drop for DatabaseProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn spawn_database(name: &str, url: &str, seed: &str, data_dir: &std::path::Path) -> ChildNode {
+    let env = [
+        ("SWITCHBOARD_DATA_DIR", data_dir.display().to_string()),
+        ("DATABASE_URL", url.to_owned()),
+    ];
+    ChildNode::spawn("database_node_process", name, seed, COOKIE, &env)
 }
 
 on_both_backends!(killing_one_of_two_database_nodes_loses_and_duplicates_nothing);
@@ -77,8 +42,8 @@ async fn killing_one_of_two_database_nodes_loses_and_duplicates_nothing(backend:
     switchboard_database::Store::connect(&cluster.url, 2)
         .await
         .unwrap();
-    let mut first = DatabaseProcess::spawn("db-a@test", &cluster.url, http.address(), dir.path());
-    let _second = DatabaseProcess::spawn("db-b@test", &cluster.url, http.address(), dir.path());
+    let mut first = spawn_database("db-a@test", &cluster.url, http.address(), dir.path());
+    let _second = spawn_database("db-b@test", &cluster.url, http.address(), dir.path());
     let both_up = switchboard::eventually(DEADLINE, || async {
         http.nodes()
             .iter()
@@ -94,8 +59,7 @@ async fn killing_one_of_two_database_nodes_loses_and_duplicates_nothing(backend:
     let mut acknowledged = HashSet::new();
     for i in 0..300 {
         if i == 100 {
-            first.0.kill().unwrap(); // SIGKILL
-            first.0.wait().unwrap();
+            first.kill(); // SIGKILL
         }
         let key = format!("post-{i}");
         let reply = user

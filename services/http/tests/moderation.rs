@@ -9,37 +9,20 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::*;
 use switchboard::activity;
+use switchboard::testing::{ChildNode, child_main};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-
-const CHILD: &str = "SWITCHBOARD_TEST_BARE_CHILD";
 
 #[tokio::test]
 #[ignore = "runs only as the child process of the moderation test"]
 async fn bare_node_process() {
-    if std::env::var(CHILD).is_err() {
-        return;
-    }
-    switchboard::startup::run(|config, cookie| {
-        switchboard::NodeBuilder::new("victim", config, cookie).start()
-    })
-    .await
-    .expect("node ran");
-}
-
-struct Victim(Child);
-
-impl Drop for Victim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    child_main(|config, cookie| switchboard::NodeBuilder::new("victim", config, cookie).start())
+        .await;
 }
 
 fn thresholds() -> switchboard_reporting::Thresholds {
@@ -92,6 +75,7 @@ async fn moderation_end_to_end() {
     assert!(http.wait_for_service("log", DEADLINE).await);
     assert!(http.wait_for_service("reporting", DEADLINE).await);
     activity::ship(&http, receiver);
+    cluster.wait_for_mesh().await;
     let api = cluster.api(0);
     let admin = Api {
         token: Some(ADMIN_TOKEN.into()),
@@ -230,20 +214,12 @@ async fn moderation_end_to_end() {
     }
     wait_for_kind(&admin, "failed_logins").await;
     // A node killed with SIGKILL.
-    let mut victim = Victim(
-        Command::new(std::env::current_exe().unwrap())
-            .args(["bare_node_process", "--exact", "--ignored", "--nocapture"])
-            .env(CHILD, "1")
-            .env("SWITCHBOARD_COOKIE", COOKIE)
-            .env("SWITCHBOARD_NODE_NAME", "victim@test")
-            .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
-            .env("SWITCHBOARD_SEEDS", http.address())
-            .env("SWITCHBOARD_SEED_REFRESH_MS", "200")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut victim = ChildNode::spawn(
+        "bare_node_process",
+        "victim@test",
+        http.address(),
+        COOKIE,
+        &[],
     );
     let joined = switchboard::eventually(DEADLINE, || async {
         http.nodes()
@@ -252,8 +228,7 @@ async fn moderation_end_to_end() {
     })
     .await;
     assert!(joined);
-    victim.0.kill().unwrap();
-    victim.0.wait().unwrap();
+    victim.kill();
     wait_for_kind(&admin, "node_down").await;
     let down = anomalies(&admin)
         .await

@@ -3,10 +3,10 @@
 //! node is killed with SIGKILL in the middle of it.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use switchboard::activity::{self, ActivityLayer};
+use switchboard::testing::{ChildNode, child_main};
 use switchboard::{CallOptions, Cookie, Node, NodeBuilder, NodeConfig, PeerState, eventually};
 use switchboard_database::Store;
 use switchboard_database::configuration::{DatabaseSettings, default_sqlite_url};
@@ -15,7 +15,6 @@ use switchboard_proto::v1 as wire;
 
 const COOKIE: &str = "log-test-cookie-0123456789";
 const DEADLINE: Duration = Duration::from_secs(20);
-const CHILD: &str = "SWITCHBOARD_TEST_LOG_CHILD";
 
 fn config(name: &str, seeds: &[&str]) -> NodeConfig {
     NodeConfig {
@@ -155,48 +154,19 @@ async fn shipped_entries_are_stored_once_and_redacted() {
 #[tokio::test]
 #[ignore = "runs only as the child process of the log-node kill test"]
 async fn log_node_process() {
-    if std::env::var(CHILD).is_err() {
-        return;
-    }
-    switchboard::startup::run(switchboard_log::start)
-        .await
-        .expect("log node ran");
+    child_main(switchboard_log::start).await;
 }
 
-struct LogProcess(Child);
-
-impl LogProcess {
-    fn spawn(name: &str, seed: &str) -> Self {
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args(["log_node_process", "--exact", "--ignored", "--nocapture"])
-            .env(CHILD, "1")
-            .env("SWITCHBOARD_COOKIE", COOKIE)
-            .env("SWITCHBOARD_NODE_NAME", name)
-            .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
-            .env("SWITCHBOARD_SEEDS", seed)
-            .env("SWITCHBOARD_SEED_REFRESH_MS", "200")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn a log node process");
-        Self(child)
-    }
-}
-
-impl Drop for LogProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn spawn_log(name: &str, seed: &str) -> ChildNode {
+    ChildNode::spawn("log_node_process", name, seed, COOKIE, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_log_node_loses_and_duplicates_no_entry() {
     let dir = tempfile::tempdir().unwrap();
     let db = database(dir.path()).await;
-    let mut first = LogProcess::spawn("log-a@test", db.address());
-    let _second = LogProcess::spawn("log-b@test", db.address());
+    let mut first = spawn_log("log-a@test", db.address());
+    let _second = spawn_log("log-b@test", db.address());
     let source = NodeBuilder::new("source", config("source@test", &[db.address()]), cookie())
         .start()
         .await
@@ -219,8 +189,7 @@ async fn killing_a_log_node_loses_and_duplicates_no_entry() {
             pace.tick().await; // a steady stream, not a single burst
         }
         if i == 1000 {
-            first.0.kill().unwrap(); // SIGKILL, mid-stream
-            first.0.wait().unwrap();
+            first.kill(); // SIGKILL, mid-stream
         }
         let id = activity::new_id();
         ids.insert(id.clone());

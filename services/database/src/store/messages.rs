@@ -23,7 +23,7 @@ pub(crate) struct PostOutcome {
     pub(crate) event: Option<wire::RoomEvent>,
 }
 
-const MESSAGE_COLUMNS: &str = "m.id, m.room_id, m.seq, m.body, m.created_at, m.edited_at, \
+pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.room_id, m.seq, m.body, m.created_at, m.edited_at, \
      m.deleted_at, m.deleted_by, u.id AS author_id, u.username, u.created_at AS author_created_at";
 
 impl Store {
@@ -348,7 +348,7 @@ async fn message_event(
     Ok(event)
 }
 
-fn message(row: &sqlx::any::AnyRow) -> Result<wire::ChatMessage, StoreError> {
+pub(super) fn message(row: &sqlx::any::AnyRow) -> Result<wire::ChatMessage, StoreError> {
     Ok(wire::ChatMessage {
         id: row.try_get("id")?,
         room_id: row.try_get("room_id")?,

@@ -4,6 +4,7 @@
 use sqlx::Row;
 use switchboard_proto::v1 as wire;
 
+use super::messages::{MESSAGE_COLUMNS, message};
 use super::{Store, StoreError, now_ms};
 
 const REPORT_COLUMNS: &str =
@@ -140,37 +141,24 @@ impl Store {
         &self,
         request: &wire::RecentMessagesRequest,
     ) -> Result<Vec<wire::RoomEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT m.id, m.room_id, m.seq, m.body, m.created_at, u.id AS author_id, u.username, \
-             u.created_at AS author_created_at FROM messages m JOIN users u ON u.id = m.author_id \
-             WHERE m.created_at >= $1 ORDER BY m.created_at, m.id LIMIT $2",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.author_id \
+             WHERE m.created_at >= $1 ORDER BY m.created_at, m.id LIMIT $2"
+        ))
         .bind(request.since_ms)
         .bind(request.limit.clamp(1, 1_000_000))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|row| {
-                let at: i64 = row.try_get("created_at")?;
+                let message = message(row)?;
                 Ok(wire::RoomEvent {
-                    room_id: row.try_get("room_id")?,
+                    room_id: message.room_id,
                     cursor: 0,
                     kind: "message".into(),
-                    message: Some(wire::ChatMessage {
-                        id: row.try_get("id")?,
-                        room_id: row.try_get("room_id")?,
-                        seq: row.try_get("seq")?,
-                        author: Some(wire::User {
-                            id: row.try_get("author_id")?,
-                            username: row.try_get("username")?,
-                            created_at_ms: row.try_get("author_created_at")?,
-                        }),
-                        body: row.try_get("body")?,
-                        created_at_ms: at,
-                        ..Default::default()
-                    }),
+                    at_ms: message.created_at_ms,
+                    message: Some(message),
                     user: None,
-                    at_ms: at,
                 })
             })
             .collect()

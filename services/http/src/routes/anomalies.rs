@@ -25,6 +25,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
 use crate::model::timestamp;
 use crate::state::AppState;
+use crate::validation;
 
 const POLL: Duration = Duration::from_secs(1);
 
@@ -127,22 +128,6 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn time(field: &str, value: Option<&str>, default: i64) -> Result<i64, ApiError> {
-    let Some(value) = value.filter(|v| !v.is_empty()) else {
-        return Ok(default);
-    };
-    if let Ok(ms) = value.parse::<i64>() {
-        return Ok(ms);
-    }
-    humantime::parse_rfc3339_weak(value)
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| {
-            ApiError::validation(field, format!("{field} must be RFC 3339 or milliseconds"))
-        })
-}
-
 fn severity(value: Option<&str>) -> Result<String, ApiError> {
     match value.unwrap_or("") {
         s @ ("" | "low" | "medium" | "high") => Ok(s.to_owned()),
@@ -161,7 +146,7 @@ pub(crate) async fn list_anomalies(
     _admin: Admin,
     ApiQuery(filter): ApiQuery<AnomalyFilter>,
 ) -> Result<Json<AnomalyList>, ApiError> {
-    let since = time("since", filter.since.as_deref(), 0)?;
+    let since = validation::time("since", filter.since.as_deref())?.unwrap_or(0);
     let severity = severity(filter.severity.as_deref())?;
     let anomalies = state.reporting.anomalies(since, severity).await?;
     Ok(Json(AnomalyList {
@@ -177,7 +162,7 @@ pub(crate) async fn stream_anomalies(
     _admin: Admin,
     ApiQuery(filter): ApiQuery<AnomalyFilter>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let mut since = time("since", filter.since.as_deref(), now_ms())?;
+    let mut since = validation::time("since", filter.since.as_deref())?.unwrap_or_else(now_ms);
     let severity = severity(filter.severity.as_deref())?;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let draining = state.node.draining_token();
@@ -236,8 +221,9 @@ pub(crate) async fn report(
     headers: HeaderMap,
     ApiQuery(range): ApiQuery<ReportRange>,
 ) -> Result<Response, ApiError> {
-    let until = time("until", range.until.as_deref(), now_ms())?;
-    let since = time("since", range.since.as_deref(), until - 24 * 3_600_000)?;
+    let until = validation::time("until", range.until.as_deref())?.unwrap_or_else(now_ms);
+    let since =
+        validation::time("since", range.since.as_deref())?.unwrap_or(until - 24 * 3_600_000);
     if since >= until {
         return Err(ApiError::validation("since", "since must be before until"));
     }

@@ -20,6 +20,7 @@ use crate::extract::ApiQuery;
 use crate::model::timestamp;
 use crate::request_id;
 use crate::state::AppState;
+use crate::validation;
 
 /// Filters of a log query or tail.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -85,22 +86,6 @@ pub(crate) struct LogPage {
     next_cursor: Option<String>,
 }
 
-fn time(field: &str, value: &Option<String>) -> Result<i64, ApiError> {
-    let Some(value) = value.as_deref().filter(|v| !v.is_empty()) else {
-        return Ok(0);
-    };
-    if let Ok(ms) = value.parse::<i64>() {
-        return Ok(ms);
-    }
-    humantime::parse_rfc3339_weak(value)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-        .ok_or_else(|| {
-            ApiError::validation(field, format!("{field} must be RFC 3339 or milliseconds"))
-        })
-}
-
 fn level(value: &Option<String>) -> Result<String, ApiError> {
     let level = value.as_deref().unwrap_or("").to_ascii_uppercase();
     match level.as_str() {
@@ -135,8 +120,8 @@ pub(crate) async fn query_logs(
         node: filter.node.clone().unwrap_or_default(),
         level: level(&filter.level)?,
         kind: filter.kind.clone().unwrap_or_default(),
-        since_ms: time("since", &filter.since)?,
-        until_ms: time("until", &filter.until)?,
+        since_ms: validation::time("since", filter.since.as_deref())?.unwrap_or(0),
+        until_ms: validation::time("until", filter.until.as_deref())?.unwrap_or(0),
         text: filter.q.clone().unwrap_or_default(),
         limit,
         before_at_ms,

@@ -221,6 +221,29 @@ impl Cluster {
         base
     }
 
+    /// Waits until every node of the cluster sees every other one up: a full mesh.
+    pub async fn wait_for_mesh(&self) {
+        let nodes: Vec<&Node> = self
+            .databases
+            .iter()
+            .chain(&self.logs)
+            .chain(&self.reportings)
+            .chain(self.https.iter().map(|(node, _)| node))
+            .collect();
+        let names: Vec<String> = nodes.iter().map(|n| n.name().to_owned()).collect();
+        let meshed = switchboard::eventually(DEADLINE, || async {
+            nodes.iter().all(|node| {
+                let view = node.nodes();
+                names.iter().all(|name| {
+                    view.iter()
+                        .any(|n| &n.name == name && n.state == switchboard::PeerState::Up)
+                })
+            })
+        })
+        .await;
+        assert!(meshed, "the cluster never formed a full mesh");
+    }
+
     /// A client of http node `index`.
     pub fn api(&self, index: usize) -> Api {
         Api::new(&self.https[index].1)
