@@ -10,9 +10,6 @@ mod support;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::*;
-use switchboard::activity;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 
 const PASSWORD: &str = "very-secret-password-123";
 
@@ -27,18 +24,11 @@ async fn all_entries(admin: &Api) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activity_is_logged_filterable_tailable_and_free_of_secrets() {
-    let (layer, receiver) = activity::buffer(activity::BUFFER);
-    tracing_subscriber::registry()
-        .with(layer)
-        .try_init()
-        .unwrap();
+    let receiver = record_activity();
     let mut cluster = Cluster::start(Backend::Sqlite, 1, 0).await.unwrap();
     cluster.add_log().await;
     cluster.add_http(http_settings()).await;
-    let http = cluster.https[0].0.clone();
-    assert!(http.wait_for_service("log", DEADLINE).await);
-    activity::ship(&http, receiver);
-    cluster.wait_for_mesh().await;
+    let http = cluster.ship_activity(receiver).await;
     let api = cluster.api(0);
     let admin = Api {
         token: Some(ADMIN_TOKEN.into()),

@@ -13,10 +13,7 @@ use std::collections::BTreeSet;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::*;
-use switchboard::activity;
 use switchboard::testing::{ChildNode, child_main};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 
 #[tokio::test]
 #[ignore = "runs only as the child process of the moderation test"]
@@ -61,21 +58,14 @@ async fn wait_for_kind(admin: &Api, kind: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moderation_end_to_end() {
-    let (layer, receiver) = activity::buffer(activity::BUFFER);
-    tracing_subscriber::registry()
-        .with(layer)
-        .try_init()
-        .unwrap();
+    let receiver = record_activity();
     let mut cluster = Cluster::start(Backend::Sqlite, 1, 0).await.unwrap();
     cluster.add_log().await;
     let first_replica = cluster.add_reporting(thresholds()).await;
     cluster.add_reporting(thresholds()).await;
     cluster.add_http(http_settings()).await;
-    let http = cluster.https[0].0.clone();
-    assert!(http.wait_for_service("log", DEADLINE).await);
+    let http = cluster.ship_activity(receiver).await;
     assert!(http.wait_for_service("reporting", DEADLINE).await);
-    activity::ship(&http, receiver);
-    cluster.wait_for_mesh().await;
     let api = cluster.api(0);
     let admin = Api {
         token: Some(ADMIN_TOKEN.into()),

@@ -3,7 +3,6 @@
 //! user, and the http node has no way to reach them. They return what analytics needs and no
 //! more — a message's length, never its text — and are plain reads, safe to repeat anywhere.
 
-use prost::Message;
 use sqlx::Row;
 use switchboard_proto::v1 as wire;
 
@@ -101,45 +100,7 @@ impl Store {
         &self,
         request: &wire::AnalyticsEventsRequest,
     ) -> Result<wire::EventPage, StoreError> {
-        let latest: i64 = sqlx::query("SELECT last_cursor FROM rooms WHERE id = $1")
-            .bind(request.room_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(super::rooms::room_not_found)?
-            .try_get("last_cursor")?;
-        let rows = sqlx::query(
-            "SELECT cursor, payload FROM room_events WHERE room_id = $1 AND cursor > $2 \
-             ORDER BY cursor LIMIT $3",
-        )
-        .bind(request.room_id)
-        .bind(request.after)
-        .bind(request.limit.clamp(1, 1000))
-        .fetch_all(&self.pool)
-        .await?;
-        // The log is gapless from its oldest kept cursor on: anything but the next cursor first
-        // means the events right after `after` were pruned.
-        let first: Option<i64> = rows.first().map(|row| row.try_get("cursor")).transpose()?;
-        let pruned = first.is_some_and(|cursor| cursor != request.after + 1)
-            || (first.is_none() && request.after < latest);
-        if request.after > latest || pruned {
-            return Ok(wire::EventPage {
-                events: Vec::new(),
-                latest,
-                reset: true,
-            });
-        }
-        let events = rows
-            .iter()
-            .map(|row| {
-                let payload: Vec<u8> = row.try_get("payload")?;
-                wire::RoomEvent::decode(payload.as_slice())
-                    .map_err(|e| StoreError::Sql(sqlx::Error::Decode(Box::new(e))))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(wire::EventPage {
-            events,
-            latest,
-            reset: false,
-        })
+        self.events_after(request.room_id, request.after, request.limit)
+            .await
     }
 }

@@ -27,7 +27,8 @@ pub(super) async fn append_event(
 
 impl Store {
     /// Events of a room after cursor `after`, for a member; `reset` when the cursor is older than
-    /// the retained log or newer than its end.
+    /// the retained log or newer than its end. `limit` 0 asks only where the log ends, for a
+    /// subscriber starting from now.
     pub async fn room_events(
         &self,
         user_id: i64,
@@ -36,42 +37,55 @@ impl Store {
         limit: i64,
     ) -> Result<wire::EventPage, StoreError> {
         self.require_member(user_id, room_id).await?;
-        let latest: i64 = sqlx::query("SELECT last_cursor FROM rooms WHERE id = $1")
-            .bind(room_id)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("last_cursor")?;
-        let oldest: Option<i64> =
-            sqlx::query("SELECT MIN(cursor) AS oldest FROM room_events WHERE room_id = $1")
-                .bind(room_id)
-                .fetch_one(&self.pool)
-                .await?
-                .try_get("oldest")?;
-        // Everything up to `oldest - 1` is gone (or never existed when the log is empty).
-        let first_kept = oldest.unwrap_or(latest + 1);
-        // `limit` 0 asks only where the log ends, for a subscriber starting from now.
         if limit == 0 {
             return Ok(wire::EventPage {
                 events: Vec::new(),
-                latest,
+                latest: self.latest_cursor(room_id).await?,
                 reset: false,
             });
         }
-        if after > latest || after + 1 < first_kept {
-            return Ok(wire::EventPage {
-                events: Vec::new(),
-                latest,
-                reset: true,
-            });
-        }
+        self.events_after(room_id, after, limit).await
+    }
+
+    async fn latest_cursor(&self, room_id: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT last_cursor FROM rooms WHERE id = $1")
+            .bind(room_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(super::rooms::room_not_found)?
+            .try_get("last_cursor")?)
+    }
+
+    /// A room's events after cursor `after` (at most `limit`), with no membership check; `reset`
+    /// when the log no longer holds the next one or the cursor is past its end.
+    pub(super) async fn events_after(
+        &self,
+        room_id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<wire::EventPage, StoreError> {
+        let latest = self.latest_cursor(room_id).await?;
         let rows = sqlx::query(
-            "SELECT payload FROM room_events WHERE room_id = $1 AND cursor > $2 ORDER BY cursor LIMIT $3",
+            "SELECT cursor, payload FROM room_events WHERE room_id = $1 AND cursor > $2 \
+             ORDER BY cursor LIMIT $3",
         )
         .bind(room_id)
         .bind(after)
         .bind(limit.clamp(1, 1000))
         .fetch_all(&self.pool)
         .await?;
+        // The log is gapless from its oldest kept cursor on: anything but the next cursor first
+        // means the events right after `after` were pruned.
+        let first: Option<i64> = rows.first().map(|row| row.try_get("cursor")).transpose()?;
+        let pruned =
+            first.is_some_and(|cursor| cursor != after + 1) || (first.is_none() && after < latest);
+        if after > latest || pruned {
+            return Ok(wire::EventPage {
+                events: Vec::new(),
+                latest,
+                reset: true,
+            });
+        }
         let events = rows
             .iter()
             .map(|row| {

@@ -68,6 +68,19 @@ pub fn cookie() -> Cookie {
     Cookie::new(COOKIE).unwrap()
 }
 
+/// Installs the process-wide tracing subscriber with the activity layer, as every node binary
+/// does; a test binary can do it once, so it holds a single test that uses it.
+pub fn record_activity() -> switchboard::activity::ActivityReceiver {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (layer, receiver) = switchboard::activity::buffer(switchboard::activity::BUFFER);
+    tracing_subscriber::registry()
+        .with(layer)
+        .try_init()
+        .unwrap();
+    receiver
+}
+
 /// Settings of a test http node.
 pub fn http_settings() -> HttpSettings {
     HttpSettings {
@@ -219,6 +232,16 @@ impl Cluster {
         }
         self.https.push((node, base.clone()));
         base
+    }
+
+    /// Ships this process's recorded activity from http node 0 once the log service is
+    /// reachable, waits for a full mesh, and returns the http node.
+    pub async fn ship_activity(&self, receiver: switchboard::activity::ActivityReceiver) -> Node {
+        let http = self.https[0].0.clone();
+        assert!(http.wait_for_service("log", DEADLINE).await);
+        switchboard::activity::ship(&http, receiver);
+        self.wait_for_mesh().await;
+        http
     }
 
     /// Waits until every node of the cluster sees every other one up: a full mesh.
