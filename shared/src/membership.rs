@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use switchboard_proto::v1::{self as wire, frame::Kind};
@@ -208,7 +208,6 @@ impl NodeInner {
                     peer.link = Some(link.clone());
                     peer.state = PeerState::Up;
                     peer.since = now;
-                    peer.since_wall = SystemTime::now();
                     rejoined = true;
                 }
                 None => {
@@ -221,7 +220,6 @@ impl NodeInner {
                             link: Some(link.clone()),
                             state: PeerState::Up,
                             since: now,
-                            since_wall: SystemTime::now(),
                         },
                     );
                     rejoined = false;
@@ -318,7 +316,6 @@ impl NodeInner {
                     reason: reason.to_owned(),
                 };
                 peer.since = Instant::now();
-                peer.since_wall = SystemTime::now();
                 current = true;
             }
         }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use rand::Rng;
 use switchboard_proto::v1 as wire;
@@ -55,7 +55,6 @@ pub(crate) struct Peer {
     pub(crate) link: Option<Arc<Link>>,
     pub(crate) state: PeerState,
     pub(crate) since: Instant,
-    pub(crate) since_wall: SystemTime,
 }
 
 /// What this node hosts.
