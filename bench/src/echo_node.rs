@@ -28,7 +28,7 @@ pub(crate) fn service(name: &str, received: Arc<AtomicU64>) -> impl Service {
         let prefix = prefix.clone();
         let received = received.clone();
         async move {
-            match request.method.as_str() {
+            match &*request.method {
                 "received" => Ok(Bytes::from(received.load(Ordering::Relaxed).to_string())),
                 "fail" => Err(ServiceError::new(
                     "asked_to_fail",
