@@ -18,6 +18,8 @@ USAGE:
 
 SCENARIOS:
     runtime     remote call, cast and local call vs tonic unary, tonic stream and JSON/HTTP
+    failover    kill -9 and SIGSTOP of one of two providers under 1,000 idempotent calls/s
+    hol         small calls beside 1 MiB transfers on the same link (head-of-line blocking)
     all         every scenario family implemented so far
 
 OPTIONS:
@@ -44,11 +46,15 @@ const SLICE_SECONDS: f64 = 0.5;
 pub(crate) enum Family {
     /// The runtime's call, cast and local-call costs against the transport baselines.
     Runtime,
+    /// A provider killed or hung under load: how long until calls are served elsewhere.
+    Failover,
+    /// Small calls beside 1 MiB transfers on the same link.
+    Hol,
 }
 
 impl Family {
     /// Every family, in the order `all` runs them.
-    pub(crate) const ALL: [Family; 1] = [Family::Runtime];
+    pub(crate) const ALL: [Family; 3] = [Family::Runtime, Family::Failover, Family::Hol];
 }
 
 /// Which server a hidden `serve-*` subcommand runs.
@@ -134,6 +140,8 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Command> {
     let families = match first.as_str() {
         "help" | "--help" | "-h" => return Ok(Command::Help),
         "runtime" => vec![Family::Runtime],
+        "failover" => vec![Family::Failover],
+        "hol" => vec![Family::Hol],
         "all" => Family::ALL.to_vec(),
         "serve-node" => return serve(ServerKind::Node, rest),
         "serve-tonic" => return serve(ServerKind::Tonic, rest),
@@ -267,6 +275,14 @@ mod tests {
                 kind: ServerKind::Tonic,
                 workers: 2
             }
+        ));
+        assert!(matches!(
+            parse(&args("failover --quick")).unwrap(),
+            Command::Run { families, .. } if families == [Family::Failover]
+        ));
+        assert!(matches!(
+            parse(&args("hol")).unwrap(),
+            Command::Run { families, .. } if families == [Family::Hol]
         ));
         assert!(parse(&args("runtime --seconds 0")).is_err());
         assert!(parse(&args("runtime --bogus")).is_err());

@@ -7,24 +7,30 @@
 //! `switchboard-testnode` binary found next to it), so that client and server each get exactly
 //! the tokio worker count the table header states.
 //!
-//! Layout: [`cli`] parses arguments, [`runtime`] is the first scenario family (remote, cast and
-//! local calls against the baselines in [`baseline`]), [`load`] drives closed-loop load,
-//! [`stats`] turns samples into rates and percentiles, [`table`] renders the report,
-//! [`server_process`] starts and stops the server processes, and [`placement`] pins client and
-//! servers to disjoint CPUs. Later scenario families (chat,
-//! failover, fan-out, Erlang) are further modules beside [`runtime`], listed in [`cli::Family`].
+//! Layout: [`cli`] parses arguments; the scenario families, listed in [`cli::Family`], are
+//! [`runtime`] (remote, cast and local calls against the baselines in [`baseline`]),
+//! [`failover`] (a provider killed or hung under load) and [`hol`] (small calls beside 1 MiB
+//! transfers); [`echo_node`] is the Switchboard server they call and the cluster set-up they
+//! share; [`points`] measures a family's points in turn; [`load`] drives closed- and open-loop
+//! load; [`stats`] turns samples into rates, percentiles and checks; [`table`] renders the
+//! report; [`server_process`] starts, faults and stops the server processes; and [`placement`]
+//! pins client and servers to disjoint CPUs. Later families (chat, fan-out, Erlang) are further
+//! modules beside these.
 
 mod baseline;
 mod cli;
 mod echo_node;
+mod failover;
+mod hol;
 mod load;
 mod placement;
+mod points;
 mod runtime;
 mod server_process;
 mod stats;
 mod table;
 
-use anyhow::Context;
+use anyhow::{Context, ensure};
 
 use crate::cli::{Command, Family, RunOptions, ServerKind};
 use crate::placement::Placement;
@@ -79,14 +85,21 @@ fn runtime_with(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("building the tokio runtime")
 }
 
-/// Runs the chosen scenario families in order and collects their sections.
+/// Runs the chosen scenario families in order and collects their sections. A family none of
+/// whose points `--only` selects reports nothing.
 async fn run(families: &[Family], options: &RunOptions) -> anyhow::Result<Report> {
     let mut report = Report::new(options);
     for family in families {
         let section = match family {
             Family::Runtime => runtime::run(options).await?,
+            Family::Failover => failover::run(options).await?,
+            Family::Hol => hol::run(options).await?,
         };
-        report.sections.push(section);
+        report.sections.extend(section);
     }
+    ensure!(
+        !report.sections.is_empty(),
+        "--only matched no point of the chosen scenario families"
+    );
     Ok(report)
 }

@@ -13,15 +13,12 @@
 //! machine, other work and the CPUs' idle states shift results over a run by far more than the
 //! differences being measured.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, bail};
 use bytes::Bytes;
-use rand::Rng;
 use switchboard::{CallOptions, Cookie, Node, NodeBuilder, NodeConfig};
 use tonic::transport::Channel;
 
@@ -29,14 +26,11 @@ use crate::baseline::json_http::JsonClient;
 use crate::baseline::tonic_echo::proto::echo_client::EchoClient;
 use crate::baseline::tonic_echo::{self, Pipeline};
 use crate::cli::{RunOptions, ServerKind};
-use crate::echo_node::{self, ECHO, SERVER_NAME};
-use crate::load::{Load, closed_loop};
+use crate::echo_node::{self, ECHO, PAYLOAD_BYTES, SERVER_NAME, fresh_cookie};
+use crate::points::{Point, closed_point, measure_in_turn, selected};
 use crate::server_process::ServerProcess;
 use crate::stats::{Bound, Check, Measurement, Tally, p50_ratio, throughput_ratio};
-use crate::table::{Row, Section, progress, seconds, thousands};
-
-/// The payload every scenario carries, in bytes.
-const PAYLOAD_BYTES: usize = 150;
+use crate::table::{Row, Section, seconds, thousands};
 
 /// The concurrency of the "many in flight" points.
 const MANY: usize = 64;
@@ -49,55 +43,8 @@ const UNARY: &str = "tonic unary echo";
 const STREAM: &str = "tonic bidi stream echo";
 const JSON: &str = "JSON/HTTP echo (axum + hyper)";
 
-/// The warm-up of every slice after a point's first: enough to get back to speed.
-const REWARM: Duration = Duration::from_millis(100);
-
 /// Group messages sent between yields to the scheduler, so the link's writer gets to run.
 const CAST_BURST: usize = 64;
-
-/// One slice of a point: its warm-up and measured window, as a future.
-type Slice = Pin<Box<dyn Future<Output = anyhow::Result<Tally>> + Send>>;
-
-/// A point of the table: what it is, how to measure a slice of it, and the slices so far.
-struct Point {
-    scenario: &'static str,
-    in_flight: String,
-    unit: &'static str,
-    /// Measures one slice: (warm-up, measured window) -> tally.
-    slice: Box<dyn Fn(Duration, Duration) -> Slice + Send + Sync>,
-    tally: Tally,
-}
-
-impl std::fmt::Debug for Point {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Point")
-            .field("scenario", &self.scenario)
-            .field("in_flight", &self.in_flight)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A closed-loop point: `in_flight` tasks looping `operation`.
-fn closed_point<F, Fut>(scenario: &'static str, in_flight: usize, operation: F) -> Point
-where
-    F: Fn() -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    Point {
-        scenario,
-        in_flight: in_flight.to_string(),
-        unit: "calls",
-        slice: Box::new(move |warmup, measure| {
-            let load = Load {
-                in_flight,
-                warmup,
-                measure,
-            };
-            Box::pin(closed_loop(load, operation.clone()))
-        }),
-        tally: Tally::default(),
-    }
-}
 
 /// Every server and client the family measures, started once and kept up for the whole run,
 /// so the points can take turns.
@@ -114,32 +61,10 @@ struct Fixture {
 impl Fixture {
     async fn start(options: &RunOptions) -> anyhow::Result<Self> {
         let cookie = fresh_cookie();
-        let node_server = if options.testnode {
-            ServerProcess::testnode(SERVER_NAME, &cookie, options)?
-        } else {
-            ServerProcess::bench(
-                ServerKind::Node,
-                options,
-                &[("SWITCHBOARD_COOKIE", cookie.as_str())],
-            )?
-        };
+        let node_server = echo_node::start_server(options, SERVER_NAME, &cookie)?;
         let tonic_server = ServerProcess::bench(ServerKind::Tonic, options, &[])?;
         let json_server = ServerProcess::bench(ServerKind::JsonHttp, options, &[])?;
-        let config = NodeConfig {
-            node_name: Some("bench-client".into()),
-            ..NodeConfig::loopback()
-        };
-        let remote = NodeBuilder::new("bench-client", config, Cookie::new(&cookie)?)
-            .start()
-            .await?;
-        remote
-            .connect(&node_server.address)
-            .await
-            .context("connecting the bench node to the server node")?;
-        ensure!(
-            remote.wait_for_service(ECHO, Duration::from_secs(10)).await,
-            "the server node never advertised `{ECHO}`"
-        );
+        let remote = echo_node::client_node(&cookie, &[&node_server]).await?;
         // A node of its own, linked to nobody, hosting the provider its calls go to.
         let config = NodeConfig {
             node_name: Some("bench-local".into()),
@@ -177,56 +102,23 @@ impl Fixture {
     }
 }
 
-/// Runs the family and returns its section of the report.
-pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Section> {
-    let payload = payload();
+/// Runs the family and returns its section of the report (none when `--only` selects none of
+/// its points).
+pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>> {
+    let payload = echo_node::payload(PAYLOAD_BYTES);
     let fixture = Fixture::start(options).await?;
     let casts = Arc::new(CastCounts::default());
-    let mut points: Vec<Point> = points(&fixture, &payload, &casts)
-        .into_iter()
-        .filter(|point| options.selects(point.scenario, &point.in_flight))
-        .collect();
-    ensure!(
-        !points.is_empty(),
-        "--only matched no point of the runtime family"
-    );
-    for round in 0..options.rounds {
-        progress(format_args!(
-            "runtime: slice {}/{} of every point",
-            round + 1,
-            options.rounds
-        ));
-        // The first slice warms connections and pools up; later ones only get back to speed.
-        let warmup = if round == 0 {
-            options.warmup
-        } else {
-            options.warmup.min(REWARM)
-        };
-        let slice = options.measure / options.rounds as u32;
-        for point in &mut points {
-            let tally = (point.slice)(warmup, slice)
-                .await
-                .with_context(|| format!("{} at {} in flight", point.scenario, point.in_flight))?;
-            point.tally.add(tally);
-        }
+    let mut points = selected(points(&fixture, &payload, &casts), options);
+    if points.is_empty() {
+        fixture.finish().await?;
+        return Ok(None);
     }
+    measure_in_turn("runtime", &mut points, options).await?;
     fixture.finish().await?;
-    let rows: Vec<Row> = points
-        .into_iter()
-        .map(|point| Row {
-            scenario: point.scenario.into(),
-            in_flight: point.in_flight,
-            unit: point.unit,
-            measurement: point.tally.measurement(),
-        })
-        .collect();
-    let server = if options.testnode {
-        "switchboard-testnode (next to the bench executable)"
-    } else {
-        "the bench re-executed as `serve-node` (same echo service and group as switchboard-testnode)"
-    };
+    let rows: Vec<Row> = points.into_iter().map(Point::into_row).collect();
+    let server = echo_node::server_description(options);
     let checks = checks(&rows);
-    Ok(Section {
+    Ok(Some(Section {
         title: "runtime: Switchboard calls vs plain tonic and JSON/HTTP (2 processes, loopback)"
             .into(),
         notes: vec![
@@ -241,8 +133,9 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Section> {
             "JSON/HTTP: axum server, hyper-util legacy client, HTTP/1.1 keep-alive pool".into(),
         ],
         rows,
+        observations: Vec::new(),
         checks,
-    })
+    }))
 }
 
 /// The points, in table order.
@@ -250,7 +143,7 @@ fn points(fixture: &Fixture, payload: &Bytes, casts: &Arc<CastCounts>) -> Vec<Po
     let call = |node: &Node| {
         let node = node.clone();
         let payload = payload.clone();
-        move || call_echo(node.clone(), payload.clone())
+        move || echo_node::echo_once(node.clone(), payload.clone())
     };
     let unary = {
         let client = fixture.tonic.clone();
@@ -353,33 +246,6 @@ fn checks(rows: &[Row]) -> Vec<Check> {
             Bound::AtLeast(20.0),
         ),
     ]
-}
-
-/// 150 printable bytes, so the same payload is also a valid JSON string.
-fn payload() -> Bytes {
-    let pattern = b"switchboard-bench payload 0123456789 ";
-    Bytes::from(
-        pattern
-            .iter()
-            .cycle()
-            .take(PAYLOAD_BYTES)
-            .copied()
-            .collect::<Vec<u8>>(),
-    )
-}
-
-/// A fresh cookie for this run's cluster of two.
-fn fresh_cookie() -> String {
-    format!("bench-{:032x}", rand::rng().random::<u128>())
-}
-
-/// One call to `echo`, checking the reply carries the payload.
-async fn call_echo(node: Node, payload: Bytes) -> anyhow::Result<()> {
-    let reply = node
-        .call(ECHO, "echo", payload.clone(), CallOptions::default())
-        .await?;
-    ensure!(reply.ends_with(&payload), "a wrong echo");
-    Ok(())
 }
 
 /// How many group messages the server has received so far.

@@ -1,13 +1,15 @@
-//! The report: one table of measured points and one of checked ratios per scenario family, under
-//! a header that states how the run was set up (worker counts, durations, CPUs, commit), rendered
-//! as aligned text for the terminal and as Markdown for `BENCHMARKS.md`.
+//! The report: per scenario family, a table of measured points (rates and latencies), a table of
+//! observations that are not rates (how long a failover took, how many calls failed), and one of
+//! checks against the runtime's floors, under a header that states how the run was set up
+//! (worker counts, durations, CPUs, commit); rendered as aligned text for the terminal and as
+//! Markdown for `BENCHMARKS.md`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
 
 use crate::cli::RunOptions;
-use crate::stats::{Bound, Check, Measurement};
+use crate::stats::{Bound, Check, Measurement, Scale};
 
 /// One measured point of a section.
 #[derive(Debug, Clone)]
@@ -20,6 +22,41 @@ pub(crate) struct Row {
     pub(crate) measurement: Measurement,
 }
 
+/// One observed quantity that is not a rate: a duration or a count, such as the time from a
+/// fault to the moment routing settled, or the calls that failed.
+#[derive(Debug, Clone)]
+pub(crate) struct Observation {
+    pub(crate) what: String,
+    pub(crate) value: Quantity,
+    /// A reference to read the value against, shown beside it (e.g. Erlang's default).
+    pub(crate) reference: Option<String>,
+}
+
+impl Observation {
+    pub(crate) fn new(what: impl Into<String>, value: Quantity) -> Self {
+        Self {
+            what: what.into(),
+            value,
+            reference: None,
+        }
+    }
+
+    /// Shows `reference` beside the value.
+    pub(crate) fn beside(mut self, reference: impl Into<String>) -> Self {
+        self.reference = Some(reference.into());
+        self
+    }
+}
+
+/// The value of an [`Observation`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Quantity {
+    Time(Duration),
+    Count(u64),
+    /// What was to be timed did not happen; says why (e.g. `not within 10 s`).
+    Absent(String),
+}
+
 /// What one scenario family reports.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Section {
@@ -27,6 +64,7 @@ pub(crate) struct Section {
     /// Set-up details specific to the family, one line each.
     pub(crate) notes: Vec<String>,
     pub(crate) rows: Vec<Row>,
+    pub(crate) observations: Vec<Observation>,
     pub(crate) checks: Vec<Check>,
 }
 
@@ -92,8 +130,14 @@ impl Report {
             for note in &section.notes {
                 let _ = writeln!(out, "   {note}");
             }
-            out.push('\n');
-            out.push_str(&aligned(&measurement_cells(section)));
+            if !section.rows.is_empty() {
+                out.push('\n');
+                out.push_str(&aligned(&measurement_cells(section)));
+            }
+            if !section.observations.is_empty() {
+                out.push('\n');
+                out.push_str(&aligned(&observation_cells(section)));
+            }
             if !section.checks.is_empty() {
                 out.push('\n');
                 out.push_str(&aligned(&check_cells(section)));
@@ -122,11 +166,20 @@ impl Report {
             for note in &section.notes {
                 let _ = writeln!(out, "- {note}");
             }
-            out.push('\n');
-            out.push_str(&markdown(
-                &measurement_cells(section),
-                &[false, true, true, true, true],
-            ));
+            if !section.rows.is_empty() {
+                out.push('\n');
+                out.push_str(&markdown(
+                    &measurement_cells(section),
+                    &[false, true, true, true, true],
+                ));
+            }
+            if !section.observations.is_empty() {
+                out.push('\n');
+                out.push_str(&markdown(
+                    &observation_cells(section),
+                    &[false, true, false],
+                ));
+            }
             if !section.checks.is_empty() {
                 out.push('\n');
                 out.push_str(&markdown(
@@ -160,6 +213,31 @@ fn measurement_cells(section: &Section) -> Vec<Vec<String>> {
     cells
 }
 
+/// The observations, with a third column only when some observation has a reference.
+fn observation_cells(section: &Section) -> Vec<Vec<String>> {
+    let references = section.observations.iter().any(|o| o.reference.is_some());
+    let mut header = vec!["observation".to_owned(), "measured".to_owned()];
+    if references {
+        header.push("for comparison".to_owned());
+    }
+    let mut cells = vec![header];
+    for observation in &section.observations {
+        let mut row = vec![
+            observation.what.clone(),
+            match &observation.value {
+                Quantity::Time(d) => duration(*d),
+                Quantity::Count(n) => thousands(*n as f64),
+                Quantity::Absent(why) => why.clone(),
+            },
+        ];
+        if references {
+            row.push(observation.reference.clone().unwrap_or_default());
+        }
+        cells.push(row);
+    }
+    cells
+}
+
 fn check_cells(section: &Section) -> Vec<Vec<String>> {
     let mut cells = vec![vec![
         "check".to_owned(),
@@ -168,22 +246,43 @@ fn check_cells(section: &Section) -> Vec<Vec<String>> {
         "result".to_owned(),
     ]];
     for check in &section.checks {
-        let bound = match check.bound {
-            Bound::AtLeast(floor) => format!("≥ {floor:.2}x"),
-            Bound::AtMost(ceiling) => format!("≤ {ceiling:.2}x"),
+        let (relation, limit) = match check.bound {
+            Bound::AtLeast(floor) => ("≥", floor),
+            Bound::AtMost(ceiling) => ("≤", ceiling),
+            Bound::Exactly(value) => ("=", value),
+        };
+        let measured = if check.measured.is_nan() {
+            "n/a".to_owned()
+        } else if check.measured.is_infinite() {
+            "never".to_owned()
+        } else {
+            checked_value(check.scale, check.measured, false)
         };
         cells.push(vec![
             check.what.clone(),
-            if check.ratio.is_finite() {
-                format!("{:.2}x", check.ratio)
-            } else {
-                "n/a".to_owned()
-            },
-            bound,
+            measured,
+            format!("{relation} {}", checked_value(check.scale, limit, true)),
             check.verdict().to_owned(),
         ]);
     }
     cells
+}
+
+/// A checked number as its scale reads; a bound (`round`) as the round number it was set as.
+fn checked_value(scale: Scale, value: f64, round: bool) -> String {
+    match scale {
+        Scale::Ratio => format!("{value:.2}x"),
+        Scale::Count => thousands(value),
+        Scale::Time if round => {
+            let d = Duration::from_secs_f64(value);
+            if d >= Duration::from_secs(1) {
+                format!("{} s", seconds(d))
+            } else {
+                format!("{} ms", thousands(d.as_secs_f64() * 1e3))
+            }
+        }
+        Scale::Time => duration(Duration::from_secs_f64(value)),
+    }
 }
 
 /// Columns padded to their widest cell; the first left-aligned, the rest right-aligned.
@@ -257,8 +356,10 @@ fn duration(d: Duration) -> String {
         format!("{micros:.2} µs")
     } else if micros < 1000.0 {
         format!("{micros:.1} µs")
-    } else {
+    } else if micros < 1e6 {
         format!("{:.2} ms", micros / 1000.0)
+    } else {
+        format!("{:.2} s", micros / 1e6)
     }
 }
 
@@ -337,6 +438,7 @@ mod tests {
                         measurement: Measurement::rate(1_234_567, Duration::from_secs(1)),
                     },
                 ],
+                observations: Vec::new(),
                 checks: vec![Check::new("a vs b", 1.6, Bound::AtLeast(1.5))],
             }],
         }
@@ -365,12 +467,60 @@ mod tests {
     }
 
     #[test]
+    fn observations_and_non_ratio_checks() {
+        let mut report = report();
+        report.sections.push(Section {
+            title: "Failover".into(),
+            observations: vec![
+                Observation::new(
+                    "kill -> settled",
+                    Quantity::Time(Duration::from_micros(850)),
+                ),
+                Observation::new("hang detected", Quantity::Time(Duration::from_millis(1130)))
+                    .beside("Erlang: 45-75 s"),
+                Observation::new("failed calls", Quantity::Count(0)),
+                Observation::new("rejoined", Quantity::Absent("not within 10 s".into())),
+            ],
+            checks: vec![
+                Check::within(
+                    "kill -> settled",
+                    Some(Duration::from_micros(850)),
+                    Duration::from_millis(100),
+                ),
+                Check::within("hang -> settled", None, Duration::from_secs(1)),
+                Check::none("failed calls", 0),
+            ],
+            ..Section::default()
+        });
+        let text = report.render_text();
+        // A section without rate points prints no empty rate table.
+        let failover = &text[text.find("== Failover ==").unwrap()..];
+        assert!(!failover.contains("throughput"), "{text}");
+        assert!(failover.contains("for comparison"), "{text}");
+        assert!(failover.contains("1.13 s  Erlang: 45-75 s"), "{text}");
+        assert!(failover.contains("Erlang: 45-75 s"), "{text}");
+        assert!(failover.contains("not within 10 s"), "{text}");
+        let check = |name: &str| {
+            let line = failover.lines().rfind(|l| l.starts_with(name)).unwrap();
+            line.split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        assert_eq!(check("kill"), "kill -> settled 850.0 µs ≤ 100 ms PASS");
+        assert_eq!(check("hang -> settled"), "hang -> settled never ≤ 1 s MISS");
+        assert_eq!(check("failed"), "failed calls 0 = 0 PASS");
+        let markdown = report.render_markdown();
+        assert!(markdown.contains("| observation | measured | for comparison |"));
+        assert!(markdown.contains("| hang detected | 1.13 s | Erlang: 45-75 s |"));
+        assert!(markdown.contains("| failed calls | 0 |  |"));
+    }
+
+    #[test]
     fn numbers_are_readable() {
         assert_eq!(thousands(999.4), "999");
         assert_eq!(thousands(1000.0), "1,000");
         assert_eq!(thousands(12_345_678.0), "12,345,678");
         assert_eq!(duration(Duration::from_nanos(2_500)), "2.50 µs");
         assert_eq!(duration(Duration::from_micros(2_500)), "2.50 ms");
+        assert_eq!(duration(Duration::from_millis(1_500)), "1.50 s");
         assert_eq!(seconds(Duration::from_secs(3)), "3");
     }
 }

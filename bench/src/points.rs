@@ -1,0 +1,114 @@
+//! Points measured in turn: a point is one row of a family's rate table (a scenario at some
+//! concurrency) together with how to measure one slice of it. A family measures every point's
+//! first slice, then every point's second, and so on ([`measure_in_turn`]), so that a ratio
+//! between two points compares them under the same conditions: on a small shared machine, other
+//! work and the CPUs' idle states shift results over a run by far more than the differences
+//! being measured.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::RunOptions;
+use crate::load::{Load, closed_loop};
+use crate::stats::Tally;
+use crate::table::{Row, progress};
+
+/// The warm-up of every slice after a point's first: enough to get back to speed.
+const REWARM: Duration = Duration::from_millis(100);
+
+/// One slice of a point: its warm-up and measured window, as a future.
+pub(crate) type Slice = Pin<Box<dyn Future<Output = anyhow::Result<Tally>> + Send>>;
+
+/// A point of the table: what it is, how to measure a slice of it, and the slices so far.
+pub(crate) struct Point {
+    pub(crate) scenario: &'static str,
+    pub(crate) in_flight: String,
+    pub(crate) unit: &'static str,
+    /// Measures one slice: (warm-up, measured window) -> tally.
+    pub(crate) slice: Box<dyn Fn(Duration, Duration) -> Slice + Send + Sync>,
+    pub(crate) tally: Tally,
+}
+
+impl std::fmt::Debug for Point {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Point")
+            .field("scenario", &self.scenario)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Point {
+    /// The row of the table: every slice measured so far, added up.
+    pub(crate) fn into_row(self) -> Row {
+        Row {
+            scenario: self.scenario.into(),
+            in_flight: self.in_flight,
+            unit: self.unit,
+            measurement: self.tally.measurement(),
+        }
+    }
+}
+
+/// A closed-loop point: `in_flight` tasks looping `operation`.
+pub(crate) fn closed_point<F, Fut>(scenario: &'static str, in_flight: usize, operation: F) -> Point
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    Point {
+        scenario,
+        in_flight: in_flight.to_string(),
+        unit: "calls",
+        slice: Box::new(move |warmup, measure| {
+            let load = Load {
+                in_flight,
+                warmup,
+                measure,
+            };
+            Box::pin(closed_loop(load, operation.clone()))
+        }),
+        tally: Tally::default(),
+    }
+}
+
+/// The points `--only` selects (all of them without it). A family none of whose points is
+/// selected reports nothing.
+pub(crate) fn selected(points: Vec<Point>, options: &RunOptions) -> Vec<Point> {
+    points
+        .into_iter()
+        .filter(|point| options.selects(point.scenario, &point.in_flight))
+        .collect()
+}
+
+/// Measures `options.rounds` slices of every point, taking the points in turn within a round.
+pub(crate) async fn measure_in_turn(
+    family: &str,
+    points: &mut [Point],
+    options: &RunOptions,
+) -> anyhow::Result<()> {
+    let slice = options.measure / options.rounds as u32;
+    for round in 0..options.rounds {
+        progress(format_args!(
+            "{family}: slice {}/{} of every point",
+            round + 1,
+            options.rounds
+        ));
+        // The first slice warms connections and pools up; later ones only get back to speed.
+        let warmup = if round == 0 {
+            options.warmup
+        } else {
+            options.warmup.min(REWARM)
+        };
+        for point in points.iter_mut() {
+            let tally = (point.slice)(warmup, slice)
+                .await
+                .with_context(|| format!("{} at {} in flight", point.scenario, point.in_flight))?;
+            point.tally.add(tally);
+        }
+    }
+    Ok(())
+}
