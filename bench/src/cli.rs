@@ -20,11 +20,15 @@ SCENARIOS:
     runtime     remote call, cast and local call vs tonic unary, tonic stream and JSON/HTTP
     failover    kill -9 and SIGSTOP of one of two providers under 1,000 idempotent calls/s
     hol         small calls beside 1 MiB transfers on the same link (head-of-line blocking)
+    chat        chat posts end to end (http + database node binaries, PostgreSQL) vs raw
+                single-row INSERTs at 64 and 256 clients, and SSE delivery to 1,000 subscribers;
+                needs `cargo build --release --workspace` and PostgreSQL (SWITCHBOARD_BENCH_POSTGRES,
+                or .ci/postgres.sh starts one)
     all         every scenario family implemented so far
 
 OPTIONS:
     --seconds N             measure each point for N seconds (default 3)
-    --quick                 measure each point for 1 second
+    --quick                 measure each point for 1 second (chat: 200 SSE subscribers)
     --markdown PATH         also write the report as Markdown to PATH
     --client-workers N      tokio worker threads of the bench (client) process (default 1)
     --server-workers N      tokio worker threads of each server process (default 1)
@@ -50,11 +54,14 @@ pub(crate) enum Family {
     Failover,
     /// Small calls beside 1 MiB transfers on the same link.
     Hol,
+    /// The chat end to end against raw PostgreSQL inserts, and live delivery over SSE.
+    Chat,
 }
 
 impl Family {
     /// Every family, in the order `all` runs them.
-    pub(crate) const ALL: [Family; 3] = [Family::Runtime, Family::Failover, Family::Hol];
+    pub(crate) const ALL: [Family; 4] =
+        [Family::Runtime, Family::Failover, Family::Hol, Family::Chat];
 }
 
 /// Which server a hidden `serve-*` subcommand runs.
@@ -84,6 +91,8 @@ impl ServerKind {
 pub(crate) struct RunOptions {
     /// How long each point is measured, after its warm-up.
     pub(crate) measure: Duration,
+    /// `--quick`: families that size their load (not only their time) scale it down too.
+    pub(crate) quick: bool,
     /// Load applied before measuring each point, so connections, pools and caches are warm.
     pub(crate) warmup: Duration,
     /// How many slices each point is measured in. A family measures every point's first slice,
@@ -142,6 +151,7 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Command> {
         "runtime" => vec![Family::Runtime],
         "failover" => vec![Family::Failover],
         "hol" => vec![Family::Hol],
+        "chat" => vec![Family::Chat],
         "all" => Family::ALL.to_vec(),
         "serve-node" => return serve(ServerKind::Node, rest),
         "serve-tonic" => return serve(ServerKind::Tonic, rest),
@@ -150,6 +160,7 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Command> {
     };
     let mut options = RunOptions {
         measure: Duration::from_secs(3),
+        quick: false,
         warmup: Duration::ZERO,
         rounds: 1,
         markdown: None,
@@ -170,7 +181,10 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Command> {
                 .cloned()
         };
         match flag.as_str() {
-            "--quick" => options.measure = Duration::from_secs(1),
+            "--quick" => {
+                options.measure = Duration::from_secs(1);
+                options.quick = true;
+            }
             "--seconds" => {
                 let seconds: f64 = value()?.parse().context("--seconds takes a number")?;
                 if !(seconds > 0.0 && seconds.is_finite()) {
@@ -236,6 +250,7 @@ mod tests {
         };
         assert_eq!(families, Family::ALL.to_vec());
         assert_eq!(options.measure, Duration::from_secs(1));
+        assert!(options.quick);
         assert_eq!(options.warmup, Duration::from_millis(250));
         assert_eq!(options.rounds, 2);
         assert_eq!(options.command_line, "switchboard-bench all --quick");
@@ -283,6 +298,10 @@ mod tests {
         assert!(matches!(
             parse(&args("hol")).unwrap(),
             Command::Run { families, .. } if families == [Family::Hol]
+        ));
+        assert!(matches!(
+            parse(&args("chat --seconds 1")).unwrap(),
+            Command::Run { families, options } if families == [Family::Chat] && !options.quick
         ));
         assert!(parse(&args("runtime --seconds 0")).is_err());
         assert!(parse(&args("runtime --bogus")).is_err());

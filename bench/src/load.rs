@@ -45,9 +45,23 @@ where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
+    closed_loop_per_client(load, move |_| operation()).await
+}
+
+/// [`closed_loop`] for operations that belong to a client: task `i` (0..`in_flight`) makes its
+/// operations with `operation(i)`, so that each loop can be its own user or own connection, as
+/// real clients are.
+pub(crate) async fn closed_loop_per_client<F, Fut>(
+    load: Load,
+    operation: F,
+) -> anyhow::Result<Tally>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let phase = Arc::new(AtomicU8::new(WARMING));
     let tasks: Vec<_> = (0..load.in_flight.max(1))
-        .map(|_| {
+        .map(|client| {
             let operation = operation.clone();
             let phase = phase.clone();
             tokio::spawn(async move {
@@ -60,7 +74,7 @@ where
                     if started_in == STOPPED {
                         return Ok::<_, anyhow::Error>(samples);
                     }
-                    operation().await?;
+                    operation(client).await?;
                     let finished = Instant::now();
                     if started_in == MEASURING && phase.load(Ordering::Relaxed) == MEASURING {
                         samples.push((finished - started).as_nanos() as u64);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cli::RunOptions;
-use crate::load::{Load, closed_loop};
+use crate::load::{Load, closed_loop_per_client};
 use crate::stats::Tally;
 use crate::table::{Row, progress};
 
@@ -59,6 +59,20 @@ where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
+    closed_point_per_client(scenario, in_flight, move |_| operation())
+}
+
+/// A closed-loop point whose task `i` loops `operation(i)` (see
+/// [`crate::load::closed_loop_per_client`]).
+pub(crate) fn closed_point_per_client<F, Fut>(
+    scenario: &'static str,
+    in_flight: usize,
+    operation: F,
+) -> Point
+where
+    F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     Point {
         scenario,
         in_flight: in_flight.to_string(),
@@ -69,7 +83,7 @@ where
                 warmup,
                 measure,
             };
-            Box::pin(closed_loop(load, operation.clone()))
+            Box::pin(closed_loop_per_client(load, operation.clone()))
         }),
         tally: Tally::default(),
     }

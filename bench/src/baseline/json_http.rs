@@ -39,6 +39,16 @@ pub(crate) async fn serve() -> anyhow::Result<()> {
         .context("the JSON echo server failed")
 }
 
+/// hyper-util's legacy client over HTTP/1.1 with TCP_NODELAY and a keep-alive pool that keeps
+/// every connection it opens (one per request in flight), as a conventional service client does.
+pub(crate) fn keep_alive_client() -> Client<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(usize::MAX)
+        .build(connector)
+}
+
 /// A pooled keep-alive HTTP/1.1 client for the endpoint; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct JsonClient {
@@ -48,11 +58,7 @@ pub(crate) struct JsonClient {
 
 impl JsonClient {
     pub(crate) fn new(address: &str) -> anyhow::Result<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(usize::MAX)
-            .build(connector);
+        let client = keep_alive_client();
         let uri = format!("http://{address}/echo")
             .parse()
             .context("the JSON echo URI")?;

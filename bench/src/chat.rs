@@ -1,0 +1,596 @@
+//! The `chat` scenario family: the chat end to end, on the real node binaries and a real
+//! PostgreSQL, held to a plain database baseline measured in the same run. The issues' floors:
+//! `POST /v1/rooms/{id}/messages` through an http node and a database node at least as fast as a
+//! raw single-row `INSERT` loop at the same concurrency (64 and 256 clients), with p99 under
+//! 20 ms; and live delivery over Server-Sent Events, from a post on one http node to receipt on
+//! another, with p99 under 50 ms at 1,000 subscribers. It also prints what 1,000 open SSE
+//! connections cost an http node in resident memory.
+//!
+//! Why the baseline can be beaten: every post is acknowledged only after its commit, as an
+//! autocommit insert is, but the database node commits the posts that arrive together in one
+//! transaction (group commit), while each raw insert pays a commit (a WAL flush) of its own.
+//!
+//! The set-up ([`cluster`], [`postgres`]): a fresh database; one `switchboard-database` and one
+//! `switchboard-http` process; one registered user per client, all members of one room ([`api`]);
+//! one PostgreSQL connection per baseline client. The end-to-end and raw points take turns slice
+//! by slice ([`crate::points`]). Then a second http node joins, opens the SSE streams, and posts
+//! through the first are timed to every subscriber ([`sse`]).
+
+mod api;
+mod cluster;
+mod postgres;
+mod sse;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use futures::{StreamExt, TryStreamExt};
+
+use self::api::{Api, User};
+use self::cluster::{Batches, Cluster};
+use self::postgres::{Postgres, RawInserts};
+use self::sse::Subscribers;
+use crate::cli::RunOptions;
+use crate::load::open_loop;
+use crate::placement::Placement;
+use crate::points::{Point, closed_point_per_client, measure_in_turn, selected};
+use crate::stats::{Bound, Check, Measurement, throughput_ratio};
+use crate::table::{Observation, Quantity, Row, Section, progress, seconds, thousands};
+
+/// Clients of the throughput points; the first is the one the issue's floor names.
+const CLIENTS: [usize; 2] = [64, 256];
+
+/// Bytes of every message body, posted or inserted.
+const BODY_BYTES: usize = 100;
+
+/// The points' names, shared by the table, `--only` and the checks.
+const E2E: &str = "chat post end to end (http node -> database node -> PostgreSQL)";
+const RAW: &str = "raw single-row INSERT, autocommit (same PostgreSQL)";
+const SSE: &str = "SSE delivery: post on http node A -> receipt on http node B";
+
+/// SSE subscribers, and under `--quick`.
+const SUBSCRIBERS: usize = 1000;
+const QUICK_SUBSCRIBERS: usize = 200;
+
+/// Timed posts per second during the SSE run.
+const SSE_RATE: u32 = 50;
+
+/// The floors.
+const RATIO_FLOOR: f64 = 1.0;
+const POST_P99: Duration = Duration::from_millis(20);
+const DELIVERY_P99: Duration = Duration::from_millis(50);
+
+/// Registrations, joins and stream openings in flight at once during set-up.
+const SETUP_IN_FLIGHT: usize = 16;
+
+/// How long every stream has to receive what was posted before the rest counts as lost.
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs the family and returns its section of the report: none when `--only` selects none of
+/// its points, and one that says why when PostgreSQL cannot be had.
+pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>> {
+    let plan = Plan::of(options);
+    if !plan.throughput && !plan.delivery {
+        return Ok(None);
+    }
+    progress("chat: getting PostgreSQL");
+    let postgres = match Postgres::create().await {
+        Ok(postgres) => postgres,
+        Err(why) => {
+            progress(format_args!("chat: skipped, no PostgreSQL: {why:#}"));
+            return Ok(Some(skipped(options, &plan, &format!("{why:#}"))));
+        }
+    };
+    let measured = measure(options, &plan, &postgres).await;
+    let dropped = postgres.drop_database().await;
+    let section = measured?;
+    dropped?;
+    Ok(Some(section))
+}
+
+/// Which parts of the family `--only` selects, and their sizes.
+#[derive(Debug)]
+struct Plan {
+    throughput: bool,
+    delivery: bool,
+    subscribers: usize,
+    /// The SSE point's 'in flight' column.
+    delivery_load: String,
+}
+
+impl Plan {
+    fn of(options: &RunOptions) -> Self {
+        let subscribers = if options.quick {
+            QUICK_SUBSCRIBERS
+        } else {
+            SUBSCRIBERS
+        };
+        let delivery_load = format!("{} subs, {SSE_RATE} posts/s", thousands(subscribers as f64));
+        Self {
+            throughput: CLIENTS.iter().any(|n| {
+                options.selects(E2E, &n.to_string()) || options.selects(RAW, &n.to_string())
+            }),
+            delivery: options.selects(SSE, &delivery_load),
+            subscribers,
+            delivery_load,
+        }
+    }
+}
+
+/// Everything measured with the database in place.
+async fn measure(
+    options: &RunOptions,
+    plan: &Plan,
+    postgres: &Postgres,
+) -> anyhow::Result<Section> {
+    let cluster = Cluster::start(options, &postgres.url())?;
+    let (mut http_a, api) = cluster.add_http(options, "bench-http-a").await?;
+    let users = Arc::new(register(&api, CLIENTS[1]).await?);
+    let room = api.create_room(&users[0], "bench").await?;
+    join(&api, &users[1..], room).await?;
+    let messages = api.uri(&format!("/v1/rooms/{room}/messages"))?;
+    let posted = Arc::new(AtomicU64::new(0));
+    let poster = Poster {
+        api: api.clone(),
+        users: users.clone(),
+        messages,
+        posted,
+    };
+
+    let mut rows = Vec::new();
+    let mut batches = Vec::new();
+    if plan.throughput {
+        progress(format_args!(
+            "chat: opening {} PostgreSQL connections for the baseline",
+            CLIENTS[1]
+        ));
+        let raw = postgres.raw_inserts(CLIENTS[1]).await?;
+        let (points, per_point) = throughput_points(&poster, &raw, &cluster, room);
+        let mut points = selected(points, options);
+        measure_in_turn("chat", &mut points, options).await?;
+        rows.extend(points.into_iter().map(Point::into_row));
+        batches = per_point
+            .into_iter()
+            .map(|(clients, b)| (clients, *b.lock().unwrap_or_else(|p| p.into_inner())))
+            .filter(|(_, b)| b.commits > 0.0)
+            .collect();
+        raw.close().await;
+    }
+    let delivery = if plan.delivery {
+        Some(deliver(options, plan, &cluster, &poster, room).await?)
+    } else {
+        None
+    };
+    http_a.check_alive()?;
+    cluster.finish()?;
+
+    if let Some(delivery) = &delivery {
+        rows.push(Row {
+            scenario: SSE.into(),
+            in_flight: plan.delivery_load.clone(),
+            unit: "events",
+            measurement: delivery.latency.clone(),
+        });
+    }
+    let checks = checks(plan, &rows, delivery.as_ref());
+    Ok(Section {
+        title: title(options),
+        notes: notes(options, plan, postgres, &batches, delivery.as_ref()),
+        rows,
+        observations: delivery
+            .as_ref()
+            .map(Delivery::observations)
+            .unwrap_or_default(),
+        checks,
+    })
+}
+
+fn title(options: &RunOptions) -> String {
+    format!(
+        "chat: posts end to end vs raw INSERTs, and SSE delivery (node binaries, PostgreSQL, {} CPUs shared)",
+        options.cpus
+    )
+}
+
+/// Registers `count` users, `bench-user-<i>`.
+async fn register(api: &Api, count: usize) -> anyhow::Result<Vec<User>> {
+    progress(format_args!(
+        "chat: registering {count} users (argon2 on the http node)"
+    ));
+    futures::stream::iter(0..count)
+        .map(|i| async move { api.register(&format!("bench-user-{i}")).await })
+        .buffered(SETUP_IN_FLIGHT)
+        .try_collect()
+        .await
+        .context("registering the clients' users")
+}
+
+/// Makes every user of `users` a member of `room`.
+async fn join(api: &Api, users: &[User], room: i64) -> anyhow::Result<()> {
+    futures::stream::iter(users)
+        .map(|user| api.join(user, room))
+        .buffer_unordered(SETUP_IN_FLIGHT)
+        .try_collect::<()>()
+        .await
+        .context("joining the users to the room")
+}
+
+/// `text` padded with `x` to [`BODY_BYTES`].
+fn padded(mut text: String) -> String {
+    while text.len() < BODY_BYTES {
+        text.push('x');
+    }
+    text
+}
+
+/// Posts as the clients do: user `client`'s token, a fresh `Idempotency-Key` per post.
+#[derive(Debug, Clone)]
+struct Poster {
+    api: Api,
+    users: Arc<Vec<User>>,
+    messages: hyper::Uri,
+    /// Posts made so far, which numbers the next key.
+    posted: Arc<AtomicU64>,
+}
+
+impl Poster {
+    fn post(
+        &self,
+        client: usize,
+        body: String,
+    ) -> impl Future<Output = anyhow::Result<()>> + use<> {
+        let n = self.posted.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
+        async move {
+            let user = &this.users[client % this.users.len()];
+            this.api
+                .post(user, &this.messages, &body, &format!("bench-{n}"))
+                .await
+        }
+    }
+}
+
+/// The end-to-end and raw points at each client count, in table order, and the group-commit
+/// batches each end-to-end point's slices saw.
+fn throughput_points(
+    poster: &Poster,
+    raw: &RawInserts,
+    cluster: &Cluster,
+    room: i64,
+) -> (Vec<Point>, Vec<(usize, SeenBatches)>) {
+    let raw_body: Arc<str> = padded("switchboard-bench raw insert ".into()).into();
+    let mut points = Vec::new();
+    let mut batches = Vec::new();
+    for clients in CLIENTS {
+        let post = {
+            let poster = poster.clone();
+            move |client: usize| {
+                poster.post(client, padded(format!("switchboard-bench post {client} ")))
+            }
+        };
+        let insert = {
+            let raw = raw.clone();
+            let body = raw_body.clone();
+            move |client: usize| {
+                let raw = raw.clone();
+                let body = body.clone();
+                async move { raw.insert(client, room, &body).await }
+            }
+        };
+        let seen = Arc::new(Mutex::new(Batches::default()));
+        points.push(counting_batches(
+            closed_point_per_client(E2E, clients, post),
+            cluster,
+            seen.clone(),
+        ));
+        points.push(closed_point_per_client(RAW, clients, insert));
+        batches.push((clients, seen));
+    }
+    (points, batches)
+}
+
+/// The group-commit batches an end-to-end point's slices saw, added up.
+type SeenBatches = Arc<Mutex<Batches>>;
+
+/// `point` with the database node's group-commit histogram read before and after every slice
+/// (outside its measured window), the difference added to `seen`.
+fn counting_batches(mut point: Point, cluster: &Cluster, seen: SeenBatches) -> Point {
+    let slice = point.slice;
+    let metrics = cluster.metrics_reader();
+    point.slice = Box::new(move |warmup, measure| {
+        let slice = slice(warmup, measure);
+        let metrics = metrics.clone();
+        let seen = seen.clone();
+        Box::pin(async move {
+            let before = metrics.read().await?;
+            let tally = slice.await?;
+            let after = metrics.read().await?;
+            seen.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .add(after.since(before));
+            Ok(tally)
+        })
+    });
+    point
+}
+
+/// What the SSE run measured.
+#[derive(Debug)]
+struct Delivery {
+    subscribers: usize,
+    /// Users holding the streams.
+    holders: usize,
+    posts: usize,
+    latency: Measurement,
+    lost: u64,
+    rss_before: u64,
+    rss_after: u64,
+}
+
+impl Delivery {
+    fn observations(&self) -> Vec<Observation> {
+        let kib = |bytes: u64| Quantity::Count(bytes / 1024);
+        let growth = self.rss_after.saturating_sub(self.rss_before) as f64
+            * (1000.0 / self.subscribers as f64);
+        vec![
+            Observation::new(
+                "http node B: RSS before the SSE streams opened (KiB)",
+                kib(self.rss_before),
+            ),
+            Observation::new(
+                format!(
+                    "http node B: RSS with {} SSE streams open (KiB)",
+                    thousands(self.subscribers as f64)
+                ),
+                kib(self.rss_after),
+            ),
+            Observation::new(
+                "http node B: RSS growth per 1,000 open SSE connections (KiB)",
+                kib(growth as u64),
+            ),
+            Observation::new(
+                "timed posts through http node A during the SSE run",
+                Quantity::Count(self.posts as u64),
+            ),
+            Observation::new(
+                format!(
+                    "SSE events not received within {} s of the last post",
+                    seconds(DELIVERY_DEADLINE)
+                ),
+                Quantity::Count(self.lost),
+            ),
+        ]
+    }
+}
+
+/// The SSE run: a second http node, the streams opened on it, then timed posts through the first.
+async fn deliver(
+    options: &RunOptions,
+    plan: &Plan,
+    cluster: &Cluster,
+    poster: &Poster,
+    room: i64,
+) -> anyhow::Result<Delivery> {
+    let (mut http_b, api_b) = cluster.add_http(options, "bench-http-b").await?;
+    let rss_before = http_b.rss_bytes()?;
+    let count = plan.subscribers;
+    progress(format_args!(
+        "chat: opening {count} SSE streams on http node B"
+    ));
+    let users = poster.users.clone();
+    let streams = futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api_b.clone();
+            let user = users[i % users.len()].clone();
+            async move { api.events(&user, room).await }
+        })
+        .buffer_unordered(SETUP_IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await
+        .context("opening the SSE streams")?;
+    // The stamps count from here.
+    let base = Instant::now();
+    let subscribers = Subscribers::read(streams, base);
+    // A probe: once every stream has received it, every stream is live, and node B holds
+    // whatever a subscribed connection costs it.
+    poster.post(0, "probe".into()).await?;
+    let everywhere = switchboard::eventually(DELIVERY_DEADLINE, || async {
+        subscribers.received() >= count as u64
+    })
+    .await;
+    ensure!(
+        everywhere,
+        "the probe post reached only {} of {count} SSE streams within {DELIVERY_DEADLINE:?}",
+        subscribers.received()
+    );
+    let rss_after = http_b.rss_bytes()?;
+
+    progress(format_args!(
+        "chat: posting {SSE_RATE}/s through http node A for {} s",
+        seconds(options.measure)
+    ));
+    let started = Instant::now();
+    let timed = {
+        let poster = poster.clone();
+        let client = AtomicU64::new(0);
+        open_loop(SSE_RATE, move || {
+            let client = client.fetch_add(1, Ordering::Relaxed) as usize;
+            let sent = base.elapsed().as_nanos() as u64;
+            poster.post(client, sse::stamped_body(sent, BODY_BYTES))
+        })
+    };
+    // The measured window: posts go out on the open loop's schedule meanwhile.
+    tokio::time::sleep(options.measure).await;
+    let posts = timed.finish().await?;
+    if let Some(failed) = posts.iter().find_map(|p| p.outcome.as_ref().err()) {
+        anyhow::bail!("a timed post failed: {failed}");
+    }
+    let expected = (count * (1 + posts.len())) as u64;
+    switchboard::eventually(DELIVERY_DEADLINE, || async {
+        subscribers.received() >= expected
+    })
+    .await;
+    let elapsed = started.elapsed();
+    let received = subscribers.received();
+    let holders = subscribers.len().min(users.len());
+    let mut latencies = subscribers.finish().await?;
+    http_b.check_alive()?;
+    Ok(Delivery {
+        subscribers: count,
+        holders,
+        posts: posts.len(),
+        latency: Measurement::from_samples(&mut latencies, elapsed),
+        lost: expected.saturating_sub(received),
+        rss_before,
+        rss_after,
+    })
+}
+
+/// The floors. A check whose points were not measured (see `--only`) reads n/a.
+fn checks(plan: &Plan, rows: &[Row], delivery: Option<&Delivery>) -> Vec<Check> {
+    let unmeasured = Measurement::rate(0, Duration::ZERO);
+    let find = |scenario: &str, load: &str| {
+        rows.iter()
+            .find(|row| row.scenario == scenario && row.in_flight == load)
+            .map_or(&unmeasured, |row| &row.measurement)
+    };
+    let mut checks = Vec::new();
+    for clients in CLIENTS {
+        let e2e = find(E2E, &clients.to_string());
+        let raw = find(RAW, &clients.to_string());
+        checks.push(Check::new(
+            format!("chat post @{clients} / raw INSERT @{clients} (throughput)"),
+            throughput_ratio(e2e, raw),
+            Bound::AtLeast(RATIO_FLOOR),
+        ));
+        let p99 = Check::within(
+            format!("chat post p99 @{clients}"),
+            e2e.latency.map(|l| l.p99),
+            POST_P99,
+        );
+        checks.push(if e2e.elapsed.is_zero() {
+            p99.not_run()
+        } else {
+            p99
+        });
+    }
+    let sse = find(SSE, &plan.delivery_load);
+    let delivered = Check::within(
+        format!(
+            "SSE delivery p99 @{} subscribers",
+            thousands(plan.subscribers as f64)
+        ),
+        sse.latency.map(|l| l.p99),
+        DELIVERY_P99,
+    );
+    let lost = Check::none("SSE events lost", delivery.map_or(0, |d| d.lost));
+    if delivery.is_some() {
+        checks.extend([delivered, lost]);
+    } else {
+        checks.extend([delivered.not_run(), lost.not_run()]);
+    }
+    checks
+}
+
+/// The section of a run without PostgreSQL: why, and every check n/a.
+fn skipped(options: &RunOptions, plan: &Plan, why: &str) -> Section {
+    Section {
+        title: title(options),
+        notes: vec![format!(
+            "skipped, nothing measured: no PostgreSQL ({why}); set {} to a server URL \
+             (postgres://user:password@host:port, no database name) or let .ci/postgres.sh start one",
+            postgres::SERVER_VARIABLE
+        )],
+        checks: checks(plan, &[], None)
+            .into_iter()
+            .map(Check::not_run)
+            .collect(),
+        ..Section::default()
+    }
+}
+
+fn notes(
+    options: &RunOptions,
+    plan: &Plan,
+    postgres: &Postgres,
+    batches: &[(usize, Batches)],
+    delivery: Option<&Delivery>,
+) -> Vec<String> {
+    let cpus = match &options.placement {
+        Placement::Pinned { client, server } => format!(
+            "the bench (load generator and baseline client) pinned to CPU {client}; the http and \
+             database nodes to CPU {server}; PostgreSQL (started outside the bench) on any CPU"
+        ),
+        Placement::Unpinned(why) => {
+            format!("nothing pinned ({why}): the bench, the nodes and PostgreSQL all on any CPU")
+        }
+    };
+    let mut notes = vec![
+        format!(
+            "PostgreSQL: {} from {}, a fresh database per run (dropped at the end); \
+             synchronous_commit = {}, fsync = {}",
+            postgres.version, postgres.source, postgres.synchronous_commit, postgres.fsync
+        ),
+        format!(
+            "nodes: the release switchboard-database and switchboard-http binaries, one process \
+             each, {} tokio worker(s) each; database pool 16 connections (default); rate limit \
+             off; nodes log at warn (the per-post info line is not written)",
+            options.server_workers
+        ),
+        format!("CPUs: {} for everything: {cpus}", options.cpus),
+        format!(
+            "chat post: N closed-loop clients, each its own registered user, all in one room, \
+             POST /v1/rooms/{{id}}/messages with a {BODY_BYTES}-byte body and a unique \
+             Idempotency-Key over HTTP/1.1 keep-alive; a post counts when answered 201, which \
+             the http node sends after the commit"
+        ),
+        format!(
+            "raw INSERT: N clients, each with its own connection (sqlx), looping one autocommit \
+             single-row INSERT of a {BODY_BYTES}-byte body into raw_messages (bigserial key, \
+             index on (room_id, id)) in the same database"
+        ),
+    ];
+    if !batches.is_empty() {
+        let per_point: Vec<String> = batches
+            .iter()
+            .map(|(clients, b)| {
+                format!(
+                    "@{clients} {:.1} posts per commit over {} commits",
+                    b.mean(),
+                    thousands(b.commits)
+                )
+            })
+            .collect();
+        let fallbacks: f64 = batches.iter().map(|(_, b)| b.fallbacks).sum();
+        notes.push(format!(
+            "group commit on the database node (its group_commit_batch_posts histogram, over \
+             each point's slices and warm-ups): {}; {} batches fell back to one post at a time",
+            per_point.join("; "),
+            thousands(fallbacks)
+        ));
+    }
+    if plan.delivery {
+        let subscribers = thousands(plan.subscribers as f64);
+        let quick = if options.quick {
+            format!(
+                " (--quick: {subscribers} instead of {})",
+                thousands(SUBSCRIBERS as f64)
+            )
+        } else {
+            String::new()
+        };
+        let holders = delivery.map_or(0, |d| d.holders);
+        notes.push(format!(
+            "SSE: a second http node (B) joins the cluster; {subscribers} streams of the room \
+             are opened on it{quick}, held by {holders} users; posts go through node A at \
+             {SSE_RATE}/s for {} s, each stamped with its send time; latency = when the bytes \
+             reached the bench on each stream minus the send time; each stream is read by a \
+             task of its own; RSS is node B's VmRSS before the streams and once all have \
+             received a probe post",
+            seconds(options.measure)
+        ));
+    }
+    notes
+}
