@@ -5,6 +5,8 @@
 
 #![allow(unreachable_pub, missing_debug_implementations, clippy::all)]
 
+pub mod codec;
+
 /// `switchboard.v1`: the `Node` service and its frames.
 pub mod v1 {
     tonic::include_proto!("switchboard.v1");
