@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
-use switchboard_proto::v1::{self as wire, frame::Kind, node_client::NodeClient};
+use switchboard_proto::v1::{self as wire, Lane, frame::Kind, node_client::NodeClient};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout_at;
 use tokio_stream::StreamExt;
@@ -289,14 +289,22 @@ async fn dial_inner(
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(4 * 1024 * 1024))
         .initial_connection_window_size(Some(16 * 1024 * 1024));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| NodeError::Transport(format!("cannot connect to {address}: {e}")))?;
     let max = node.config.max_frame_bytes;
-    let client = NodeClient::new(channel)
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    let connect = || async {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| NodeError::Transport(format!("cannot connect to {address}: {e}")))?;
+        Ok::<_, NodeError>(
+            NodeClient::new(channel)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+    };
+    // Control and data share one connection; bulk gets its own, so a large transfer never
+    // queues small calls behind it in one socket's buffers or one HTTP/2 connection window.
+    let shared = connect().await?;
+    let bulk = connect().await?;
     let closed = CancellationToken::new();
     let mut senders = Vec::with_capacity(3);
     let mut readers = Vec::with_capacity(3);
@@ -326,6 +334,7 @@ async fn dial_inner(
         .map_err(|_| NodeError::Transport("lane closed".into()))?;
         // Requests carry no terminal status; `map_while` just unwraps the frames.
         let outbound = BatchingStream::new(rx, closed.clone()).map_while(Result::ok);
+        let client = if lane == Lane::Bulk { &bulk } else { &shared };
         let response = client
             .clone()
             .link(outbound)

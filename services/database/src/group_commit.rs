@@ -14,8 +14,10 @@
 use std::sync::Arc;
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
+use switchboard::Node;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use crate::service::publish;
 use crate::store::{Backend, NewPost, PostOutcome, Store, StoreError};
 
 /// The most posts one transaction carries.
@@ -35,8 +37,8 @@ pub(crate) struct GroupCommit {
 impl GroupCommit {
     /// Starts the committers of `store`: two for PostgreSQL, so one batch's statements overlap
     /// the other's commit; one for SQLite, which has a single writer anyway.
-    pub(crate) fn start(store: Store, registry: &Registry) -> Self {
-        let metrics = CommitMetrics::register(registry);
+    pub(crate) fn start(store: Store, node: Node) -> Self {
+        let metrics = CommitMetrics::register(node.metrics().registry());
         let (queue, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         let committers = match store.backend() {
@@ -46,6 +48,7 @@ impl GroupCommit {
         for _ in 0..committers {
             tokio::spawn(commit_loop(
                 store.clone(),
+                node.clone(),
                 receiver.clone(),
                 metrics.clone(),
             ));
@@ -103,6 +106,7 @@ impl CommitMetrics {
 /// Takes batches off the queue until every sender is gone.
 async fn commit_loop(
     store: Store,
+    node: Node,
     receiver: Arc<Mutex<mpsc::Receiver<(NewPost, Answer)>>>,
     metrics: CommitMetrics,
 ) {
@@ -116,15 +120,26 @@ async fn commit_loop(
             }
         }
         metrics.batch_posts.observe(batch.len() as f64);
-        commit(&store, batch, &metrics).await;
+        commit(&store, &node, batch, &metrics).await;
     }
 }
 
-/// Writes one batch and answers its callers.
-async fn commit(store: &Store, batch: Vec<(NewPost, Answer)>, metrics: &CommitMetrics) {
+/// Writes one batch, publishes its events and answers its callers.
+///
+/// The committer publishes, not the callers' handlers: it knows the commit order, and live
+/// clients that see events out of order take it for a gap and read the event log to fill it.
+async fn commit(
+    store: &Store,
+    node: &Node,
+    batch: Vec<(NewPost, Answer)>,
+    metrics: &CommitMetrics,
+) {
     let (posts, answers): (Vec<NewPost>, Vec<Answer>) = batch.into_iter().unzip();
     match store.post_messages(&posts).await {
         Ok(outcomes) => {
+            for event in outcomes.iter().flatten().filter_map(|o| o.event.as_ref()) {
+                publish(node, event);
+            }
             for (answer, outcome) in answers.into_iter().zip(outcomes) {
                 // A caller that stopped waiting still had its post committed; a retry with its
                 // idempotency key gets the same answer.
@@ -138,6 +153,12 @@ async fn commit(store: &Store, batch: Vec<(NewPost, Answer)>, metrics: &CommitMe
                 let outcome = store
                     .post_message(post.user_id, post.room_id, &post.body, &post.key)
                     .await;
+                if let Ok(PostOutcome {
+                    event: Some(event), ..
+                }) = &outcome
+                {
+                    publish(node, event);
+                }
                 let _ = answer.send(outcome);
             }
         }

@@ -36,7 +36,7 @@ impl DatabaseService {
     pub fn new(store: Store, node: Node) -> Self {
         Self {
             inner: Arc::new(Inner {
-                posts: GroupCommit::start(store.clone(), node.metrics().registry()),
+                posts: GroupCommit::start(store.clone(), node.clone()),
                 store,
                 node,
             }),
@@ -140,7 +140,7 @@ impl Inner {
                         key: r.idempotency_key,
                     })
                     .await?;
-                self.publish(outcome.event);
+                // The committer published the event, in commit order with the rest of its batch.
                 reply(&wire::PostMessageReply {
                     message: Some(outcome.message),
                     replayed: outcome.replayed,
@@ -231,12 +231,15 @@ impl Inner {
         }
     }
 
-    /// Tells every member of `chat.events` about a committed event. Delivery is best effort:
-    /// live clients detect a gap by cursor and read what they missed from the event log.
     fn publish(&self, event: Option<wire::RoomEvent>) {
         if let Some(event) = event {
-            self.node
-                .broadcast(names::CHAT_EVENTS, names::ROOM_EVENT, event.encode_to_vec());
+            publish(&self.node, &event);
         }
     }
+}
+
+/// Tells every member of `chat.events` about a committed event. Delivery is best effort: live
+/// clients detect a gap by cursor and read what they missed from the event log.
+pub(crate) fn publish(node: &Node, event: &wire::RoomEvent) {
+    node.broadcast(names::CHAT_EVENTS, names::ROOM_EVENT, event.encode_to_vec());
 }
