@@ -18,6 +18,10 @@ USAGE:
 
 SCENARIOS:
     runtime     remote call, cast and local call vs tonic unary, tonic stream and JSON/HTTP
+    erlang      round trips at 1 and 64 in flight and one-way messages vs two Erlang nodes
+                (skipped, saying so, when `erl` is not installed: apt-get install erlang-base)
+    footprint   idle memory (VmRSS, VmHWM) of each service binary, run as one cluster; needs
+                `cargo build --release --workspace` (skipped, saying so, without them)
     all         every scenario family implemented so far
 
 OPTIONS:
@@ -44,11 +48,15 @@ const SLICE_SECONDS: f64 = 0.5;
 pub(crate) enum Family {
     /// The runtime's call, cast and local-call costs against the transport baselines.
     Runtime,
+    /// Round trips and one-way messages against two Erlang nodes doing the same.
+    Erlang,
+    /// Idle memory of each service binary.
+    Footprint,
 }
 
 impl Family {
     /// Every family, in the order `all` runs them.
-    pub(crate) const ALL: [Family; 1] = [Family::Runtime];
+    pub(crate) const ALL: [Family; 3] = [Family::Runtime, Family::Erlang, Family::Footprint];
 }
 
 /// Which server a hidden `serve-*` subcommand runs.
@@ -134,6 +142,8 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Command> {
     let families = match first.as_str() {
         "help" | "--help" | "-h" => return Ok(Command::Help),
         "runtime" => vec![Family::Runtime],
+        "erlang" => vec![Family::Erlang],
+        "footprint" => vec![Family::Footprint],
         "all" => Family::ALL.to_vec(),
         "serve-node" => return serve(ServerKind::Node, rest),
         "serve-tonic" => return serve(ServerKind::Tonic, rest),
@@ -272,5 +282,12 @@ mod tests {
         assert!(parse(&args("runtime --bogus")).is_err());
         assert!(parse(&args("serve-node --workers 0")).is_err());
         assert!(parse(&args("nonsense")).is_err());
+        for (name, family) in [("erlang", Family::Erlang), ("footprint", Family::Footprint)] {
+            let Command::Run { families, .. } = parse(&args(name)).unwrap() else {
+                panic!("expected a run");
+            };
+            assert_eq!(families, vec![family]);
+            assert!(Family::ALL.contains(&family));
+        }
     }
 }

@@ -7,24 +7,30 @@
 //! `switchboard-testnode` binary found next to it), so that client and server each get exactly
 //! the tokio worker count the table header states.
 //!
-//! Layout: [`cli`] parses arguments, [`runtime`] is the first scenario family (remote, cast and
-//! local calls against the baselines in [`baseline`]), [`load`] drives closed-loop load,
-//! [`stats`] turns samples into rates and percentiles, [`table`] renders the report,
-//! [`server_process`] starts and stops the server processes, and [`placement`] pins client and
-//! servers to disjoint CPUs. Later scenario families (chat,
-//! failover, fan-out, Erlang) are further modules beside [`runtime`], listed in [`cli::Family`].
+//! Layout: [`cli`] parses arguments; the scenario families, listed in [`cli::Family`], are
+//! [`runtime`] (remote, cast and local calls against the baselines in [`baseline`]), [`erlang`]
+//! (the same shapes against two Erlang nodes) and [`footprint`] (idle memory of the service
+//! binaries). [`points`] measures a family's points in turns, [`remote_echo`] is the bench's
+//! side of a Switchboard client/server pair, [`load`] drives closed-loop load, [`stats`] turns
+//! samples into rates and percentiles, [`table`] renders the report, [`server_process`] starts
+//! and stops the server processes, and [`placement`] pins client and servers to disjoint CPUs.
+//! Later scenario families (chat, failover, fan-out) are further modules beside these.
 
 mod baseline;
 mod cli;
 mod echo_node;
+mod erlang;
+mod footprint;
 mod load;
 mod placement;
+mod points;
+mod remote_echo;
 mod runtime;
 mod server_process;
 mod stats;
 mod table;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use crate::cli::{Command, Family, RunOptions, ServerKind};
 use crate::placement::Placement;
@@ -85,8 +91,16 @@ async fn run(families: &[Family], options: &RunOptions) -> anyhow::Result<Report
     for family in families {
         let section = match family {
             Family::Runtime => runtime::run(options).await?,
+            Family::Erlang => erlang::run(options).await?,
+            Family::Footprint => footprint::run(options).await?,
         };
         report.sections.push(section);
+    }
+    // A family skips itself when `--only` names none of its points; none measuring is a typo.
+    if let Some(only) = &options.only
+        && !report.sections.iter().any(|section| section.measured())
+    {
+        bail!("--only {only:?} matched no point of the families run");
     }
     Ok(report)
 }

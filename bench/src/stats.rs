@@ -124,20 +124,43 @@ pub(crate) enum Bound {
     AtMost(f64),
 }
 
-/// A ratio between two measurements and the bound it is held to.
+/// What a check's number is, which decides how the report prints it and its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scale {
+    /// A ratio between two measurements, printed as `1.50x`.
+    Ratio,
+    /// An amount of memory in MiB, printed as `12.3 MiB`.
+    Mebibytes,
+}
+
+/// A number, usually a ratio between two measurements, and the bound it is held to.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Check {
     pub(crate) what: String,
+    /// The checked number; NaN when it could not be measured.
     pub(crate) ratio: f64,
     pub(crate) bound: Bound,
+    pub(crate) scale: Scale,
 }
 
 impl Check {
+    /// A ratio held to `bound`.
     pub(crate) fn new(what: impl Into<String>, ratio: f64, bound: Bound) -> Self {
         Self {
             what: what.into(),
             ratio,
             bound,
+            scale: Scale::Ratio,
+        }
+    }
+
+    /// An amount of memory, in MiB, held to `bound` (also in MiB).
+    pub(crate) fn mebibytes(what: impl Into<String>, mebibytes: f64, bound: Bound) -> Self {
+        Self {
+            what: what.into(),
+            ratio: mebibytes,
+            bound,
+            scale: Scale::Mebibytes,
         }
     }
 
@@ -174,6 +197,14 @@ pub(crate) fn throughput_ratio(a: &Measurement, b: &Measurement) -> f64 {
 pub(crate) fn p50_ratio(a: &Measurement, b: &Measurement) -> f64 {
     match (a.latency, b.latency) {
         (Some(a), Some(b)) => a.p50.as_secs_f64() / b.p50.as_secs_f64(),
+        _ => f64::NAN,
+    }
+}
+
+/// `a / b` 99th-percentile latencies; NaN when either was not timed.
+pub(crate) fn p99_ratio(a: &Measurement, b: &Measurement) -> f64 {
+    match (a.latency, b.latency) {
+        (Some(a), Some(b)) => a.p99.as_secs_f64() / b.p99.as_secs_f64(),
         _ => f64::NAN,
     }
 }
@@ -224,6 +255,9 @@ mod tests {
         let timed = Measurement::from_samples(&mut [10, 10], Duration::from_secs(1));
         let untimed = Measurement::rate(5, Duration::from_secs(1));
         assert!(p50_ratio(&timed, &untimed).is_nan());
+        assert!(p99_ratio(&untimed, &timed).is_nan());
+        let slower = Measurement::from_samples(&mut [10, 30], Duration::from_secs(1));
+        assert!((p99_ratio(&slower, &timed) - 3.0).abs() < 1e-9);
         assert_eq!(throughput_ratio(&timed, &untimed), 0.4);
         assert!(throughput_ratio(&timed, &Measurement::rate(0, Duration::ZERO)).is_nan());
     }

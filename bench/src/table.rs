@@ -1,4 +1,5 @@
-//! The report: one table of measured points and one of checked ratios per scenario family, under
+//! The report: one table of measured points (and, for a family that measures memory, one of
+//! process footprints) and one of checked ratios per scenario family, under
 //! a header that states how the run was set up (worker counts, durations, CPUs, commit), rendered
 //! as aligned text for the terminal and as Markdown for `BENCHMARKS.md`.
 
@@ -7,7 +8,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use crate::cli::RunOptions;
-use crate::stats::{Bound, Check, Measurement};
+use crate::stats::{Bound, Check, Measurement, Scale};
 
 /// One measured point of a section.
 #[derive(Debug, Clone)]
@@ -20,14 +21,62 @@ pub(crate) struct Row {
     pub(crate) measurement: Measurement,
 }
 
-/// What one scenario family reports.
+/// The memory of one process in a given state, as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemoryRow {
+    pub(crate) process: String,
+    /// What the process was doing when measured, e.g. `idle`.
+    pub(crate) state: String,
+    /// Resident set size (`VmRSS`), in bytes.
+    pub(crate) rss: u64,
+    /// Peak resident set size since the process started (`VmHWM`), in bytes.
+    pub(crate) peak: u64,
+}
+
+/// What one scenario family reports. A family skipped (for lack of a tool or a binary) has notes
+/// saying why and neither rows nor checks.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Section {
     pub(crate) title: String,
     /// Set-up details specific to the family, one line each.
     pub(crate) notes: Vec<String>,
     pub(crate) rows: Vec<Row>,
+    pub(crate) memory: Vec<MemoryRow>,
     pub(crate) checks: Vec<Check>,
+}
+
+impl Section {
+    /// A section that measured nothing, saying why.
+    pub(crate) fn skipped(title: impl Into<String>, why: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            notes: vec![why.into()],
+            ..Self::default()
+        }
+    }
+
+    /// Whether the section measured anything.
+    pub(crate) fn measured(&self) -> bool {
+        !self.rows.is_empty() || !self.memory.is_empty()
+    }
+
+    /// The measured tables of the section, each as cells with its columns' right-alignment.
+    fn tables(&self) -> Vec<(Vec<Vec<String>>, &'static [bool])> {
+        let mut tables = Vec::new();
+        if !self.rows.is_empty() {
+            tables.push((
+                measurement_cells(self),
+                &[false, true, true, true, true] as &[bool],
+            ));
+        }
+        if !self.memory.is_empty() {
+            tables.push((memory_cells(self), &[false, false, true, true]));
+        }
+        if !self.checks.is_empty() {
+            tables.push((check_cells(self), &[false, true, true, false]));
+        }
+        tables
+    }
 }
 
 /// The whole run.
@@ -92,11 +141,9 @@ impl Report {
             for note in &section.notes {
                 let _ = writeln!(out, "   {note}");
             }
-            out.push('\n');
-            out.push_str(&aligned(&measurement_cells(section)));
-            if !section.checks.is_empty() {
+            for (cells, _) in section.tables() {
                 out.push('\n');
-                out.push_str(&aligned(&check_cells(section)));
+                out.push_str(&aligned(&cells));
             }
         }
         out
@@ -122,17 +169,9 @@ impl Report {
             for note in &section.notes {
                 let _ = writeln!(out, "- {note}");
             }
-            out.push('\n');
-            out.push_str(&markdown(
-                &measurement_cells(section),
-                &[false, true, true, true, true],
-            ));
-            if !section.checks.is_empty() {
+            for (cells, right) in section.tables() {
                 out.push('\n');
-                out.push_str(&markdown(
-                    &check_cells(section),
-                    &[false, true, true, false],
-                ));
+                out.push_str(&markdown(&cells, right));
             }
         }
         out
@@ -160,6 +199,24 @@ fn measurement_cells(section: &Section) -> Vec<Vec<String>> {
     cells
 }
 
+fn memory_cells(section: &Section) -> Vec<Vec<String>> {
+    let mut cells = vec![vec![
+        "process".to_owned(),
+        "state".to_owned(),
+        "RSS (VmRSS)".to_owned(),
+        "peak RSS (VmHWM)".to_owned(),
+    ]];
+    for row in &section.memory {
+        cells.push(vec![
+            row.process.clone(),
+            row.state.clone(),
+            mebibytes(row.rss as f64 / MIB),
+            mebibytes(row.peak as f64 / MIB),
+        ]);
+    }
+    cells
+}
+
 fn check_cells(section: &Section) -> Vec<Vec<String>> {
     let mut cells = vec![vec![
         "check".to_owned(),
@@ -168,14 +225,18 @@ fn check_cells(section: &Section) -> Vec<Vec<String>> {
         "result".to_owned(),
     ]];
     for check in &section.checks {
+        let number = |value: f64| match check.scale {
+            Scale::Ratio => format!("{value:.2}x"),
+            Scale::Mebibytes => mebibytes(value),
+        };
         let bound = match check.bound {
-            Bound::AtLeast(floor) => format!("≥ {floor:.2}x"),
-            Bound::AtMost(ceiling) => format!("≤ {ceiling:.2}x"),
+            Bound::AtLeast(floor) => format!("≥ {}", number(floor)),
+            Bound::AtMost(ceiling) => format!("≤ {}", number(ceiling)),
         };
         cells.push(vec![
             check.what.clone(),
             if check.ratio.is_finite() {
-                format!("{:.2}x", check.ratio)
+                number(check.ratio)
             } else {
                 "n/a".to_owned()
             },
@@ -248,6 +309,14 @@ pub(crate) fn thousands(value: f64) -> String {
         out.push(digit);
     }
     out
+}
+
+/// Bytes in a MiB.
+pub(crate) const MIB: f64 = 1024.0 * 1024.0;
+
+/// An amount of memory given in MiB, as `12.3 MiB`.
+fn mebibytes(value: f64) -> String {
+    format!("{value:.1} MiB")
 }
 
 /// A latency in the unit that keeps three significant figures readable.
@@ -338,6 +407,7 @@ mod tests {
                     },
                 ],
                 checks: vec![Check::new("a vs b", 1.6, Bound::AtLeast(1.5))],
+                ..Section::default()
             }],
         }
     }
@@ -362,6 +432,46 @@ mod tests {
         assert!(markdown.contains("`switchboard-bench runtime --quick`"));
         assert!(markdown.contains("| scenario | in flight | throughput | p50 | p99 |"));
         assert!(markdown.contains("| --- | ---: | ---: | ---: | ---: |"));
+    }
+
+    #[test]
+    fn memory_rows_and_checks_print_in_mib_and_skipped_sections_print_no_table() {
+        let mut report = report();
+        report.sections = vec![
+            Section {
+                title: "footprint".into(),
+                memory: vec![MemoryRow {
+                    process: "switchboard-log".into(),
+                    state: "idle".into(),
+                    rss: 12 * 1024 * 1024 + 300 * 1024,
+                    peak: 20 * 1024 * 1024,
+                }],
+                checks: vec![Check::mebibytes(
+                    "switchboard-log idle RSS",
+                    12.3,
+                    Bound::AtMost(30.0),
+                )],
+                ..Section::default()
+            },
+            Section {
+                title: "erlang".into(),
+                notes: vec!["skipped: erl not found".into()],
+                ..Section::default()
+            },
+        ];
+        let text = report.render_text();
+        assert!(text.contains("RSS (VmRSS)"), "{text}");
+        assert!(text.contains("12.3 MiB"), "{text}");
+        assert!(text.contains("20.0 MiB"), "{text}");
+        assert!(text.contains("≤ 30.0 MiB"), "{text}");
+        assert!(!text.contains("throughput"), "{text}");
+        let markdown = report.render_markdown();
+        assert!(markdown.contains("| process | state | RSS (VmRSS) | peak RSS (VmHWM) |"));
+        assert!(markdown.contains("| --- | --- | ---: | ---: |"));
+        assert!(
+            markdown.ends_with("## erlang\n\n- skipped: erl not found\n"),
+            "{markdown}"
+        );
     }
 
     #[test]

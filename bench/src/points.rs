@@ -1,0 +1,147 @@
+//! Points and how a family measures them: a [`Point`] is one row of a section (a scenario at an
+//! in-flight count) that knows how to measure one slice of itself, and [`measure_in_turns`]
+//! measures every point of a family a slice at a time, round after round.
+//!
+//! Taking turns is what makes a family's ratios fair: on a small shared machine, other work and
+//! the CPUs' idle states shift results over a run by far more than the differences being
+//! measured, so every point of a ratio must see the same stretch of the run.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::RunOptions;
+use crate::load::{Load, closed_loop};
+use crate::stats::{Measurement, Tally};
+use crate::table::{Row, progress};
+
+/// The warm-up of every slice after a point's first: enough to get back to speed.
+const REWARM: Duration = Duration::from_millis(100);
+
+/// One slice of a point: its warm-up and measured window, as a future.
+pub(crate) type Slice = Pin<Box<dyn Future<Output = anyhow::Result<Tally>> + Send>>;
+
+/// A point of the table: what it is, how to measure a slice of it, and the slices so far.
+pub(crate) struct Point {
+    pub(crate) scenario: &'static str,
+    pub(crate) in_flight: String,
+    /// What an operation is, as in `calls/s`.
+    pub(crate) unit: &'static str,
+    /// Measures one slice: (warm-up, measured window) -> tally.
+    pub(crate) slice: Box<dyn Fn(Duration, Duration) -> Slice + Send + Sync>,
+    pub(crate) tally: Tally,
+}
+
+impl std::fmt::Debug for Point {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Point")
+            .field("scenario", &self.scenario)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Point {
+    /// A point measured by `slice`, called with (warm-up, measured window) for every slice.
+    pub(crate) fn new<F>(
+        scenario: &'static str,
+        in_flight: impl Into<String>,
+        unit: &'static str,
+        slice: F,
+    ) -> Self
+    where
+        F: Fn(Duration, Duration) -> Slice + Send + Sync + 'static,
+    {
+        Self {
+            scenario,
+            in_flight: in_flight.into(),
+            unit,
+            slice: Box::new(slice),
+            tally: Tally::default(),
+        }
+    }
+
+    /// A closed-loop point: `in_flight` tasks of the bench looping `operation`.
+    pub(crate) fn closed<F, Fut>(scenario: &'static str, in_flight: usize, operation: F) -> Self
+    where
+        F: Fn() -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        Self::new(
+            scenario,
+            in_flight.to_string(),
+            "calls",
+            move |warmup, measure| {
+                let load = Load {
+                    in_flight,
+                    warmup,
+                    measure,
+                };
+                Box::pin(closed_loop(load, operation.clone()))
+            },
+        )
+    }
+}
+
+/// Keeps the points `--only` selects. None may be left: with several families in a run,
+/// `--only` usually names points of one, and the others are skipped.
+pub(crate) fn selected(points: Vec<Point>, options: &RunOptions) -> Vec<Point> {
+    points
+        .into_iter()
+        .filter(|point| options.selects(point.scenario, &point.in_flight))
+        .collect()
+}
+
+/// Why a family measured nothing when `--only` selected none of its points.
+pub(crate) const NONE_SELECTED: &str = "skipped: --only selects none of its points";
+
+/// Measures every point in `options.rounds` slices, each round a slice of every point in turn,
+/// and returns the rows in the points' order.
+pub(crate) async fn measure_in_turns(
+    family: &str,
+    mut points: Vec<Point>,
+    options: &RunOptions,
+) -> anyhow::Result<Vec<Row>> {
+    let slice = options.measure / options.rounds as u32;
+    for round in 0..options.rounds {
+        progress(format_args!(
+            "{family}: slice {}/{} of every point",
+            round + 1,
+            options.rounds
+        ));
+        // The first slice warms connections and pools up; later ones only get back to speed.
+        let warmup = if round == 0 {
+            options.warmup
+        } else {
+            options.warmup.min(REWARM)
+        };
+        for point in &mut points {
+            let tally = (point.slice)(warmup, slice)
+                .await
+                .with_context(|| format!("{} at {} in flight", point.scenario, point.in_flight))?;
+            point.tally.add(tally);
+        }
+    }
+    Ok(points
+        .into_iter()
+        .map(|point| Row {
+            scenario: point.scenario.into(),
+            in_flight: point.in_flight,
+            unit: point.unit,
+            measurement: point.tally.measurement(),
+        })
+        .collect())
+}
+
+/// The measurement of `scenario` at `in_flight` among `rows`; one that was not measured (see
+/// `--only`) has no elapsed time, so every ratio with it is not a number and its check reads n/a.
+pub(crate) fn find(rows: &[Row], scenario: &str, in_flight: &str) -> Measurement {
+    rows.iter()
+        .find(|row| row.scenario == scenario && row.in_flight == in_flight)
+        .map_or_else(
+            || Measurement::rate(0, Duration::ZERO),
+            |row| row.measurement.clone(),
+        )
+}
