@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(protos, ["."])?;
     tonic_prost_build::configure()
         .bytes(".switchboard.v1")
+        .codec_path("crate::codec::ContiguousCodec")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -18,6 +18,8 @@ USAGE:
 
 SCENARIOS:
     runtime     remote call, cast and local call vs tonic unary, tonic stream and JSON/HTTP
+    failover    kill -9 and SIGSTOP of one of two providers under 1,000 idempotent calls/s
+    hol         small calls beside 1 MiB transfers on the same link (head-of-line blocking)
     erlang      round trips at 1 and 64 in flight and one-way messages vs two Erlang nodes
                 (skipped, saying so, when `erl` is not installed: apt-get install erlang-base)
     footprint   idle memory (VmRSS, VmHWM) of each service binary, run as one cluster; needs
@@ -48,6 +50,10 @@ const SLICE_SECONDS: f64 = 0.5;
 pub(crate) enum Family {
     /// The runtime's call, cast and local-call costs against the transport baselines.
     Runtime,
+    /// A provider killed or hung under load: how long until calls are served elsewhere.
+    Failover,
+    /// Small calls beside 1 MiB transfers on the same link.
+    Hol,
     /// Round trips and one-way messages against two Erlang nodes doing the same.
     Erlang,
     /// Idle memory of each service binary.
@@ -56,7 +62,13 @@ pub(crate) enum Family {
 
 impl Family {
     /// Every family, in the order `all` runs them.
-    pub(crate) const ALL: [Family; 3] = [Family::Runtime, Family::Erlang, Family::Footprint];
+    pub(crate) const ALL: [Family; 5] = [
+        Family::Runtime,
+        Family::Failover,
+        Family::Hol,
+        Family::Erlang,
+        Family::Footprint,
+    ];
 }
 
 /// Which server a hidden `serve-*` subcommand runs.
@@ -142,6 +154,8 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Command> {
     let families = match first.as_str() {
         "help" | "--help" | "-h" => return Ok(Command::Help),
         "runtime" => vec![Family::Runtime],
+        "failover" => vec![Family::Failover],
+        "hol" => vec![Family::Hol],
         "erlang" => vec![Family::Erlang],
         "footprint" => vec![Family::Footprint],
         "all" => Family::ALL.to_vec(),
@@ -277,6 +291,14 @@ mod tests {
                 kind: ServerKind::Tonic,
                 workers: 2
             }
+        ));
+        assert!(matches!(
+            parse(&args("failover --quick")).unwrap(),
+            Command::Run { families, .. } if families == [Family::Failover]
+        ));
+        assert!(matches!(
+            parse(&args("hol")).unwrap(),
+            Command::Run { families, .. } if families == [Family::Hol]
         ));
         assert!(parse(&args("runtime --seconds 0")).is_err());
         assert!(parse(&args("runtime --bogus")).is_err());

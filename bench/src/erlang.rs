@@ -25,8 +25,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::cli::RunOptions;
-use crate::points::{self, Point, find, measure_in_turns};
-use crate::remote_echo::{self, PAYLOAD_BYTES, RemoteEcho};
+use crate::echo_node::{self, PAYLOAD_BYTES, RemoteEcho};
+use crate::points::{self, Point, find, measure_in_turn};
 use crate::server_process::{self, ServerProcess};
 use crate::stats::{Bound, Check, Tally, p99_ratio, throughput_ratio};
 use crate::table::{Row, Section, thousands};
@@ -65,34 +65,35 @@ const POINTS: [(&str, &str); 6] = [
     (ERL_CAST, "one-way"),
 ];
 
-/// Runs the family and returns its section of the report.
-pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Section> {
+/// Runs the family and returns its section of the report: none when `--only` selects none of
+/// its points, and one saying so, with nothing measured, without `erl` or `erlc`.
+pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>> {
     if !POINTS
         .iter()
         .any(|&(scenario, in_flight)| options.selects(scenario, in_flight))
     {
-        return Ok(Section::skipped(TITLE, points::NONE_SELECTED));
+        return Ok(None);
     }
     let Some(erl) = on_path("erl") else {
-        return Ok(Section::skipped(
+        return Ok(Some(Section::skipped(
             TITLE,
             "skipped: erl not found (install erlang-base)",
-        ));
+        )));
     };
     let Some(erlc) = on_path("erlc") else {
-        return Ok(Section::skipped(
+        return Ok(Some(Section::skipped(
             TITLE,
             "skipped: erlc not found (install erlang-base)",
-        ));
+        )));
     };
-    let payload = remote_echo::payload();
+    let payload = echo_node::payload(PAYLOAD_BYTES);
     let code = tempfile::Builder::new()
         .prefix("switchboard-bench-erlang-")
         .tempdir()
         .context("a temporary directory for the Erlang module")?;
     compile(&erlc, code.path())?;
     let erlang = ErlangPair::start(&erl, code.path(), options).await?;
-    let switchboard = RemoteEcho::start(options, "bench-erlang-client").await?;
+    let switchboard = RemoteEcho::start(options).await?;
     let casts = Arc::new(Mutex::new(ErlangCasts::default()));
     let points = points::selected(
         vec![
@@ -105,7 +106,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Section> {
         ],
         options,
     );
-    let rows = measure_in_turns("erlang", points, options).await?;
+    let rows = measure_in_turn("erlang", points, options).await?;
     let switchboard_casts = switchboard.casts.note("Switchboard one-way", options);
     switchboard.finish().await?;
     let otp = erlang.finish().await?;
@@ -115,7 +116,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Section> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .note(options);
-    Ok(Section {
+    Ok(Some(Section {
         title: TITLE.into(),
         notes: vec![
             format!(
@@ -143,7 +144,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Section> {
         rows,
         checks,
         ..Section::default()
-    })
+    }))
 }
 
 /// A Switchboard call point, reported in the same unit as the Erlang round trips beside it.

@@ -26,8 +26,7 @@ use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 
 use crate::cli::RunOptions;
-use crate::points::NONE_SELECTED;
-use crate::remote_echo::fresh_cookie;
+use crate::echo_node::fresh_cookie;
 use crate::server_process::{self, ServerProcess};
 use crate::stats::{Bound, Check};
 use crate::table::{MIB, MemoryRow, Section, progress, seconds};
@@ -58,14 +57,15 @@ const CEILING_MIB: f64 = 30.0;
 /// How long the cluster may take to form once every node has started.
 const FORMING: Duration = Duration::from_secs(30);
 
-/// Runs the family and returns its section of the report.
-pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Section> {
+/// Runs the family and returns its section of the report: none when `--only` selects none of
+/// its rows, and one saying so, with nothing measured, when a binary is missing.
+pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>> {
     let selected: Vec<&str> = BINARIES
         .into_iter()
         .filter(|binary| options.selects(binary, IDLE))
         .collect();
     if selected.is_empty() {
-        return Ok(Section::skipped(TITLE, NONE_SELECTED));
+        return Ok(None);
     }
     let paths = BINARIES
         .iter()
@@ -79,7 +79,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Section> {
         .collect();
     if !missing.is_empty() {
         let dir = paths[0].parent().unwrap_or(Path::new("."));
-        return Ok(Section::skipped(
+        return Ok(Some(Section::skipped(
             TITLE,
             format!(
                 "skipped: {} missing from {}; build the services with `cargo build --release \
@@ -87,7 +87,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Section> {
                 missing.join(", "),
                 dir.display()
             ),
-        ));
+        )));
     }
     let mut cluster = Cluster::start(&paths, options).await?;
     let settle = options.measure;
@@ -126,7 +126,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Section> {
             )
         })
         .collect();
-    Ok(Section {
+    Ok(Some(Section {
         title: TITLE.into(),
         notes: vec![
             format!(
@@ -148,7 +148,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Section> {
         memory,
         checks,
         ..Section::default()
-    })
+    }))
 }
 
 /// The five nodes, running, and what it took to get there.

@@ -1,10 +1,16 @@
-//! The closed-loop load generator every request/response scenario uses: `in_flight` tasks, each
-//! looping "start an operation, await it", first for a warm-up, then for the measured window.
-//! One call measures one window (a slice of a point); [`Tally`] adds slices up.
+//! The load generators. [`closed_loop`] is the one every request/response throughput scenario
+//! uses: `in_flight` tasks, each looping "start an operation, await it", first for a warm-up,
+//! then for the measured window. One call measures one window (a slice of a point); [`Tally`]
+//! adds slices up. Only operations that start and finish inside the measured window are counted
+//! and timed, so a rate is never inflated by work done during the warm-up, and the few
+//! operations straddling a boundary (at most `in_flight` at each end) are left out rather than
+//! half counted.
 //!
-//! Only operations that start and finish inside the measured window are counted and timed, so a
-//! rate is never inflated by work done during the warm-up, and the few operations straddling a
-//! boundary (at most `in_flight` at each end) are left out rather than half counted.
+//! [`open_loop`] is for scenarios that fault a server under load: operations are issued at a
+//! fixed rate, each in a task of its own, whatever earlier ones are doing, and every one is
+//! recorded (issued, completed, outcome). A closed loop would hide a fault: its tasks stop
+//! issuing while they wait on a stuck call, so fewer calls meet the fault and none queues up
+//! behind it.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +18,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 
 use crate::stats::Tally;
 
@@ -79,6 +88,72 @@ where
     Ok(Tally::timed(samples, elapsed))
 }
 
+/// One operation of an open-loop run.
+#[derive(Debug, Clone)]
+pub(crate) struct Timed<T> {
+    pub(crate) issued: Instant,
+    pub(crate) completed: Instant,
+    /// What the operation returned, or its error (with causes).
+    pub(crate) outcome: Result<T, String>,
+}
+
+/// An open-loop run in progress; [`OpenLoop::finish`] ends it.
+#[derive(Debug)]
+pub(crate) struct OpenLoop<T> {
+    stop: oneshot::Sender<()>,
+    issuer: JoinHandle<Vec<JoinHandle<Timed<T>>>>,
+}
+
+/// Issues `operation` `per_second` times a second, each in a task of its own, until finished.
+pub(crate) fn open_loop<F, Fut, T>(per_second: u32, operation: F) -> OpenLoop<T>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let period = Duration::from_secs(1) / per_second.max(1);
+    let issuer = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        // Ticks missed while the worker was busy are issued at once, back to back, so the rate
+        // holds over any stretch longer than the hiccup: the schedule never waits for the load.
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+        let mut operations = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stopped => return operations,
+                _ = ticks.tick() => {}
+            }
+            let operation = operation();
+            let issued = Instant::now();
+            operations.push(tokio::spawn(async move {
+                let outcome = operation.await.map_err(|e| format!("{e:#}"));
+                Timed {
+                    issued,
+                    completed: Instant::now(),
+                    outcome,
+                }
+            }));
+        }
+    });
+    OpenLoop { stop, issuer }
+}
+
+impl<T> OpenLoop<T> {
+    /// Stops issuing, waits for every operation issued so far to complete, and returns them in
+    /// the order they were issued.
+    pub(crate) async fn finish(self) -> anyhow::Result<Vec<Timed<T>>> {
+        let _ = self.stop.send(());
+        let tasks = self.issuer.await.context("the open-loop issuer panicked")?;
+        let mut done = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            done.push(task.await.context("an open-loop operation panicked")?);
+        }
+        Ok(done)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +203,35 @@ mod tests {
         };
         let result = closed_loop(load, || async { anyhow::bail!("refused") }).await;
         assert!(result.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_open_loop_keeps_its_rate_while_operations_wait() {
+        // Every operation takes 50 ms, far longer than the 1 ms between them: a closed loop
+        // would issue one at a time, an open loop keeps issuing on schedule.
+        let run = open_loop(1000, || async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(())
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let done = run.finish().await.unwrap();
+        assert!((100..=260).contains(&done.len()), "{}", done.len());
+        assert!(done.windows(2).all(|w| w[0].issued <= w[1].issued));
+        let first = &done[0];
+        let overlapping = done.iter().filter(|d| d.issued < first.completed).count();
+        assert!(overlapping >= 20, "{overlapping}");
+        assert!(done.iter().all(|d| d.outcome.is_ok()));
+    }
+
+    #[tokio::test]
+    async fn an_open_loop_records_failures_without_stopping() {
+        let run = open_loop(1000, || async { anyhow::bail!("refused") });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let done: Vec<Timed<()>> = run.finish().await.unwrap();
+        assert!(!done.is_empty());
+        assert!(
+            done.iter()
+                .all(|d| d.outcome.as_ref().unwrap_err() == "refused")
+        );
     }
 }

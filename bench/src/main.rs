@@ -8,29 +8,32 @@
 //! the tokio worker count the table header states.
 //!
 //! Layout: [`cli`] parses arguments; the scenario families, listed in [`cli::Family`], are
-//! [`runtime`] (remote, cast and local calls against the baselines in [`baseline`]), [`erlang`]
-//! (the same shapes against two Erlang nodes) and [`footprint`] (idle memory of the service
-//! binaries). [`points`] measures a family's points in turns, [`remote_echo`] is the bench's
-//! side of a Switchboard client/server pair, [`load`] drives closed-loop load, [`stats`] turns
-//! samples into rates and percentiles, [`table`] renders the report, [`server_process`] starts
-//! and stops the server processes, and [`placement`] pins client and servers to disjoint CPUs.
-//! Later scenario families (chat, failover, fan-out) are further modules beside these.
+//! [`runtime`] (remote, cast and local calls against the baselines in [`baseline`]),
+//! [`failover`] (a provider killed or hung under load), [`hol`] (small calls beside 1 MiB
+//! transfers), [`erlang`] (the runtime's shapes against two Erlang nodes) and [`footprint`]
+//! (idle memory of the service binaries); [`echo_node`] is the Switchboard server they call and
+//! the client side they share (cluster set-up, calls, one-way casts); [`points`] measures a
+//! family's points in turn; [`load`] drives closed- and open-loop load; [`stats`] turns samples
+//! into rates, percentiles and checks; [`table`] renders the report; [`server_process`] starts,
+//! faults and stops the server processes; and [`placement`] pins client and servers to disjoint
+//! CPUs. Later families (chat, fan-out) are further modules beside these.
 
 mod baseline;
 mod cli;
 mod echo_node;
 mod erlang;
+mod failover;
 mod footprint;
+mod hol;
 mod load;
 mod placement;
 mod points;
-mod remote_echo;
 mod runtime;
 mod server_process;
 mod stats;
 mod table;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, ensure};
 
 use crate::cli::{Command, Family, RunOptions, ServerKind};
 use crate::placement::Placement;
@@ -85,22 +88,23 @@ fn runtime_with(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("building the tokio runtime")
 }
 
-/// Runs the chosen scenario families in order and collects their sections.
+/// Runs the chosen scenario families in order and collects their sections. A family none of
+/// whose points `--only` selects reports nothing.
 async fn run(families: &[Family], options: &RunOptions) -> anyhow::Result<Report> {
     let mut report = Report::new(options);
     for family in families {
         let section = match family {
             Family::Runtime => runtime::run(options).await?,
+            Family::Failover => failover::run(options).await?,
+            Family::Hol => hol::run(options).await?,
             Family::Erlang => erlang::run(options).await?,
             Family::Footprint => footprint::run(options).await?,
         };
-        report.sections.push(section);
+        report.sections.extend(section);
     }
-    // A family skips itself when `--only` names none of its points; none measuring is a typo.
-    if let Some(only) = &options.only
-        && !report.sections.iter().any(|section| section.measured())
-    {
-        bail!("--only {only:?} matched no point of the families run");
-    }
+    ensure!(
+        !report.sections.is_empty(),
+        "--only matched no point of the chosen scenario families"
+    );
     Ok(report)
 }

@@ -1,10 +1,9 @@
-//! Points and how a family measures them: a [`Point`] is one row of a section (a scenario at an
-//! in-flight count) that knows how to measure one slice of itself, and [`measure_in_turns`]
-//! measures every point of a family a slice at a time, round after round.
-//!
-//! Taking turns is what makes a family's ratios fair: on a small shared machine, other work and
-//! the CPUs' idle states shift results over a run by far more than the differences being
-//! measured, so every point of a ratio must see the same stretch of the run.
+//! Points measured in turn: a [`Point`] is one row of a family's rate table (a scenario at some
+//! concurrency) together with how to measure one slice of it. A family measures every point's
+//! first slice, then every point's second, and so on ([`measure_in_turn`]), so that a ratio
+//! between two points compares them under the same conditions: on a small shared machine, other
+//! work and the CPUs' idle states shift results over a run by far more than the differences
+//! being measured.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -83,10 +82,21 @@ impl Point {
             },
         )
     }
+
+    /// The row of the table: every slice measured so far, added up.
+    pub(crate) fn into_row(self) -> Row {
+        Row {
+            scenario: self.scenario.into(),
+            in_flight: self.in_flight,
+            unit: self.unit,
+            measurement: self.tally.measurement(),
+        }
+    }
 }
 
-/// Keeps the points `--only` selects. None may be left: with several families in a run,
-/// `--only` usually names points of one, and the others are skipped.
+/// The points `--only` selects (all of them without it). A family none of whose points is
+/// selected reports nothing: with several families in a run, `--only` usually names points of
+/// one.
 pub(crate) fn selected(points: Vec<Point>, options: &RunOptions) -> Vec<Point> {
     points
         .into_iter()
@@ -94,12 +104,9 @@ pub(crate) fn selected(points: Vec<Point>, options: &RunOptions) -> Vec<Point> {
         .collect()
 }
 
-/// Why a family measured nothing when `--only` selected none of its points.
-pub(crate) const NONE_SELECTED: &str = "skipped: --only selects none of its points";
-
-/// Measures every point in `options.rounds` slices, each round a slice of every point in turn,
-/// and returns the rows in the points' order.
-pub(crate) async fn measure_in_turns(
+/// Measures `options.rounds` slices of every point, taking the points in turn within a round,
+/// and returns their rows in the points' order.
+pub(crate) async fn measure_in_turn(
     family: &str,
     mut points: Vec<Point>,
     options: &RunOptions,
@@ -124,15 +131,7 @@ pub(crate) async fn measure_in_turns(
             point.tally.add(tally);
         }
     }
-    Ok(points
-        .into_iter()
-        .map(|point| Row {
-            scenario: point.scenario.into(),
-            in_flight: point.in_flight,
-            unit: point.unit,
-            measurement: point.tally.measurement(),
-        })
-        .collect())
+    Ok(points.into_iter().map(Point::into_row).collect())
 }
 
 /// The measurement of `scenario` at `in_flight` among `rows`; one that was not measured (see

@@ -24,9 +24,8 @@ use crate::baseline::json_http::JsonClient;
 use crate::baseline::tonic_echo::proto::echo_client::EchoClient;
 use crate::baseline::tonic_echo::{self, Pipeline};
 use crate::cli::{RunOptions, ServerKind};
-use crate::echo_node::{self, ECHO};
-use crate::points::{self, Point, find, measure_in_turns};
-use crate::remote_echo::{self, PAYLOAD_BYTES, RemoteEcho, call_point, fresh_cookie};
+use crate::echo_node::{self, ECHO, PAYLOAD_BYTES, RemoteEcho, call_point, fresh_cookie};
+use crate::points::{Point, find, measure_in_turn, selected};
 use crate::server_process::ServerProcess;
 use crate::stats::{Bound, Check, p50_ratio, throughput_ratio};
 use crate::table::{Row, Section};
@@ -59,7 +58,7 @@ struct Fixture {
 
 impl Fixture {
     async fn start(options: &RunOptions) -> anyhow::Result<Self> {
-        let remote = RemoteEcho::start(options, "bench-client").await?;
+        let remote = RemoteEcho::start(options).await?;
         let tonic_server = ServerProcess::bench(ServerKind::Tonic, options, &[])?;
         let json_server = ServerProcess::bench(ServerKind::JsonHttp, options, &[])?;
         // A node of its own, linked to nobody, hosting the provider its calls go to.
@@ -99,25 +98,22 @@ impl Fixture {
     }
 }
 
-/// Runs the family and returns its section of the report.
-pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Section> {
-    let payload = remote_echo::payload();
+/// Runs the family and returns its section of the report (none when `--only` selects none of
+/// its points).
+pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>> {
+    let payload = echo_node::payload(PAYLOAD_BYTES);
     let fixture = Fixture::start(options).await?;
-    let points = points::selected(points(&fixture, &payload), options);
+    let points = selected(points(&fixture, &payload), options);
     if points.is_empty() {
         fixture.finish().await?;
-        return Ok(Section::skipped(TITLE, points::NONE_SELECTED));
+        return Ok(None);
     }
-    let rows = measure_in_turns("runtime", points, options).await?;
+    let rows = measure_in_turn("runtime", points, options).await?;
     let casts = fixture.remote.casts.clone();
     fixture.finish().await?;
-    let server = if options.testnode {
-        "switchboard-testnode (next to the bench executable)"
-    } else {
-        "the bench re-executed as `serve-node` (same echo service and group as switchboard-testnode)"
-    };
+    let server = echo_node::server_description(options);
     let checks = checks(&rows);
-    Ok(Section {
+    Ok(Some(Section {
         title: TITLE.into(),
         notes: vec![
             format!(
@@ -133,7 +129,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Section> {
         rows,
         checks,
         ..Section::default()
-    })
+    }))
 }
 
 /// The points, in table order.

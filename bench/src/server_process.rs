@@ -8,6 +8,9 @@
 //! count and its CPUs (see [`crate::placement`]) are set explicitly. A re-executed bench also
 //! exits when its stdin closes, so a bench that dies without running destructors does not leave
 //! servers behind.
+//!
+//! The failover scenarios also fault a server on purpose: [`ServerProcess::kill`] is `kill -9`,
+//! and [`ServerProcess::signal`] sends `SIGSTOP`/`SIGCONT` to hang and resume it.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -16,6 +19,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use crate::cli::{RunOptions, ServerKind};
 
@@ -114,6 +119,24 @@ impl ServerProcess {
             }
         }
         Ok(server)
+    }
+
+    /// `kill -9`: the process dies at once, without closing its links gracefully. It is reaped
+    /// on drop rather than here, so that the caller's worker never blocks on the kernel tearing
+    /// the process down while the fault is being measured.
+    pub(crate) fn kill(&mut self) -> anyhow::Result<()> {
+        self.child
+            .kill()
+            .with_context(|| format!("killing {}", self.what))
+    }
+
+    /// Sends `signal` to the process: `SIGSTOP` hangs it (its sockets stay open, it just stops
+    /// answering), `SIGCONT` resumes it. The process is the server itself, also when pinned:
+    /// `taskset` executes the server in its own place.
+    pub(crate) fn signal(&self, signal: Signal) -> anyhow::Result<()> {
+        let pid = i32::try_from(self.pid()).context("a process id beyond i32")?;
+        kill(Pid::from_raw(pid), signal)
+            .with_context(|| format!("sending {signal} to {}", self.what))
     }
 
     /// The server's process id (the program's own: `taskset` execs it).

@@ -1,6 +1,7 @@
 //! What a measurement is: operations completed over an elapsed time, with latency percentiles
 //! when each operation was timed, added up over the slices a point is measured in; and the
-//! ratios between measurements that the report checks against the floors the runtime promises.
+//! checks the report holds results to: ratios between measurements, durations, counts and
+//! amounts of memory, each against the floor (or ceiling) the runtime promises.
 
 use std::time::Duration;
 
@@ -115,42 +116,64 @@ pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// How a ratio is judged against its floor (or ceiling).
+/// How a checked number is judged against its floor (or ceiling).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Bound {
-    /// The ratio must be at least this.
+    /// The number must be at least this.
     AtLeast(f64),
-    /// The ratio must be at most this.
+    /// The number must be at most this.
     AtMost(f64),
+    /// The number must be exactly this (a count, such as failed calls).
+    Exactly(f64),
 }
 
-/// What a check's number is, which decides how the report prints it and its bound.
+/// What a checked number is, which decides how it and its bound read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scale {
-    /// A ratio between two measurements, printed as `1.50x`.
+    /// A ratio of two measurements, read as `1.60x`.
     Ratio,
-    /// An amount of memory in MiB, printed as `12.3 MiB`.
+    /// A duration in seconds, read as `85.2 ms`.
+    Time,
+    /// A count, read as `0`.
+    Count,
+    /// An amount of memory in MiB, read as `12.3 MiB`.
     Mebibytes,
 }
 
-/// A number, usually a ratio between two measurements, and the bound it is held to.
+/// A number the report checks and the bound it is held to.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Check {
     pub(crate) what: String,
-    /// The checked number; NaN when it could not be measured.
-    pub(crate) ratio: f64,
+    /// NaN when it could not be computed (a point was not measured); infinite when what it
+    /// times never happened within the run.
+    pub(crate) measured: f64,
     pub(crate) bound: Bound,
     pub(crate) scale: Scale,
 }
 
 impl Check {
-    /// A ratio held to `bound`.
+    /// A ratio between two measurements; one that is not a finite number reads n/a.
     pub(crate) fn new(what: impl Into<String>, ratio: f64, bound: Bound) -> Self {
         Self {
             what: what.into(),
-            ratio,
+            measured: if ratio.is_finite() { ratio } else { f64::NAN },
             bound,
             scale: Scale::Ratio,
+        }
+    }
+
+    /// A duration that must not exceed `ceiling`; `None` (what it times never happened within
+    /// the run) misses.
+    pub(crate) fn within(
+        what: impl Into<String>,
+        measured: Option<Duration>,
+        ceiling: Duration,
+    ) -> Self {
+        Self {
+            what: what.into(),
+            measured: measured.map_or(f64::INFINITY, |d| d.as_secs_f64()),
+            bound: Bound::AtMost(ceiling.as_secs_f64()),
+            scale: Scale::Time,
         }
     }
 
@@ -158,15 +181,31 @@ impl Check {
     pub(crate) fn mebibytes(what: impl Into<String>, mebibytes: f64, bound: Bound) -> Self {
         Self {
             what: what.into(),
-            ratio: mebibytes,
+            measured: mebibytes,
             bound,
             scale: Scale::Mebibytes,
         }
     }
 
-    /// PASS or MISS, or n/a when the ratio could not be computed (a point was not measured).
+    /// A count that must be zero.
+    pub(crate) fn none(what: impl Into<String>, count: u64) -> Self {
+        Self {
+            what: what.into(),
+            measured: count as f64,
+            bound: Bound::Exactly(0.0),
+            scale: Scale::Count,
+        }
+    }
+
+    /// The same check for a scenario that was not run (see `--only`): it reads n/a.
+    pub(crate) fn not_run(mut self) -> Self {
+        self.measured = f64::NAN;
+        self
+    }
+
+    /// PASS or MISS, or n/a when the number could not be computed (a point was not measured).
     pub(crate) fn verdict(&self) -> &'static str {
-        if !self.ratio.is_finite() {
+        if self.measured.is_nan() {
             "n/a"
         } else if self.passes() {
             "PASS"
@@ -175,12 +214,13 @@ impl Check {
         }
     }
 
-    /// Whether the ratio meets its bound; a ratio that could not be computed does not.
+    /// Whether the number meets its bound; one that could not be computed does not.
     pub(crate) fn passes(&self) -> bool {
-        self.ratio.is_finite()
+        self.measured.is_finite()
             && match self.bound {
-                Bound::AtLeast(floor) => self.ratio >= floor,
-                Bound::AtMost(ceiling) => self.ratio <= ceiling,
+                Bound::AtLeast(floor) => self.measured >= floor,
+                Bound::AtMost(ceiling) => self.measured <= ceiling,
+                Bound::Exactly(value) => self.measured == value,
             }
     }
 }
@@ -195,16 +235,17 @@ pub(crate) fn throughput_ratio(a: &Measurement, b: &Measurement) -> f64 {
 
 /// `a / b` median latencies; NaN when either was not timed.
 pub(crate) fn p50_ratio(a: &Measurement, b: &Measurement) -> f64 {
-    match (a.latency, b.latency) {
-        (Some(a), Some(b)) => a.p50.as_secs_f64() / b.p50.as_secs_f64(),
-        _ => f64::NAN,
-    }
+    latency_ratio(a, b, |l| l.p50)
 }
 
 /// `a / b` 99th-percentile latencies; NaN when either was not timed.
 pub(crate) fn p99_ratio(a: &Measurement, b: &Measurement) -> f64 {
-    match (a.latency, b.latency) {
-        (Some(a), Some(b)) => a.p99.as_secs_f64() / b.p99.as_secs_f64(),
+    latency_ratio(a, b, |l| l.p99)
+}
+
+fn latency_ratio(a: &Measurement, b: &Measurement, pick: fn(&Latency) -> Duration) -> f64 {
+    match (&a.latency, &b.latency) {
+        (Some(a), Some(b)) => pick(a).as_secs_f64() / pick(b).as_secs_f64(),
         _ => f64::NAN,
     }
 }
@@ -252,13 +293,39 @@ mod tests {
             "n/a"
         );
         assert_eq!(Check::new("x", 2.0, Bound::AtMost(1.3)).verdict(), "MISS");
+        assert_eq!(
+            Check::new("x", f64::INFINITY, Bound::AtLeast(1.0)).verdict(),
+            "n/a"
+        );
         let timed = Measurement::from_samples(&mut [10, 10], Duration::from_secs(1));
         let untimed = Measurement::rate(5, Duration::from_secs(1));
         assert!(p50_ratio(&timed, &untimed).is_nan());
         assert!(p99_ratio(&untimed, &timed).is_nan());
-        let slower = Measurement::from_samples(&mut [10, 30], Duration::from_secs(1));
-        assert!((p99_ratio(&slower, &timed) - 3.0).abs() < 1e-9);
         assert_eq!(throughput_ratio(&timed, &untimed), 0.4);
         assert!(throughput_ratio(&timed, &Measurement::rate(0, Duration::ZERO)).is_nan());
+        let slower = Measurement::from_samples(&mut [10, 30], Duration::from_secs(1));
+        assert!((p99_ratio(&slower, &timed) - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn durations_and_counts_have_bounds_too() {
+        let ceiling = Duration::from_millis(100);
+        let fast = Check::within("x", Some(Duration::from_millis(3)), ceiling);
+        assert_eq!((fast.scale, fast.verdict()), (Scale::Time, "PASS"));
+        assert_eq!(
+            Check::within("x", Some(Duration::from_millis(101)), ceiling).verdict(),
+            "MISS"
+        );
+        // What never happened within the run misses rather than reading n/a.
+        assert_eq!(Check::within("x", None, ceiling).verdict(), "MISS");
+        assert_eq!(Check::none("x", 0).verdict(), "PASS");
+        assert_eq!(Check::none("x", 1).verdict(), "MISS");
+        assert_eq!(Check::none("x", 0).not_run().verdict(), "n/a");
+        let small = Check::mebibytes("x", 12.3, Bound::AtMost(30.0));
+        assert_eq!((small.scale, small.verdict()), (Scale::Mebibytes, "PASS"));
+        assert_eq!(
+            Check::mebibytes("x", 30.5, Bound::AtMost(30.0)).verdict(),
+            "MISS"
+        );
     }
 }

@@ -1,7 +1,10 @@
-//! The report: one table of measured points (and, for a family that measures memory, one of
-//! process footprints) and one of checked ratios per scenario family, under
-//! a header that states how the run was set up (worker counts, durations, CPUs, commit), rendered
-//! as aligned text for the terminal and as Markdown for `BENCHMARKS.md`.
+//! The report: per scenario family, a table of measured points (rates and latencies), a table of
+//! observations that are not rates (how long a failover took, how many calls failed), for a
+//! family that measures memory one of process footprints, and one of checks against the
+//! runtime's floors, under a header that states how the run was set up (worker counts,
+//! durations, CPUs, commit); rendered as aligned text for the terminal and as Markdown for
+//! `BENCHMARKS.md`. A family that could not run (a tool or binary missing) reports a section
+//! whose notes say why, with no tables.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -21,6 +24,41 @@ pub(crate) struct Row {
     pub(crate) measurement: Measurement,
 }
 
+/// One observed quantity that is not a rate: a duration or a count, such as the time from a
+/// fault to the moment routing settled, or the calls that failed.
+#[derive(Debug, Clone)]
+pub(crate) struct Observation {
+    pub(crate) what: String,
+    pub(crate) value: Quantity,
+    /// A reference to read the value against, shown beside it (e.g. Erlang's default).
+    pub(crate) reference: Option<String>,
+}
+
+impl Observation {
+    pub(crate) fn new(what: impl Into<String>, value: Quantity) -> Self {
+        Self {
+            what: what.into(),
+            value,
+            reference: None,
+        }
+    }
+
+    /// Shows `reference` beside the value.
+    pub(crate) fn beside(mut self, reference: impl Into<String>) -> Self {
+        self.reference = Some(reference.into());
+        self
+    }
+}
+
+/// The value of an [`Observation`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Quantity {
+    Time(Duration),
+    Count(u64),
+    /// What was to be timed did not happen; says why (e.g. `not within 10 s`).
+    Absent(String),
+}
+
 /// The memory of one process in a given state, as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MemoryRow {
@@ -34,13 +72,14 @@ pub(crate) struct MemoryRow {
 }
 
 /// What one scenario family reports. A family skipped (for lack of a tool or a binary) has notes
-/// saying why and neither rows nor checks.
+/// saying why and no tables.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Section {
     pub(crate) title: String,
     /// Set-up details specific to the family, one line each.
     pub(crate) notes: Vec<String>,
     pub(crate) rows: Vec<Row>,
+    pub(crate) observations: Vec<Observation>,
     pub(crate) memory: Vec<MemoryRow>,
     pub(crate) checks: Vec<Check>,
 }
@@ -55,19 +94,15 @@ impl Section {
         }
     }
 
-    /// Whether the section measured anything.
-    pub(crate) fn measured(&self) -> bool {
-        !self.rows.is_empty() || !self.memory.is_empty()
-    }
-
-    /// The measured tables of the section, each as cells with its columns' right-alignment.
+    /// The section's tables, those that have rows, in order: each as cells with its columns'
+    /// right-alignment (for Markdown).
     fn tables(&self) -> Vec<(Vec<Vec<String>>, &'static [bool])> {
-        let mut tables = Vec::new();
+        let mut tables: Vec<(Vec<Vec<String>>, &'static [bool])> = Vec::new();
         if !self.rows.is_empty() {
-            tables.push((
-                measurement_cells(self),
-                &[false, true, true, true, true] as &[bool],
-            ));
+            tables.push((measurement_cells(self), &[false, true, true, true, true]));
+        }
+        if !self.observations.is_empty() {
+            tables.push((observation_cells(self), &[false, true, false]));
         }
         if !self.memory.is_empty() {
             tables.push((memory_cells(self), &[false, false, true, true]));
@@ -199,6 +234,31 @@ fn measurement_cells(section: &Section) -> Vec<Vec<String>> {
     cells
 }
 
+/// The observations, with a third column only when some observation has a reference.
+fn observation_cells(section: &Section) -> Vec<Vec<String>> {
+    let references = section.observations.iter().any(|o| o.reference.is_some());
+    let mut header = vec!["observation".to_owned(), "measured".to_owned()];
+    if references {
+        header.push("for comparison".to_owned());
+    }
+    let mut cells = vec![header];
+    for observation in &section.observations {
+        let mut row = vec![
+            observation.what.clone(),
+            match &observation.value {
+                Quantity::Time(d) => duration(*d),
+                Quantity::Count(n) => thousands(*n as f64),
+                Quantity::Absent(why) => why.clone(),
+            },
+        ];
+        if references {
+            row.push(observation.reference.clone().unwrap_or_default());
+        }
+        cells.push(row);
+    }
+    cells
+}
+
 fn memory_cells(section: &Section) -> Vec<Vec<String>> {
     let mut cells = vec![vec![
         "process".to_owned(),
@@ -225,26 +285,44 @@ fn check_cells(section: &Section) -> Vec<Vec<String>> {
         "result".to_owned(),
     ]];
     for check in &section.checks {
-        let number = |value: f64| match check.scale {
-            Scale::Ratio => format!("{value:.2}x"),
-            Scale::Mebibytes => mebibytes(value),
+        let (relation, limit) = match check.bound {
+            Bound::AtLeast(floor) => ("≥", floor),
+            Bound::AtMost(ceiling) => ("≤", ceiling),
+            Bound::Exactly(value) => ("=", value),
         };
-        let bound = match check.bound {
-            Bound::AtLeast(floor) => format!("≥ {}", number(floor)),
-            Bound::AtMost(ceiling) => format!("≤ {}", number(ceiling)),
+        let measured = if check.measured.is_nan() {
+            "n/a".to_owned()
+        } else if check.measured.is_infinite() {
+            "never".to_owned()
+        } else {
+            checked_value(check.scale, check.measured, false)
         };
         cells.push(vec![
             check.what.clone(),
-            if check.ratio.is_finite() {
-                number(check.ratio)
-            } else {
-                "n/a".to_owned()
-            },
-            bound,
+            measured,
+            format!("{relation} {}", checked_value(check.scale, limit, true)),
             check.verdict().to_owned(),
         ]);
     }
     cells
+}
+
+/// A checked number as its scale reads; a bound (`round`) as the round number it was set as.
+fn checked_value(scale: Scale, value: f64, round: bool) -> String {
+    match scale {
+        Scale::Ratio => format!("{value:.2}x"),
+        Scale::Count => thousands(value),
+        Scale::Mebibytes => mebibytes(value),
+        Scale::Time if round => {
+            let d = Duration::from_secs_f64(value);
+            if d >= Duration::from_secs(1) {
+                format!("{} s", seconds(d))
+            } else {
+                format!("{} ms", thousands(d.as_secs_f64() * 1e3))
+            }
+        }
+        Scale::Time => duration(Duration::from_secs_f64(value)),
+    }
 }
 
 /// Columns padded to their widest cell; the first left-aligned, the rest right-aligned.
@@ -326,8 +404,10 @@ fn duration(d: Duration) -> String {
         format!("{micros:.2} µs")
     } else if micros < 1000.0 {
         format!("{micros:.1} µs")
-    } else {
+    } else if micros < 1e6 {
         format!("{:.2} ms", micros / 1000.0)
+    } else {
+        format!("{:.2} s", micros / 1e6)
     }
 }
 
@@ -435,6 +515,53 @@ mod tests {
     }
 
     #[test]
+    fn observations_and_non_ratio_checks() {
+        let mut report = report();
+        report.sections.push(Section {
+            title: "Failover".into(),
+            observations: vec![
+                Observation::new(
+                    "kill -> settled",
+                    Quantity::Time(Duration::from_micros(850)),
+                ),
+                Observation::new("hang detected", Quantity::Time(Duration::from_millis(1130)))
+                    .beside("Erlang: 45-75 s"),
+                Observation::new("failed calls", Quantity::Count(0)),
+                Observation::new("rejoined", Quantity::Absent("not within 10 s".into())),
+            ],
+            checks: vec![
+                Check::within(
+                    "kill -> settled",
+                    Some(Duration::from_micros(850)),
+                    Duration::from_millis(100),
+                ),
+                Check::within("hang -> settled", None, Duration::from_secs(1)),
+                Check::none("failed calls", 0),
+            ],
+            ..Section::default()
+        });
+        let text = report.render_text();
+        // A section without rate points prints no empty rate table.
+        let failover = &text[text.find("== Failover ==").unwrap()..];
+        assert!(!failover.contains("throughput"), "{text}");
+        assert!(failover.contains("for comparison"), "{text}");
+        assert!(failover.contains("1.13 s  Erlang: 45-75 s"), "{text}");
+        assert!(failover.contains("Erlang: 45-75 s"), "{text}");
+        assert!(failover.contains("not within 10 s"), "{text}");
+        let check = |name: &str| {
+            let line = failover.lines().rfind(|l| l.starts_with(name)).unwrap();
+            line.split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        assert_eq!(check("kill"), "kill -> settled 850.0 µs ≤ 100 ms PASS");
+        assert_eq!(check("hang -> settled"), "hang -> settled never ≤ 1 s MISS");
+        assert_eq!(check("failed"), "failed calls 0 = 0 PASS");
+        let markdown = report.render_markdown();
+        assert!(markdown.contains("| observation | measured | for comparison |"));
+        assert!(markdown.contains("| hang detected | 1.13 s | Erlang: 45-75 s |"));
+        assert!(markdown.contains("| failed calls | 0 |  |"));
+    }
+
+    #[test]
     fn memory_rows_and_checks_print_in_mib_and_skipped_sections_print_no_table() {
         let mut report = report();
         report.sections = vec![
@@ -453,11 +580,7 @@ mod tests {
                 )],
                 ..Section::default()
             },
-            Section {
-                title: "erlang".into(),
-                notes: vec!["skipped: erl not found".into()],
-                ..Section::default()
-            },
+            Section::skipped("erlang", "skipped: erl not found"),
         ];
         let text = report.render_text();
         assert!(text.contains("RSS (VmRSS)"), "{text}");
@@ -465,6 +588,7 @@ mod tests {
         assert!(text.contains("20.0 MiB"), "{text}");
         assert!(text.contains("≤ 30.0 MiB"), "{text}");
         assert!(!text.contains("throughput"), "{text}");
+        assert!(!text.contains("observation"), "{text}");
         let markdown = report.render_markdown();
         assert!(markdown.contains("| process | state | RSS (VmRSS) | peak RSS (VmHWM) |"));
         assert!(markdown.contains("| --- | --- | ---: | ---: |"));
@@ -481,6 +605,7 @@ mod tests {
         assert_eq!(thousands(12_345_678.0), "12,345,678");
         assert_eq!(duration(Duration::from_nanos(2_500)), "2.50 µs");
         assert_eq!(duration(Duration::from_micros(2_500)), "2.50 ms");
+        assert_eq!(duration(Duration::from_millis(1_500)), "1.50 s");
         assert_eq!(seconds(Duration::from_secs(3)), "3");
     }
 }

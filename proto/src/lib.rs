@@ -5,6 +5,8 @@
 
 #![allow(unreachable_pub, missing_debug_implementations, clippy::all)]
 
+pub mod codec;
+
 /// `switchboard.v1`: the `Node` service and its frames.
 pub mod v1 {
     tonic::include_proto!("switchboard.v1");
@@ -36,4 +38,9 @@ pub mod names {
     pub const ANALYTICS_LATENCY: &str = "analytics.latency";
     /// The method name of a delivery-latency report broadcast to [`ANALYTICS_LATENCY`].
     pub const DELIVERY_LATENCY: &str = "delivery_latency";
+    /// Service every http node hosts for its peers: told when a session is logged out, it drops
+    /// the session from that node's cache before the logout is answered.
+    pub const HTTP_SESSIONS: &str = "http.sessions";
+    /// The method of [`HTTP_SESSIONS`] that drops a session; the payload is the token hash.
+    pub const SESSION_REVOKED: &str = "session_revoked";
 }

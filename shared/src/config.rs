@@ -81,7 +81,9 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("./switchboard-data"),
             metrics_listen: None,
             heartbeat_interval_ms: 250,
-            heartbeat_timeout_ms: 1000,
+            // Detection (timeout + one check period) stays under the 1 s a hung peer may keep
+            // calls waiting; Erlang waits 45-75 s.
+            heartbeat_timeout_ms: 800,
             max_frame_bytes: 4 * 1024 * 1024,
             link_queue: 8192,
             max_inbound_calls: 4096,

@@ -11,13 +11,14 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::error::NodeError;
 use crate::lane::{FrameReader, LaneSender};
 use crate::link::Link;
-use crate::node::NodeInner;
-use crate::service::Request;
+use crate::node::{InboundCall, NodeInner};
+use crate::service::{ByteString, Request};
 
 /// Who is on the other end of a lane and how to answer them.
 #[derive(Debug, Clone)]
 pub(crate) struct LaneContext {
-    pub(crate) peer: String,
+    /// Shared, not copied, by every call served for this peer.
+    pub(crate) peer: Arc<str>,
     pub(crate) incarnation: u64,
     pub(crate) reply: LaneSender,
     /// Set on the dialer's side: replies arriving here complete this link's calls.
@@ -63,26 +64,38 @@ fn handle(node: &Arc<NodeInner>, context: &LaneContext, frame: wire::Frame) -> R
             }));
         }
         Kind::HeartbeatAck(_) => {}
-        Kind::Call(call) => serve_call(node, context, call),
+        Kind::Call(call) => {
+            let id = call.id;
+            let inbound = InboundCall {
+                service: text(call.service, "service")?,
+                request: Request {
+                    method: text(call.method, "method")?,
+                    payload: call.payload,
+                    trace_id: text(call.trace_id, "trace id")?,
+                },
+                timeout_ms: call.timeout_ms,
+            };
+            serve_call(node, context, id, inbound)
+        }
         Kind::Reply(reply) => {
             if let Some(link) = &context.link {
                 link.complete(reply, node.config.call_timeout());
             }
         }
         Kind::Cast(cast) => node.serve_cast(
-            &cast.service,
+            &text(cast.service, "service")?,
             Request {
-                method: cast.method,
+                method: text(cast.method, "method")?,
                 payload: cast.payload,
-                trace_id: cast.trace_id,
+                trace_id: text(cast.trace_id, "trace id")?,
             },
         ),
         Kind::GroupCast(cast) => node.deliver_group(
-            &cast.group,
+            &text(cast.group, "group")?,
             Request {
-                method: cast.method,
+                method: text(cast.method, "method")?,
                 payload: cast.payload,
-                trace_id: cast.trace_id,
+                trace_id: text(cast.trace_id, "trace id")?,
             },
         ),
         Kind::Advertise(advertisement) => {
@@ -99,8 +112,12 @@ fn handle(node: &Arc<NodeInner>, context: &LaneContext, frame: wire::Frame) -> R
     Ok(())
 }
 
-fn serve_call(node: &Arc<NodeInner>, context: &LaneContext, call: wire::Call) {
-    let id = call.id;
+/// A name or trace id from the wire as text: checked once, then shared without copying.
+fn text(bytes: bytes::Bytes, what: &str) -> Result<ByteString, String> {
+    ByteString::try_from(bytes).map_err(|_| format!("the {what} of a message is not UTF-8"))
+}
+
+fn serve_call(node: &Arc<NodeInner>, context: &LaneContext, id: u64, call: InboundCall) {
     let reply = context.reply.clone();
     let Ok(permit) = context.inbound_calls.clone().try_acquire_owned() else {
         let error = NodeError::Overloaded("too many concurrent calls from one peer".into());
@@ -144,5 +161,18 @@ fn reply_frame(id: u64, result: Result<bytes::Bytes, NodeError>) -> wire::Frame 
             id,
             result: Some(result),
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_the_wire_must_be_utf8() {
+        let name = text(bytes::Bytes::from_static(b"database"), "service").unwrap();
+        assert_eq!(&*name, "database");
+        let error = text(bytes::Bytes::from_static(b"\xff\xfe"), "method").unwrap_err();
+        assert_eq!(error, "the method of a message is not UTF-8");
     }
 }

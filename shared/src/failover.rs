@@ -19,7 +19,7 @@ use crate::events::ClusterEvent;
 use crate::metrics::{CallSeries, Locality};
 use crate::node::NodeInner;
 use crate::registry;
-use crate::service::Request;
+use crate::service::{ByteString, Request};
 
 /// How a call behaves.
 #[derive(Debug, Clone, Default)]
@@ -29,7 +29,7 @@ pub struct CallOptions {
     /// Safe to run more than once: may be retried on another provider after a failure.
     pub idempotent: bool,
     /// Trace id to carry; a fresh one is made when empty.
-    pub trace_id: Option<String>,
+    pub trace_id: Option<ByteString>,
 }
 
 impl CallOptions {
@@ -48,15 +48,35 @@ impl CallOptions {
     }
 
     /// Carries an existing trace id.
-    pub fn trace(mut self, trace_id: impl Into<String>) -> Self {
+    pub fn trace(mut self, trace_id: impl Into<ByteString>) -> Self {
         self.trace_id = Some(trace_id.into());
         self
     }
 }
 
-/// A fresh random trace id.
+/// A fresh random trace id: 16 lowercase hex digits.
 pub fn new_trace_id() -> String {
-    format!("{:016x}", rand::rng().random::<u64>())
+    fresh_trace_id().to_string()
+}
+
+/// A fresh random trace id as it travels in a call.
+///
+/// Every remote call makes one, so it must cost next to nothing: a per-thread fast generator
+/// (seeded once from the OS-backed thread RNG: trace ids need uniqueness, not secrecy) and a
+/// table lookup per hex digit, instead of `format!` or `hex` over a cryptographic RNG.
+fn fresh_trace_id() -> ByteString {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    thread_local! {
+        static TRACE_IDS: std::cell::RefCell<rand::rngs::SmallRng> =
+            std::cell::RefCell::new(rand::SeedableRng::from_rng(&mut rand::rng()));
+    }
+    let bits = TRACE_IDS.with(|rng| rng.borrow_mut().random::<u64>());
+    let mut digits = [0u8; 16];
+    for (index, digit) in digits.iter_mut().enumerate() {
+        *digit = DIGITS[((bits >> (60 - 4 * index)) & 0xf) as usize];
+    }
+    // Hex digits are ASCII, so this never falls back to the empty default.
+    ByteString::try_from(Bytes::copy_from_slice(&digits)).unwrap_or_default()
 }
 
 pub(crate) async fn call(
@@ -70,38 +90,52 @@ pub(crate) async fn call(
     let timeout = options
         .timeout
         .unwrap_or_else(|| node.config.call_timeout());
-    let started = std::time::Instant::now();
-    let series = node.metrics.call_series(service);
+    let route = node.route(service);
+    let series = &route.series;
     if only.is_none_or(|o| o == node.name)
-        && let Some(local) = node.local_service(service)
+        && let Some(local) = &route.local
     {
         // In-process: no trace id is made up (the handler's own calls make theirs), and a
-        // handler that answers on its first poll never touches the timer wheel.
+        // handler that answers on its first poll never touches the timer wheel or the clock:
+        // such a call is counted but not timed, because reading the clock twice would cost
+        // more than the call itself. Calls that wait are timed.
         let request = Request {
-            method: method.to_owned(),
+            method: method.into(),
             payload,
             trace_id: options.trace_id.unwrap_or_default(),
         };
         let mut future = local.handle(request);
-        let result = match future.as_mut().now_or_never() {
-            Some(result) => result.map_err(NodeError::Service),
-            None => match tokio::time::timeout(timeout, future).await {
-                Ok(result) => result.map_err(NodeError::Service),
-                Err(_) => Err(NodeError::Timeout {
-                    service: service.to_owned(),
-                    timeout,
-                }),
-            },
+        if let Some(result) = future.as_mut().now_or_never() {
+            let result = result.map_err(NodeError::Service);
+            series[Locality::Local as usize].count(outcome(&result));
+            return result;
+        }
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(timeout, future).await {
+            Ok(result) => result.map_err(NodeError::Service),
+            Err(_) => Err(NodeError::Timeout {
+                service: service.to_owned(),
+                timeout,
+            }),
         };
         record(&series[Locality::Local as usize], &result, started);
         return result;
     }
-    let deadline = tokio::time::Instant::now() + timeout;
-    let trace_id = options.trace_id.unwrap_or_else(new_trace_id);
+    let started = std::time::Instant::now();
+    let deadline = tokio::time::Instant::from_std(started) + timeout;
+    let trace_id = options.trace_id.unwrap_or_else(fresh_trace_id);
     let mut excluded: Vec<(String, u64)> = Vec::new();
     loop {
-        let providers = node.remote_providers(service, only, &excluded);
-        let Some(link) = registry::choose(&providers) else {
+        // The first attempt takes the cached route; a failover (or a call to one named node)
+        // resolves afresh, leaving out the providers that already failed.
+        let resolved;
+        let providers = if only.is_none() && excluded.is_empty() {
+            &route.remote
+        } else {
+            resolved = node.remote_providers(service, only, &excluded);
+            &resolved
+        };
+        let Some(link) = registry::choose(providers) else {
             // During a failover, wait (within the deadline) for a provider to appear or return.
             if !excluded.is_empty() && tokio::time::Instant::now() < deadline {
                 let changed = node.registry_changed.notified();
@@ -123,15 +157,22 @@ pub(crate) async fn call(
             record(&series[Locality::Remote as usize], &result, started);
             return result;
         };
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        // The first attempt has (all but nanoseconds of) the whole timeout; spare it a clock read.
+        let remaining = if excluded.is_empty() {
+            timeout
+        } else {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        };
         let request = wire::Call {
             id: 0,
-            service: service.to_owned(),
-            method: method.to_owned(),
+            // Copied per attempt rather than cloned: cloning a Bytes made from a Vec promotes it
+            // to a shared allocation, which costs more than copying a short name.
+            service: route.name.clone(),
+            method: Bytes::copy_from_slice(method.as_bytes()),
             payload: payload.clone(),
             idempotent: options.idempotent,
             timeout_ms: remaining.as_millis().min(u32::MAX as u128) as u32,
-            trace_id: trace_id.clone(),
+            trace_id: Bytes::copy_from_slice(trace_id.as_bytes()),
         };
         let result = link.call(request, deadline).await.map_err(|e| match e {
             NodeError::NoProvider { .. } => NodeError::NoProvider {
@@ -167,7 +208,12 @@ pub(crate) async fn call(
 }
 
 fn record(series: &CallSeries, result: &Result<Bytes, NodeError>, started: std::time::Instant) {
-    let outcome = match result {
+    series.observe(outcome(result), started.elapsed().as_secs_f64());
+}
+
+/// The index in [`crate::metrics::OUTCOMES`] a call's result is counted under.
+fn outcome(result: &Result<Bytes, NodeError>) -> usize {
+    match result {
         Ok(_) => 0,
         Err(NodeError::Service(_)) => 1,
         Err(NodeError::Timeout { .. }) => 2,
@@ -175,8 +221,7 @@ fn record(series: &CallSeries, result: &Result<Bytes, NodeError>, started: std::
         Err(NodeError::NodeDown { .. }) => 4,
         Err(NodeError::Overloaded(_)) => 5,
         Err(_) => 6,
-    };
-    series.observe(outcome, started.elapsed().as_secs_f64());
+    }
 }
 
 pub(crate) fn cast(
@@ -186,17 +231,17 @@ pub(crate) fn cast(
     payload: Bytes,
 ) -> Result<(), NodeError> {
     let request = Request {
-        method: method.to_owned(),
+        method: method.into(),
         payload,
-        trace_id: new_trace_id(),
+        trace_id: fresh_trace_id(),
     };
-    if node.local_service(service).is_some() {
+    let route = node.route(service);
+    if route.local.is_some() {
         node.serve_cast(service, request);
         node.metrics.casts.with_label_values(&["cast", "ok"]).inc();
         return Ok(());
     }
-    let providers = node.remote_providers(service, None, &[]);
-    let Some(link) = registry::choose(&providers) else {
+    let Some(link) = registry::choose(&route.remote) else {
         node.metrics
             .casts
             .with_label_values(&["cast", "no_provider"])
@@ -206,10 +251,10 @@ pub(crate) fn cast(
         });
     };
     let result = link.send_now(Kind::Cast(wire::Cast {
-        service: service.to_owned(),
-        method: request.method,
+        service: route.name.clone(),
+        method: request.method.into_bytes(),
         payload: request.payload,
-        trace_id: request.trace_id,
+        trace_id: request.trace_id.into_bytes(),
     }));
     let outcome = if result.is_ok() { "ok" } else { "dropped" };
     node.metrics
@@ -217,4 +262,22 @@ pub(crate) fn cast(
         .with_label_values(&["cast", outcome])
         .inc();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_ids_are_sixteen_fresh_hex_digits() {
+        let first = new_trace_id();
+        let second = new_trace_id();
+        assert_eq!(first.len(), 16);
+        assert!(
+            first
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_ne!(first, second);
+    }
 }

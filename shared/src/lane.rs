@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::Stream;
-use switchboard_proto::v1::{Batch, Frame, Lane};
+use switchboard_proto::v1::{Batch, Frame, Lane, Reply, frame::Kind, reply};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -29,6 +29,41 @@ pub(crate) const BULK_THRESHOLD: usize = 64 * 1024;
 
 /// A batch is closed once it holds this many bytes; one larger frame still goes alone.
 const BATCH_BYTES: usize = 256 * 1024;
+
+/// An upper bound on `frame`'s encoded size, cheap for the frames that carry payloads (every
+/// call, cast and reply), exact for the rest.
+///
+/// Computing a frame's exact size walks every field, and prost walks it again for each level of
+/// nesting when it encodes; on the hot path the bound is enough to pick a lane and fill a batch.
+/// The slack covers field keys and length prefixes: at most 11 bytes per field (a key and a
+/// 10-byte varint), eight fields, and the frame and oneof wrappers around them.
+pub(crate) fn size_bound(frame: &Frame) -> usize {
+    const SLACK: usize = 128;
+    match &frame.kind {
+        Some(Kind::Call(call)) => {
+            call.payload.len()
+                + call.service.len()
+                + call.method.len()
+                + call.trace_id.len()
+                + SLACK
+        }
+        Some(Kind::Cast(cast)) => {
+            cast.payload.len()
+                + cast.service.len()
+                + cast.method.len()
+                + cast.trace_id.len()
+                + SLACK
+        }
+        Some(Kind::GroupCast(cast)) => {
+            cast.payload.len() + cast.group.len() + cast.method.len() + cast.trace_id.len() + SLACK
+        }
+        Some(Kind::Reply(Reply {
+            result: Some(reply::Result::Ok(payload)),
+            ..
+        })) => payload.len() + SLACK,
+        _ => prost::Message::encoded_len(frame),
+    }
+}
 
 /// A stream of batches drained from a lane queue; ends when the queue closes, when the token is
 /// cancelled, or after yielding a terminal status.
@@ -86,12 +121,12 @@ impl Stream for BatchingStream {
             }
             Poll::Ready(Some(Ok(frame))) => frame,
         };
-        let mut bytes = prost::Message::encoded_len(&first);
+        let mut bytes = size_bound(&first);
         let mut frames = vec![first];
         while bytes < BATCH_BYTES {
             match this.rx.try_recv() {
                 Ok(Ok(frame)) => {
-                    bytes += prost::Message::encoded_len(&frame);
+                    bytes += size_bound(&frame);
                     frames.push(frame);
                 }
                 Ok(Err(status)) => {
@@ -139,5 +174,53 @@ impl FrameReader {
             return Ok(Some(self.buffered.drain(..).collect()));
         }
         Ok(self.stream.message().await?.map(|batch| batch.frames))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use switchboard_proto::v1::{Call, Cast, GroupCast, Heartbeat};
+
+    /// The bound must never undercount, or an oversized frame could slip past the size check.
+    #[test]
+    fn the_size_bound_never_undercounts() {
+        let name = |n: usize| Bytes::from("n".repeat(n));
+        let payload = |n: usize| Bytes::from(vec![7u8; n]);
+        let mut frames = Vec::new();
+        for size in [0, 1, 127, 128, 16_383, 16_384, 70_000, 2_100_000] {
+            frames.push(Kind::Call(Call {
+                id: u64::MAX,
+                service: name(size % 300),
+                method: name(200),
+                payload: payload(size),
+                idempotent: true,
+                timeout_ms: u32::MAX,
+                trace_id: name(16),
+            }));
+            frames.push(Kind::Cast(Cast {
+                service: name(300),
+                method: name(size % 200),
+                payload: payload(size),
+                trace_id: name(64),
+            }));
+            frames.push(Kind::GroupCast(GroupCast {
+                group: name(130),
+                method: name(130),
+                payload: payload(size),
+                trace_id: name(130),
+            }));
+            frames.push(Kind::Reply(Reply {
+                id: u64::MAX,
+                result: Some(reply::Result::Ok(payload(size))),
+            }));
+        }
+        frames.push(Kind::Heartbeat(Heartbeat { sequence: 9 }));
+        for kind in frames {
+            let frame = Frame { kind: Some(kind) };
+            let exact = prost::Message::encoded_len(&frame);
+            assert!(size_bound(&frame) >= exact, "{exact} undercounted");
+        }
     }
 }

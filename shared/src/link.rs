@@ -6,14 +6,13 @@
 //! stream. Heartbeats run on the control lane, apart from data, so a busy or large transfer never
 //! makes a healthy peer look dead.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
-use switchboard_proto::v1::{self as wire, frame::Kind, node_client::NodeClient};
+use switchboard_proto::v1::{self as wire, Lane, frame::Kind, node_client::NodeClient};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout_at;
 use tokio_stream::StreamExt;
@@ -21,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::NodeError;
 use crate::handshake::{self, HandshakeError, Party, Role, Transcript};
-use crate::lane::{BULK_THRESHOLD, BatchingStream, FrameReader, LANES, LaneSender};
+use crate::lane::{BULK_THRESHOLD, BatchingStream, FrameReader, LANES, LaneSender, size_bound};
 use crate::node::NodeInner;
+use crate::routes::FastMap;
 
 /// How long a dial, handshake included, may take. A frozen peer accepts TCP but never answers.
 pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -53,7 +53,7 @@ pub(crate) struct Link {
     /// Calls waiting for replies. Their deadlines are enforced by [`Link::expire`] on the
     /// detector's tick rather than a timer per call: a busy link makes no timer-wheel traffic,
     /// and a deadline is honoured within half a heartbeat interval.
-    pending: Mutex<HashMap<u64, Waiting>>,
+    pending: Mutex<FastMap<u64, Waiting>>,
     next_id: AtomicU64,
     in_flight: AtomicUsize,
     opened: Instant,
@@ -104,6 +104,12 @@ impl Link {
     }
 
     fn check_size(&self, frame: &wire::Frame) -> Result<usize, NodeError> {
+        let bound = size_bound(frame);
+        // Small enough for the data lane and the frame limit whatever its exact size: the usual
+        // case, decided without walking the frame.
+        if bound <= BULK_THRESHOLD && bound + 16 <= self.max_frame {
+            return Ok(bound);
+        }
         let size = frame.encoded_len();
         // A batch adds a few bytes of framing around each frame.
         if size + 16 > self.max_frame {
@@ -129,7 +135,6 @@ impl Link {
         if self.closed.is_cancelled() {
             return Err(down(false));
         }
-        let service = call.service.clone();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         call.id = id;
         let frame = wire::Frame {
@@ -162,10 +167,8 @@ impl Link {
             self.pending_lock().remove(&id);
             return Err(error);
         }
+        // A timeout comes back without the service's name: the caller knows it and adds it.
         match rx.await {
-            Ok(Err(NodeError::Timeout { timeout, .. })) => {
-                Err(NodeError::Timeout { service, timeout })
-            }
             Ok(result) => result,
             Err(_) => Err(down(true)),
         }
@@ -259,7 +262,7 @@ impl Link {
         true
     }
 
-    fn pending_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiting>> {
+    fn pending_lock(&self) -> std::sync::MutexGuard<'_, FastMap<u64, Waiting>> {
         // A poisoned map only means a thread panicked while holding it; the map itself is intact.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -286,14 +289,22 @@ async fn dial_inner(
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(4 * 1024 * 1024))
         .initial_connection_window_size(Some(16 * 1024 * 1024));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| NodeError::Transport(format!("cannot connect to {address}: {e}")))?;
     let max = node.config.max_frame_bytes;
-    let client = NodeClient::new(channel)
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+    let connect = || async {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| NodeError::Transport(format!("cannot connect to {address}: {e}")))?;
+        Ok::<_, NodeError>(
+            NodeClient::new(channel)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+    };
+    // Control and data share one connection; bulk gets its own, so a large transfer never
+    // queues small calls behind it in one socket's buffers or one HTTP/2 connection window.
+    let shared = connect().await?;
+    let bulk = connect().await?;
     let closed = CancellationToken::new();
     let mut senders = Vec::with_capacity(3);
     let mut readers = Vec::with_capacity(3);
@@ -323,6 +334,7 @@ async fn dial_inner(
         .map_err(|_| NodeError::Transport("lane closed".into()))?;
         // Requests carry no terminal status; `map_while` just unwraps the frames.
         let outbound = BatchingStream::new(rx, closed.clone()).map_while(Result::ok);
+        let client = if lane == Lane::Bulk { &bulk } else { &shared };
         let response = client
             .clone()
             .link(outbound)
@@ -396,7 +408,7 @@ async fn dial_inner(
         incarnation,
         address,
         lanes,
-        pending: Mutex::new(HashMap::new()),
+        pending: Mutex::default(),
         next_id: AtomicU64::new(1),
         in_flight: AtomicUsize::new(0),
         opened: Instant::now(),

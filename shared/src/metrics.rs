@@ -4,7 +4,6 @@
 //! Each [`Node`](crate::Node) owns its own registry, so several nodes in one test process keep
 //! separate figures. Services add their own metrics to [`Metrics::registry`].
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use prometheus::{
@@ -26,7 +25,7 @@ pub struct Metrics {
     pub(crate) failovers: IntCounterVec,
     pub(crate) queued_frames: IntGauge,
     /// Resolved call series per service, so the call path does no label lookups.
-    series: Arc<RwLock<HashMap<String, Arc<[CallSeries; 2]>>>>,
+    series: Arc<RwLock<crate::routes::FastMap<String, Arc<[CallSeries; 2]>>>>,
 }
 
 /// Where a call was served.
@@ -59,8 +58,14 @@ pub(crate) struct CallSeries {
 impl CallSeries {
     /// Counts one call with outcome `OUTCOMES[outcome]` that took `seconds`.
     pub(crate) fn observe(&self, outcome: usize, seconds: f64) {
-        self.outcomes[outcome.min(OUTCOMES.len() - 1)].inc();
+        self.count(outcome);
         self.seconds.observe(seconds);
+    }
+
+    /// Counts one call with outcome `OUTCOMES[outcome]` without timing it (a local call that
+    /// answered at once: reading the clock would cost more than the call).
+    pub(crate) fn count(&self, outcome: usize) {
+        self.outcomes[outcome.min(OUTCOMES.len() - 1)].inc();
     }
 }
 

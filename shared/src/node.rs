@@ -27,9 +27,19 @@ use crate::failover::CallOptions;
 use crate::link::Link;
 use crate::metrics::Metrics;
 use crate::registry::{Local, NodeInfo, Peer, PeerState};
+use crate::routes::{FastMap, Route, Routes};
 use crate::server::NodeService;
-use crate::service::{Request, Service, SharedGroupMember, SharedService};
+use crate::service::{ByteString, Request, Service, SharedGroupMember, SharedService};
 use crate::system;
+
+/// A call that arrived over a link, its names checked to be UTF-8.
+#[derive(Debug)]
+pub(crate) struct InboundCall {
+    pub(crate) service: ByteString,
+    pub(crate) request: Request,
+    /// The caller's remaining deadline; 0 when it gave none.
+    pub(crate) timeout_ms: u32,
+}
 
 /// The state behind a [`Node`] handle, shared with its tasks.
 pub(crate) struct NodeInner {
@@ -49,6 +59,8 @@ pub(crate) struct NodeInner {
     /// Peers with a reconnect loop running.
     pub(crate) reconnecting: Mutex<HashSet<String>>,
     pub(crate) events: broadcast::Sender<ClusterEvent>,
+    /// Routes calls read, cached until the registry changes.
+    pub(crate) routes: Routes,
     /// Woken whenever a link opens or closes or an advertisement changes.
     pub(crate) registry_changed: Notify,
     pub(crate) shutdown: CancellationToken,
@@ -82,7 +94,7 @@ pub struct NodeBuilder {
     config: NodeConfig,
     cookie: Cookie,
     hidden: bool,
-    services: HashMap<String, SharedService>,
+    services: FastMap<String, SharedService>,
     groups: HashMap<String, Vec<SharedGroupMember>>,
 }
 
@@ -103,7 +115,7 @@ impl NodeBuilder {
             config,
             cookie,
             hidden: false,
-            services: HashMap::new(),
+            services: FastMap::default(),
             groups: HashMap::new(),
         }
     }
@@ -169,6 +181,7 @@ impl NodeBuilder {
             address_book: Mutex::new(HashMap::new()),
             reconnecting: Mutex::new(HashSet::new()),
             events,
+            routes: Routes::default(),
             registry_changed: Notify::new(),
             shutdown: CancellationToken::new(),
             draining: CancellationToken::new(),
@@ -494,7 +507,31 @@ impl NodeInner {
         for link in self.links() {
             link.send_control(Kind::Advertise(advertisement.clone()));
         }
+        self.registry_did_change();
+    }
+
+    /// Called after every change to what this node hosts or to its peers' links and
+    /// advertisements: drops the cached routes and wakes whoever waits for a provider.
+    pub(crate) fn registry_did_change(&self) {
+        self.routes.clear();
         self.registry_changed.notify_waiters();
+    }
+
+    /// Where calls to `service` go now: from the cache, or resolved and cached.
+    pub(crate) fn route(&self, service: &str) -> Arc<Route> {
+        if let Some(route) = self.routes.get(service) {
+            return route;
+        }
+        // Read before the registry, so a change made while resolving keeps this out of the cache.
+        let generation = self.routes.generation();
+        let route = Arc::new(Route {
+            name: Bytes::copy_from_slice(service.as_bytes()),
+            local: self.local_service(service),
+            remote: self.remote_providers(service, None, &[]),
+            series: self.metrics.call_series(service),
+        });
+        self.routes.insert(service, generation, &route);
+        route
     }
 
     /// Every open link.
@@ -548,33 +585,33 @@ impl NodeInner {
     pub(crate) async fn serve_call(
         &self,
         peer: &str,
-        call: wire::Call,
+        call: InboundCall,
     ) -> Result<Bytes, NodeError> {
-        let span = tracing::info_span!("serve", node = %self.name, trace_id = %call.trace_id, service = %call.service, method = %call.method, caller = %peer);
-        let request = Request {
-            method: call.method,
-            payload: call.payload,
-            trace_id: call.trace_id,
-        };
-        if call.service == system::SERVICE {
+        let InboundCall {
+            service,
+            request,
+            timeout_ms,
+        } = call;
+        let span = tracing::info_span!("serve", node = %self.name, trace_id = %request.trace_id, service = %service, method = %request.method, caller = %peer);
+        if service == system::SERVICE {
             return system::handle(self, request).await;
         }
         if self.stopping.load(Ordering::Relaxed) {
             return Err(NodeError::ShuttingDown);
         }
-        let Some(service) = self.local_service(&call.service) else {
+        let Some(handler) = self.local_service(&service) else {
             return Err(NodeError::NoProvider {
-                service: call.service,
+                service: service.to_string(),
             });
         };
-        let timeout = if call.timeout_ms == 0 {
+        let timeout = if timeout_ms == 0 {
             self.config.call_timeout()
         } else {
-            Duration::from_millis(call.timeout_ms.into())
+            Duration::from_millis(timeout_ms.into())
         };
         let mut work = self
             .work
-            .track_future(service.handle(request).instrument(span));
+            .track_future(handler.handle(request).instrument(span));
         // A handler that answers on its first poll never touches the timer wheel.
         if let Some(result) = (&mut work).now_or_never() {
             return result.map_err(NodeError::Service);
@@ -582,7 +619,7 @@ impl NodeInner {
         match tokio::time::timeout(timeout, work).await {
             Ok(result) => result.map_err(NodeError::Service),
             Err(_) => Err(NodeError::Timeout {
-                service: call.service,
+                service: service.to_string(),
                 timeout,
             }),
         }
@@ -611,9 +648,9 @@ impl NodeInner {
 
     fn broadcast(&self, group: &str, method: &str, payload: Bytes) -> usize {
         let message = Request {
-            method: method.to_owned(),
+            method: method.into(),
             payload,
-            trace_id: String::new(),
+            trace_id: ByteString::new(),
         };
         let mut reached = 0;
         if self.read_local().groups.contains_key(group) {
@@ -628,10 +665,10 @@ impl NodeInner {
             .collect();
         for link in targets {
             let frame = Kind::GroupCast(wire::GroupCast {
-                group: group.to_owned(),
-                method: message.method.clone(),
+                group: Bytes::copy_from_slice(group.as_bytes()),
+                method: message.method.as_bytes().clone(),
                 payload: message.payload.clone(),
-                trace_id: String::new(),
+                trace_id: Bytes::new(),
             });
             match link.send_now(frame) {
                 Ok(()) => {

@@ -13,6 +13,7 @@ use rand::Rng;
 use switchboard_proto::v1 as wire;
 
 use crate::link::Link;
+use crate::routes::FastMap;
 use crate::service::{SharedGroupMember, SharedService};
 
 /// How a peer looks from here.
@@ -60,7 +61,7 @@ pub(crate) struct Peer {
 /// What this node hosts.
 #[derive(Default)]
 pub(crate) struct Local {
-    pub(crate) services: HashMap<String, SharedService>,
+    pub(crate) services: FastMap<String, SharedService>,
     pub(crate) groups: HashMap<String, Vec<SharedGroupMember>>,
     pub(crate) version: u64,
     pub(crate) draining: bool,

@@ -78,7 +78,7 @@ async fn accept(
     };
     node.inbound_lane_opened(&hello);
     let context = LaneContext {
-        peer: hello.name.clone(),
+        peer: hello.name.as_str().into(),
         incarnation: hello.incarnation,
         reply: tx,
         link: None,

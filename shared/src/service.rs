@@ -10,18 +10,23 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+pub use bytestring::ByteString;
 
 use crate::error::ServiceError;
 
 /// A request to a service or a message to a process group.
+///
+/// The method and trace id are [`ByteString`]s (immutable UTF-8 over [`Bytes`], read as `&str`
+/// through `Deref`): a request that arrived over a link holds slices of the received frame
+/// rather than copies, and cloning one for every member of a group copies nothing.
 #[derive(Debug, Clone)]
 pub struct Request {
     /// The operation, e.g. `post_message`.
-    pub method: String,
+    pub method: ByteString,
     /// The encoded request.
     pub payload: Bytes,
     /// Trace id shared by every node that handles this request.
-    pub trace_id: String,
+    pub trace_id: ByteString,
 }
 
 /// The future a service returns.

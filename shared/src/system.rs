@@ -15,7 +15,7 @@ use crate::service::Request;
 pub const SERVICE: &str = "switchboard.node";
 
 pub(crate) async fn handle(node: &NodeInner, request: Request) -> Result<Bytes, NodeError> {
-    match request.method.as_str() {
+    match &*request.method {
         "ping" => Ok(request.payload),
         "members" => Ok(members(node).encode_to_vec().into()),
         other => Err(ServiceError::new(

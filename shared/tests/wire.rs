@@ -75,7 +75,7 @@ fn call_frame() -> Kind {
         payload: Bytes::from("sneaky"),
         idempotent: true,
         timeout_ms: 1000,
-        trace_id: String::new(),
+        trace_id: Bytes::new(),
     })
 }
 

@@ -172,7 +172,7 @@ impl Feed {
     }
 
     async fn handle(&self, message: Request) {
-        match message.method.as_str() {
+        match &*message.method {
             names::ROOM_EVENT => {
                 let Ok(event) = wire::RoomEvent::decode(message.payload) else {
                     tracing::warn!("undecodable room event dropped");

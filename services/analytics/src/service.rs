@@ -24,7 +24,7 @@ impl AnalyticsService {
     }
 
     fn dispatch(&self, request: &Request) -> Result<Bytes, ServiceError> {
-        match request.method.as_str() {
+        match &*request.method {
             "report" => {
                 let r = wire::AnalyticsRequest::decode(&request.payload[..]).map_err(|e| {
                     ServiceError::new("invalid_request", format!("malformed request: {e}"))

@@ -4,6 +4,7 @@
 //! callers fail over to another.
 
 pub mod configuration;
+mod group_commit;
 mod service;
 pub mod store;
 

@@ -14,7 +14,8 @@ use switchboard::{Bytes, Node, Request, Service, ServiceError};
 use switchboard_proto::names;
 use switchboard_proto::v1 as wire;
 
-use crate::store::Store;
+use crate::group_commit::GroupCommit;
+use crate::store::{NewPost, Store};
 
 /// The service a database node hosts.
 #[derive(Debug, Clone)]
@@ -26,13 +27,19 @@ pub struct DatabaseService {
 struct Inner {
     store: Store,
     node: Node,
+    /// Posts go through group commit; everything else straight to the store.
+    posts: GroupCommit,
 }
 
 impl DatabaseService {
     /// Serves `store`, broadcasting events through `node`.
     pub fn new(store: Store, node: Node) -> Self {
         Self {
-            inner: Arc::new(Inner { store, node }),
+            inner: Arc::new(Inner {
+                posts: GroupCommit::start(store.clone(), node.metrics().registry()),
+                store,
+                node,
+            }),
         }
     }
 }
@@ -57,7 +64,7 @@ impl Inner {
     async fn dispatch(&self, request: Request) -> Result<Bytes, ServiceError> {
         let store = &self.store;
         let payload = &request.payload[..];
-        match request.method.as_str() {
+        match &*request.method {
             "register" => {
                 let r: wire::RegisterRequest = decode(payload)?;
                 let user = store.register(&r.username, &r.password_hash).await?;
@@ -124,8 +131,14 @@ impl Inner {
             }
             "post_message" => {
                 let r: wire::PostMessageRequest = decode(payload)?;
-                let outcome = store
-                    .post_message(r.user_id, r.room_id, &r.body, &r.idempotency_key)
+                let outcome = self
+                    .posts
+                    .post(NewPost {
+                        user_id: r.user_id,
+                        room_id: r.room_id,
+                        body: r.body,
+                        key: r.idempotency_key,
+                    })
                     .await?;
                 self.publish(outcome.event);
                 reply(&wire::PostMessageReply {

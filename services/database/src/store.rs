@@ -8,8 +8,12 @@ mod analytics;
 mod events;
 mod logs;
 mod messages;
+mod post_batch;
 mod reports;
 mod rooms;
+
+pub(crate) use messages::PostOutcome;
+pub(crate) use post_batch::NewPost;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -127,7 +127,14 @@ impl FromRequestParts<AppState> for AuthUser {
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
         let token_hash = token_hash(token);
-        let user = state.database.session(token_hash.clone()).await?;
+        let user = match state.sessions.get(&token_hash) {
+            Some(user) => user,
+            None => {
+                let user = User::from(state.database.session(token_hash.clone()).await?);
+                state.sessions.insert(&token_hash, &user);
+                user
+            }
+        };
         if let Err(retry_after) = state.limiter.check(user.id) {
             return Err(ApiError {
                 retry_after: Some(retry_after),

@@ -43,6 +43,9 @@ pub struct HttpSettings {
     pub request_timeout_ms: u64,
     /// `SWITCHBOARD_SESSION_DAYS`: how long a login token works.
     pub session_days: u64,
+    /// `SWITCHBOARD_SESSION_CACHE_MS`: how long this node trusts a session it checked without
+    /// asking the database again (logouts reach every node at once regardless); 0 turns it off.
+    pub session_cache_ms: u64,
 }
 
 impl Default for HttpSettings {
@@ -53,6 +56,7 @@ impl Default for HttpSettings {
             rate_limit: 1200,
             request_timeout_ms: 5000,
             session_days: 30,
+            session_cache_ms: 5000,
         }
     }
 }

@@ -18,6 +18,7 @@ mod reporting;
 mod request_id;
 mod routes;
 mod service_client;
+mod session_cache;
 pub mod startup;
 mod state;
 mod validation;

@@ -14,7 +14,7 @@ pub(crate) fn timestamp(ms: i64) -> String {
 }
 
 /// An account as others see it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct User {
     /// Unique id.
     pub(crate) id: i64,

@@ -55,7 +55,9 @@ impl ServiceClient {
         let options = CallOptions {
             timeout: Some(timeout),
             idempotent,
-            trace_id: Some(request_id::current()).filter(|id| !id.is_empty()),
+            trace_id: Some(request_id::current())
+                .filter(|id| !id.is_empty())
+                .map(Into::into),
         };
         self.node
             .call_message(self.service, method, request, options)

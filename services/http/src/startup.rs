@@ -28,6 +28,7 @@ use crate::request_id;
 use crate::routes::{
     accounts, analytics, anomalies, events, logs, messages, operations, reports, rooms,
 };
+use crate::session_cache::SessionCache;
 use crate::state::AppState;
 
 /// Request bodies larger than this are refused with 413.
@@ -113,11 +114,23 @@ impl Application {
         let log_tail = LogTail::default();
         let tail = log_tail.clone();
         node.join_group(names::LOG_TAIL, move |message| tail.deliver(message));
+        let sessions = Arc::new(SessionCache::new(Duration::from_millis(
+            settings.session_cache_ms,
+        )));
+        let revocations = sessions.clone();
+        node.register_service(
+            names::HTTP_SESSIONS,
+            move |request: switchboard::Request| {
+                let answer = revocations.serve(&request);
+                async move { answer }
+            },
+        );
         let timeout = Duration::from_millis(settings.request_timeout_ms.max(1));
         let state = AppState {
             database: Database::new(node.clone(), timeout),
             reporting: Reporting::new(node.clone(), timeout),
             limiter: Arc::new(RateLimiter::new(settings.rate_limit)),
+            sessions,
             live,
             latency: switchboard_analytics::DeliveryLatency::start(&node),
             log_tail,

@@ -11,6 +11,7 @@ use crate::live::LiveHub;
 use crate::log_tail::LogTail;
 use crate::rate_limit::RateLimiter;
 use crate::reporting::Reporting;
+use crate::session_cache::SessionCache;
 
 /// Shared state of the API.
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub(crate) struct AppState {
     pub(crate) latency: switchboard_analytics::DeliveryLatency,
     /// Per-user limits.
     pub(crate) limiter: Arc<RateLimiter>,
+    /// Sessions checked recently.
+    pub(crate) sessions: Arc<SessionCache>,
     /// Settings.
     pub(crate) settings: Arc<HttpSettings>,
 }

@@ -16,6 +16,7 @@ on_both_backends!(
     messages_post_page_edit_delete,
     idempotent_retry_returns_the_identical_message,
     two_http_nodes_posting_concurrently_produce_gapless_seqs,
+    posts_committed_together_are_answered_one_by_one,
     non_members_are_refused_read_post_and_events,
     sse_on_one_http_node_receives_a_post_made_through_another,
     sse_resume_with_last_event_id_misses_nothing,
@@ -389,6 +390,93 @@ async fn two_http_nodes_posting_concurrently_produce_gapless_seqs(backend: Backe
         after = page.body["next_after"].as_i64().unwrap();
     }
     assert_eq!(stored, (1..=120).collect::<Vec<i64>>());
+}
+
+/// Posts arriving at once share a commit (group commit in the database node); each must still
+/// get its own answer: retries of one key return the one message, a non-member is refused, and
+/// nobody else's post is disturbed.
+async fn posts_committed_together_are_answered_one_by_one(backend: Backend) {
+    let Some(cluster) = Cluster::start(backend, 1, 1).await else {
+        return;
+    };
+    let owner = cluster.api(0).register("batch_owner").await;
+    let member = cluster.api(0).register("batch_member").await;
+    let outsider = cluster.api(0).register("batch_outsider").await;
+    let room = owner.create_room("batched").await;
+    member
+        .post(&format!("/v1/rooms/{room}/join"), json!({}))
+        .await;
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let api = if i % 2 == 0 {
+            owner.clone()
+        } else {
+            member.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            (
+                "fresh",
+                api.post_message(room, &format!("message {i}"), None).await,
+            )
+        }));
+    }
+    for _ in 0..10 {
+        let api = member.clone();
+        tasks.push(tokio::spawn(async move {
+            (
+                "retry",
+                api.post_message(room, "sent once", Some("same-key")).await,
+            )
+        }));
+    }
+    let api = outsider.clone();
+    tasks.push(tokio::spawn(async move {
+        ("outsider", api.post_message(room, "let me in", None).await)
+    }));
+    let mut retried_ids = HashSet::new();
+    for task in tasks {
+        let (kind, reply) = task.await.unwrap();
+        match kind {
+            "outsider" => assert_eq!(
+                (reply.status, reply.code()),
+                (StatusCode::FORBIDDEN, "not_a_member")
+            ),
+            "retry" => {
+                assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+                assert_eq!(reply.body["body"], "sent once");
+                retried_ids.insert(reply.body["id"].as_i64().unwrap());
+            }
+            _ => assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body),
+        }
+    }
+    assert_eq!(retried_ids.len(), 1, "ten retries of one key, one message");
+    let page = owner
+        .get(&format!("/v1/rooms/{room}/messages?after=0&limit=200"))
+        .await;
+    let seqs: Vec<i64> = page.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=31).collect::<Vec<i64>>(),
+        "30 posts and one retried"
+    );
+    // And they really were committed together: 41 posts in fewer transactions.
+    let metrics = cluster.databases[0].metrics().render();
+    let figure = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{metrics}"))
+    };
+    assert_eq!(figure("switchboard_group_commit_batch_posts_sum"), 41.0);
+    let batches = figure("switchboard_group_commit_batch_posts_count");
+    assert!(batches < 41.0, "41 posts in {batches} batches");
 }
 
 async fn non_members_are_refused_read_post_and_events(backend: Backend) {

@@ -45,7 +45,7 @@ impl LogService {
     }
 
     async fn dispatch(&self, request: Request) -> Result<Bytes, ServiceError> {
-        match request.method.as_str() {
+        match &*request.method {
             "append" => {
                 let batch = wire::LogBatch::decode(request.payload).map_err(malformed)?;
                 self.append(batch, request.trace_id).await
@@ -69,7 +69,7 @@ impl LogService {
     async fn append(
         &self,
         mut batch: wire::LogBatch,
-        trace_id: String,
+        trace_id: switchboard::ByteString,
     ) -> Result<Bytes, ServiceError> {
         if batch.entries.len() > MAX_BATCH {
             return Err(ServiceError::new(

@@ -43,7 +43,7 @@ impl ReportingService {
         let options = CallOptions {
             timeout: Some(Duration::from_secs(5)),
             idempotent,
-            trace_id: Some(trace_id.to_owned()),
+            trace_id: Some(trace_id.into()),
         };
         Ok(self
             .node
@@ -60,8 +60,8 @@ impl ReportingService {
 
     async fn dispatch(&self, request: Request) -> Result<Bytes, ServiceError> {
         let payload = &request.payload[..];
-        let trace = request.trace_id.as_str();
-        match request.method.as_str() {
+        let trace = &*request.trace_id;
+        match &*request.method {
             "file_report" => {
                 let r: wire::FileReportRequest = decode(payload)?;
                 let report: wire::ContentReport =

@@ -43,7 +43,7 @@ async fn run() -> anyhow::Result<()> {
         let name = name.clone();
         let casts = casts.clone();
         async move {
-            match request.method.as_str() {
+            match &*request.method {
                 // How many group messages this node received: lets a bench check delivery.
                 "received" => Ok(Bytes::from(casts.load(Ordering::Relaxed).to_string())),
                 "fail" => Err(ServiceError::new(

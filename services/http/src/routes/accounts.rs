@@ -12,7 +12,13 @@ use crate::auth::{self, AuthUser};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::model::{Credentials, Session, User};
+use crate::session_cache::SessionCache;
 use crate::state::AppState;
+use switchboard::{CallOptions, PeerState};
+use switchboard_proto::names;
+
+/// How long a logout waits for each other http node to drop the session from its cache.
+const REVOCATION_TIMEOUT: Duration = Duration::from_secs(1);
 use crate::validation;
 
 /// Creates an account and logs it in.
@@ -84,7 +90,40 @@ pub(crate) async fn logout(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<StatusCode, ApiError> {
-    state.database.delete_session(user.token_hash).await?;
+    state
+        .database
+        .delete_session(user.token_hash.clone())
+        .await?;
+    // Every http node, this one included, drops the session from its cache before the client
+    // hears that it is logged out.
+    state.sessions.revoke(&user.token_hash);
+    let peers = state
+        .node
+        .nodes()
+        .into_iter()
+        .filter(|n| !n.is_self && n.state == PeerState::Up)
+        .filter(|n| n.services.iter().any(|s| s == names::HTTP_SESSIONS));
+    let told = peers.map(|peer| {
+        let node = state.node.clone();
+        let payload = SessionCache::revocation(&user.token_hash);
+        async move {
+            let options = CallOptions::idempotent().timeout(REVOCATION_TIMEOUT);
+            let told = node
+                .call_on(
+                    &peer.name,
+                    names::HTTP_SESSIONS,
+                    names::SESSION_REVOKED,
+                    payload,
+                    options,
+                )
+                .await;
+            if let Err(error) = told {
+                // Its cache lets the session go within SWITCHBOARD_SESSION_CACHE_MS anyway.
+                tracing::info!(node = %peer.name, %error, "an http node was not told of a logout");
+            }
+        }
+    });
+    futures::future::join_all(told).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
