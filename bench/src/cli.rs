@@ -20,6 +20,10 @@ SCENARIOS:
     runtime     remote call, cast and local call vs tonic unary, tonic stream and JSON/HTTP
     failover    kill -9 and SIGSTOP of one of two providers under 1,000 idempotent calls/s
     hol         small calls beside 1 MiB transfers on the same link (head-of-line blocking)
+    erlang      round trips at 1 and 64 in flight and one-way messages vs two Erlang nodes
+                (skipped, saying so, when `erl` is not installed: apt-get install erlang-base)
+    footprint   idle memory (VmRSS, VmHWM) of each service binary, run as one cluster; needs
+                `cargo build --release --workspace` (skipped, saying so, without them)
     all         every scenario family implemented so far
 
 OPTIONS:
@@ -50,11 +54,21 @@ pub(crate) enum Family {
     Failover,
     /// Small calls beside 1 MiB transfers on the same link.
     Hol,
+    /// Round trips and one-way messages against two Erlang nodes doing the same.
+    Erlang,
+    /// Idle memory of each service binary.
+    Footprint,
 }
 
 impl Family {
     /// Every family, in the order `all` runs them.
-    pub(crate) const ALL: [Family; 3] = [Family::Runtime, Family::Failover, Family::Hol];
+    pub(crate) const ALL: [Family; 5] = [
+        Family::Runtime,
+        Family::Failover,
+        Family::Hol,
+        Family::Erlang,
+        Family::Footprint,
+    ];
 }
 
 /// Which server a hidden `serve-*` subcommand runs.
@@ -142,6 +156,8 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Command> {
         "runtime" => vec![Family::Runtime],
         "failover" => vec![Family::Failover],
         "hol" => vec![Family::Hol],
+        "erlang" => vec![Family::Erlang],
+        "footprint" => vec![Family::Footprint],
         "all" => Family::ALL.to_vec(),
         "serve-node" => return serve(ServerKind::Node, rest),
         "serve-tonic" => return serve(ServerKind::Tonic, rest),
@@ -288,5 +304,12 @@ mod tests {
         assert!(parse(&args("runtime --bogus")).is_err());
         assert!(parse(&args("serve-node --workers 0")).is_err());
         assert!(parse(&args("nonsense")).is_err());
+        for (name, family) in [("erlang", Family::Erlang), ("footprint", Family::Footprint)] {
+            let Command::Run { families, .. } = parse(&args(name)).unwrap() else {
+                panic!("expected a run");
+            };
+            assert_eq!(families, vec![family]);
+            assert!(Family::ALL.contains(&family));
+        }
     }
 }

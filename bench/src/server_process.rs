@@ -1,17 +1,19 @@
 //! Server processes: the bench starts each server as a separate OS process, so client and server
-//! never share a scheduler, learns its address from the `LISTENING <addr>` line it prints on
-//! stderr, and kills it when done.
+//! never share a scheduler, learns its address from the line it prints when ready (`LISTENING
+//! <addr>` on stderr for the bench's own servers), and kills it when done.
 //!
-//! A server is either the bench itself re-executed with a hidden `serve-*` subcommand, or the
-//! `switchboard-testnode` binary next to the bench's executable. Either way its tokio worker
-//! count and its CPUs (see [`crate::placement`]) are set explicitly. A re-executed bench also exits when its stdin closes, so a bench
-//! that dies without running destructors does not leave servers behind.
+//! A server is the bench itself re-executed with a hidden `serve-*` subcommand, the
+//! `switchboard-testnode` binary next to the bench's executable, or any other program a family
+//! starts (an Erlang node, a service binary) with its own readiness line. Its tokio worker
+//! count and its CPUs (see [`crate::placement`]) are set explicitly. A re-executed bench also
+//! exits when its stdin closes, so a bench that dies without running destructors does not leave
+//! servers behind.
 //!
 //! The failover scenarios also fault a server on purpose: [`ServerProcess::kill`] is `kill -9`,
 //! and [`ServerProcess::signal`] sends `SIGSTOP`/`SIGCONT` to hang and resume it.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -24,6 +26,10 @@ use crate::cli::{RunOptions, ServerKind};
 
 /// How long a server may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads one line of a server's output: what the bench needs from it (its address) if this is the
+/// line that says the server is ready, else `None`.
+pub(crate) type ReadyLine = fn(&str) -> Option<String>;
 
 /// A running server process, killed on drop.
 #[derive(Debug)]
@@ -53,7 +59,7 @@ impl ServerProcess {
             .arg("--workers")
             .arg(options.server_workers.to_string())
             .stdin(Stdio::piped());
-        Self::start(command, kind.subcommand())
+        Self::start(command, kind.subcommand(), listening)
     }
 
     /// Runs `switchboard-testnode` from beside the bench's executable as node `name`, with the
@@ -77,32 +83,26 @@ impl ServerProcess {
             )
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null());
-        Self::start(command, "switchboard-testnode")
+        Self::start(command, "switchboard-testnode", listening)
     }
 
-    /// Spawns `command` and waits until it prints the address it listens on.
-    fn start(mut command: Command, what: &str) -> anyhow::Result<Self> {
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
+    /// Spawns `command` and waits until a line of its stdout or stderr satisfies `ready`; the
+    /// server's address is what `ready` returned. The caller sets up stdin.
+    pub(crate) fn start(
+        mut command: Command,
+        what: &str,
+        ready: ReadyLine,
+    ) -> anyhow::Result<Self> {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {what}"))?;
+        let stdout = child.stdout.take().context("the server's stdout")?;
         let stderr = child.stderr.take().context("the server's stderr")?;
         let tail = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
-        let lines = tail.clone();
-        std::thread::spawn(move || {
-            // Keep draining so the server never blocks on a full pipe.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(address) = line.strip_prefix("LISTENING ") {
-                    let _ = tx.send(address.trim().to_owned());
-                }
-                let mut lines = lines.lock().unwrap_or_else(|p| p.into_inner());
-                lines.push(line);
-                if lines.len() > 20 {
-                    lines.remove(0);
-                }
-            }
-        });
+        drain(stdout, ready, tx.clone(), tail.clone());
+        drain(stderr, ready, tx, tail.clone());
         let mut server = Self {
             child,
             what: what.to_owned(),
@@ -111,7 +111,12 @@ impl ServerProcess {
         };
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(address) => server.address = address,
-            Err(_) => bail!("{} never printed its address{}", what, server.explain()),
+            Err(_) => {
+                // A server that already exited says more by how it ended.
+                let status = server.child.try_wait().ok().flatten();
+                let ended = status.map_or_else(String::new, |s| format!(" (it exited with {s})"));
+                bail!("{what} never said it was ready{ended}{}", server.explain())
+            }
         }
         Ok(server)
     }
@@ -129,9 +134,14 @@ impl ServerProcess {
     /// answering), `SIGCONT` resumes it. The process is the server itself, also when pinned:
     /// `taskset` executes the server in its own place.
     pub(crate) fn signal(&self, signal: Signal) -> anyhow::Result<()> {
-        let pid = i32::try_from(self.child.id()).context("a process id beyond i32")?;
+        let pid = i32::try_from(self.pid()).context("a process id beyond i32")?;
         kill(Pid::from_raw(pid), signal)
             .with_context(|| format!("sending {signal} to {}", self.what))
+    }
+
+    /// The server's process id (the program's own: `taskset` execs it).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Fails if the server has exited (it should run until killed).
@@ -143,12 +153,7 @@ impl ServerProcess {
     }
 
     fn explain(&self) -> String {
-        let lines = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        if lines.is_empty() {
-            String::new()
-        } else {
-            format!("; its last output:\n{}", lines.join("\n"))
-        }
+        explain(&self.tail)
     }
 }
 
@@ -159,8 +164,58 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Keeps reading `output` on a thread of its own, so the server never blocks on a full pipe:
+/// sends what `ready` finds to `found`, and keeps the last lines in `tail`.
+fn drain(
+    output: impl Read + Send + 'static,
+    ready: ReadyLine,
+    found: mpsc::Sender<String>,
+    tail: Arc<Mutex<Vec<String>>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            if let Some(address) = ready(&line) {
+                let _ = found.send(address);
+            }
+            remember(&tail, line);
+        }
+    });
+}
+
+/// Keeps `line` among the last lines of a process's output, to explain a failure.
+pub(crate) fn remember(tail: &Mutex<Vec<String>>, line: String) {
+    let mut lines = tail.lock().unwrap_or_else(|p| p.into_inner());
+    lines.push(line);
+    if lines.len() > 20 {
+        lines.remove(0);
+    }
+}
+
+/// The last lines of a process's output, as the end of an error message.
+pub(crate) fn explain(tail: &Mutex<Vec<String>>) -> String {
+    let lines = tail.lock().unwrap_or_else(|p| p.into_inner());
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; its last output:\n{}", lines.join("\n"))
+    }
+}
+
+/// The readiness line of the bench's own servers and the testnode: `LISTENING <addr>`.
+pub(crate) fn listening(line: &str) -> Option<String> {
+    line.strip_prefix("LISTENING ")
+        .map(|address| address.trim().to_owned())
+}
+
+/// Whether `path` is a file that can be run.
+pub(crate) fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// A file next to the bench's own executable.
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("finding the bench's own executable")?;
     let dir = exe
         .parent()
