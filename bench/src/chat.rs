@@ -35,9 +35,10 @@ use self::sse::Subscribers;
 use crate::cli::RunOptions;
 use crate::load::open_loop;
 use crate::placement::Placement;
-use crate::points::{Point, closed_point_per_client, measure_in_turn, selected};
+use crate::points::{Point, find, measure_in_turn, selected};
+use crate::server_process::{self, Memory};
 use crate::stats::{Bound, Check, Measurement, throughput_ratio};
-use crate::table::{Observation, Quantity, Row, Section, progress, seconds, thousands};
+use crate::table::{MemoryRow, Observation, Quantity, Row, Section, progress, seconds, thousands};
 
 /// Clients of the throughput points; the first is the one the issue's floor names.
 const CLIENTS: [usize; 2] = [64, 256];
@@ -68,19 +69,27 @@ const SETUP_IN_FLIGHT: usize = 16;
 /// How long every stream has to receive what was posted before the rest counts as lost.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(10);
 
+/// The node binaries the family runs.
+const BINARIES: [&str; 2] = ["switchboard-database", "switchboard-http"];
+
 /// Runs the family and returns its section of the report: none when `--only` selects none of
-/// its points, and one that says why when PostgreSQL cannot be had.
+/// its points, and one that says why, with nothing measured, when a node binary is missing or
+/// PostgreSQL cannot be had.
 pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>> {
     let plan = Plan::of(options);
     if !plan.throughput && !plan.delivery {
         return Ok(None);
+    }
+    if let Some(why) = server_process::missing_services(&BINARIES)? {
+        progress(format_args!("chat: {why}"));
+        return Ok(Some(Section::skipped(title(options), why)));
     }
     progress("chat: getting PostgreSQL");
     let postgres = match Postgres::create().await {
         Ok(postgres) => postgres,
         Err(why) => {
             progress(format_args!("chat: skipped, no PostgreSQL: {why:#}"));
-            return Ok(Some(skipped(options, &plan, &format!("{why:#}"))));
+            return Ok(Some(skipped(options, &format!("{why:#}"))));
         }
     };
     let measured = measure(options, &plan, &postgres).await;
@@ -148,9 +157,7 @@ async fn measure(
         ));
         let raw = postgres.raw_inserts(CLIENTS[1]).await?;
         let (points, per_point) = throughput_points(&poster, &raw, &cluster, room);
-        let mut points = selected(points, options);
-        measure_in_turn("chat", &mut points, options).await?;
-        rows.extend(points.into_iter().map(Point::into_row));
+        rows = measure_in_turn("chat", selected(points, options), options).await?;
         batches = per_point
             .into_iter()
             .map(|(clients, b)| (clients, *b.lock().unwrap_or_else(|p| p.into_inner())))
@@ -183,6 +190,7 @@ async fn measure(
             .as_ref()
             .map(Delivery::observations)
             .unwrap_or_default(),
+        memory: delivery.as_ref().map(Delivery::memory).unwrap_or_default(),
         checks,
     })
 }
@@ -281,11 +289,11 @@ fn throughput_points(
         };
         let seen = Arc::new(Mutex::new(Batches::default()));
         points.push(counting_batches(
-            closed_point_per_client(E2E, clients, post),
+            Point::closed_per_client(E2E, clients, post),
             cluster,
             seen.clone(),
         ));
-        points.push(closed_point_per_client(RAW, clients, insert));
+        points.push(Point::closed_per_client(RAW, clients, insert));
         batches.push((clients, seen));
     }
     (points, batches)
@@ -325,30 +333,36 @@ struct Delivery {
     posts: usize,
     latency: Measurement,
     lost: u64,
-    rss_before: u64,
-    rss_after: u64,
+    /// http node B before the streams opened, and with all of them open.
+    before: Memory,
+    after: Memory,
 }
 
 impl Delivery {
+    /// http node B's memory before and with the streams.
+    fn memory(&self) -> Vec<MemoryRow> {
+        let row = |state: String, memory: Memory| MemoryRow {
+            process: "switchboard-http (node B)".into(),
+            state,
+            rss: memory.rss,
+            peak: memory.peak,
+        };
+        vec![
+            row("before the SSE streams opened".into(), self.before),
+            row(
+                format!("{} SSE streams open", thousands(self.subscribers as f64)),
+                self.after,
+            ),
+        ]
+    }
+
     fn observations(&self) -> Vec<Observation> {
-        let kib = |bytes: u64| Quantity::Count(bytes / 1024);
-        let growth = self.rss_after.saturating_sub(self.rss_before) as f64
+        let growth = self.after.rss.saturating_sub(self.before.rss) as f64
             * (1000.0 / self.subscribers as f64);
         vec![
             Observation::new(
-                "http node B: RSS before the SSE streams opened (KiB)",
-                kib(self.rss_before),
-            ),
-            Observation::new(
-                format!(
-                    "http node B: RSS with {} SSE streams open (KiB)",
-                    thousands(self.subscribers as f64)
-                ),
-                kib(self.rss_after),
-            ),
-            Observation::new(
                 "http node B: RSS growth per 1,000 open SSE connections (KiB)",
-                kib(growth as u64),
+                Quantity::Count(growth as u64 / 1024),
             ),
             Observation::new(
                 "timed posts through http node A during the SSE run",
@@ -374,7 +388,7 @@ async fn deliver(
     room: i64,
 ) -> anyhow::Result<Delivery> {
     let (mut http_b, api_b) = cluster.add_http(options, "bench-http-b").await?;
-    let rss_before = http_b.rss_bytes()?;
+    let before = http_b.memory()?;
     let count = plan.subscribers;
     progress(format_args!(
         "chat: opening {count} SSE streams on http node B"
@@ -405,7 +419,7 @@ async fn deliver(
         "the probe post reached only {} of {count} SSE streams within {DELIVERY_DEADLINE:?}",
         subscribers.received()
     );
-    let rss_after = http_b.rss_bytes()?;
+    let after = http_b.memory()?;
 
     progress(format_args!(
         "chat: posting {SSE_RATE}/s through http node A for {} s",
@@ -443,26 +457,20 @@ async fn deliver(
         posts: posts.len(),
         latency: Measurement::from_samples(&mut latencies, elapsed),
         lost: expected.saturating_sub(received),
-        rss_before,
-        rss_after,
+        before,
+        after,
     })
 }
 
 /// The floors. A check whose points were not measured (see `--only`) reads n/a.
 fn checks(plan: &Plan, rows: &[Row], delivery: Option<&Delivery>) -> Vec<Check> {
-    let unmeasured = Measurement::rate(0, Duration::ZERO);
-    let find = |scenario: &str, load: &str| {
-        rows.iter()
-            .find(|row| row.scenario == scenario && row.in_flight == load)
-            .map_or(&unmeasured, |row| &row.measurement)
-    };
     let mut checks = Vec::new();
     for clients in CLIENTS {
-        let e2e = find(E2E, &clients.to_string());
-        let raw = find(RAW, &clients.to_string());
+        let e2e = find(rows, E2E, &clients.to_string());
+        let raw = find(rows, RAW, &clients.to_string());
         checks.push(Check::new(
             format!("chat post @{clients} / raw INSERT @{clients} (throughput)"),
-            throughput_ratio(e2e, raw),
+            throughput_ratio(&e2e, &raw),
             Bound::AtLeast(RATIO_FLOOR),
         ));
         let p99 = Check::within(
@@ -476,7 +484,7 @@ fn checks(plan: &Plan, rows: &[Row], delivery: Option<&Delivery>) -> Vec<Check> 
             p99
         });
     }
-    let sse = find(SSE, &plan.delivery_load);
+    let sse = find(rows, SSE, &plan.delivery_load);
     let delivered = Check::within(
         format!(
             "SSE delivery p99 @{} subscribers",
@@ -494,21 +502,16 @@ fn checks(plan: &Plan, rows: &[Row], delivery: Option<&Delivery>) -> Vec<Check> 
     checks
 }
 
-/// The section of a run without PostgreSQL: why, and every check n/a.
-fn skipped(options: &RunOptions, plan: &Plan, why: &str) -> Section {
-    Section {
-        title: title(options),
-        notes: vec![format!(
+/// The section of a run without PostgreSQL: why, and nothing measured.
+fn skipped(options: &RunOptions, why: &str) -> Section {
+    Section::skipped(
+        title(options),
+        format!(
             "skipped, nothing measured: no PostgreSQL ({why}); set {} to a server URL \
              (postgres://user:password@host:port, no database name) or let .ci/postgres.sh start one",
             postgres::SERVER_VARIABLE
-        )],
-        checks: checks(plan, &[], None)
-            .into_iter()
-            .map(Check::not_run)
-            .collect(),
-        ..Section::default()
-    }
+        ),
+    )
 }
 
 fn notes(

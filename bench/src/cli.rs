@@ -20,10 +20,14 @@ SCENARIOS:
     runtime     remote call, cast and local call vs tonic unary, tonic stream and JSON/HTTP
     failover    kill -9 and SIGSTOP of one of two providers under 1,000 idempotent calls/s
     hol         small calls beside 1 MiB transfers on the same link (head-of-line blocking)
+    erlang      round trips at 1 and 64 in flight and one-way messages vs two Erlang nodes
+                (skipped, saying so, when `erl` is not installed: apt-get install erlang-base)
+    footprint   idle memory (VmRSS, VmHWM) of each service binary, run as one cluster; needs
+                `cargo build --release --workspace` (skipped, saying so, without them)
     chat        chat posts end to end (http + database node binaries, PostgreSQL) vs raw
                 single-row INSERTs at 64 and 256 clients, and SSE delivery to 1,000 subscribers;
                 needs `cargo build --release --workspace` and PostgreSQL (SWITCHBOARD_BENCH_POSTGRES,
-                or .ci/postgres.sh starts one)
+                or .ci/postgres.sh starts one); skipped, saying so, without either
     all         every scenario family implemented so far
 
 OPTIONS:
@@ -54,14 +58,24 @@ pub(crate) enum Family {
     Failover,
     /// Small calls beside 1 MiB transfers on the same link.
     Hol,
+    /// Round trips and one-way messages against two Erlang nodes doing the same.
+    Erlang,
+    /// Idle memory of each service binary.
+    Footprint,
     /// The chat end to end against raw PostgreSQL inserts, and live delivery over SSE.
     Chat,
 }
 
 impl Family {
     /// Every family, in the order `all` runs them.
-    pub(crate) const ALL: [Family; 4] =
-        [Family::Runtime, Family::Failover, Family::Hol, Family::Chat];
+    pub(crate) const ALL: [Family; 6] = [
+        Family::Runtime,
+        Family::Failover,
+        Family::Hol,
+        Family::Erlang,
+        Family::Footprint,
+        Family::Chat,
+    ];
 }
 
 /// Which server a hidden `serve-*` subcommand runs.
@@ -151,6 +165,8 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Command> {
         "runtime" => vec![Family::Runtime],
         "failover" => vec![Family::Failover],
         "hol" => vec![Family::Hol],
+        "erlang" => vec![Family::Erlang],
+        "footprint" => vec![Family::Footprint],
         "chat" => vec![Family::Chat],
         "all" => Family::ALL.to_vec(),
         "serve-node" => return serve(ServerKind::Node, rest),
@@ -307,5 +323,12 @@ mod tests {
         assert!(parse(&args("runtime --bogus")).is_err());
         assert!(parse(&args("serve-node --workers 0")).is_err());
         assert!(parse(&args("nonsense")).is_err());
+        for (name, family) in [("erlang", Family::Erlang), ("footprint", Family::Footprint)] {
+            let Command::Run { families, .. } = parse(&args(name)).unwrap() else {
+                panic!("expected a run");
+            };
+            assert_eq!(families, vec![family]);
+            assert!(Family::ALL.contains(&family));
+        }
     }
 }

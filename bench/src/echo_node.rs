@@ -1,9 +1,16 @@
-//! The Switchboard side of the scenarios: an `echo` service and an `echo` process group that
-//! behave exactly as `switchboard-testnode`'s (reply `<node name>|<payload>`; method `received`
-//! answers how many group messages arrived), served by the hidden `serve-node` subcommand and
-//! reused in-process as the provider of the local-call scenario; and the pieces every family
-//! needs to stand a cluster up around them: starting server nodes, the bench's own client node
-//! linked to them, payloads, and the call itself.
+//! The Switchboard side of the scenarios, server and client: an `echo` service and an `echo`
+//! process group that behave exactly as `switchboard-testnode`'s (reply `<node name>|<payload>`;
+//! method `received` answers how many group messages arrived), served by the hidden `serve-node`
+//! subcommand and reused in-process as the provider of the local-call scenario; and the pieces
+//! every family needs to stand a cluster up around them and measure it: starting server nodes,
+//! the bench's own client node linked to them ([`RemoteEcho`] for the usual pair of one server
+//! and the client), payloads, the call itself, and the two point shapes run against a server: a
+//! remote `echo` call in a closed loop, and one-way group messages counted where they arrive.
+//!
+//! One-way messages have no reply to time, so their rate is what the server *received*: the bench
+//! broadcasts to the server's `echo` group for the window, then polls the server's `received`
+//! count until everything sent has arrived, and divides by the time from the first send to the
+//! last delivery. Nothing still queued counts.
 //!
 //! The bench re-executes itself for this rather than requiring `switchboard-testnode`, because
 //! `cargo run -p switchboard-bench` builds only the bench: a separately built testnode could be
@@ -11,9 +18,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use bytes::{BufMut, Bytes, BytesMut};
 use rand::Rng;
 use switchboard::{
@@ -21,7 +28,10 @@ use switchboard::{
 };
 
 use crate::cli::{RunOptions, ServerKind};
+use crate::points::Point;
 use crate::server_process::{ServerProcess, announce};
+use crate::stats::Tally;
+use crate::table::{seconds, thousands};
 
 /// The service and group the runtime scenarios use, as the testnode names them.
 pub(crate) const ECHO: &str = "echo";
@@ -38,6 +48,9 @@ const CLIENT_NAME: &str = "bench-client";
 
 /// How long a server node may take to advertise `echo` once linked.
 const ADVERTISE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Group messages sent between yields to the scheduler, so the link's writer gets to run.
+const CAST_BURST: usize = 64;
 
 /// An `echo` service answering `<name>|<payload>`, and `received` with the count in `received`.
 pub(crate) fn service(name: &str, received: Arc<AtomicU64>) -> impl Service {
@@ -139,6 +152,79 @@ pub(crate) async fn client_node(cookie: &str, servers: &[&ServerProcess]) -> any
     Ok(node)
 }
 
+/// One server node ([`SERVER_NAME`]) in a process of its own and the bench's client node linked
+/// to it: the set-up of every family that measures Switchboard between two processes.
+#[derive(Debug)]
+pub(crate) struct RemoteEcho {
+    pub(crate) server: ServerProcess,
+    pub(crate) node: Node,
+    /// The one-way messages sent and delivered over the run, for the section's note.
+    pub(crate) casts: Arc<CastCounts>,
+}
+
+impl RemoteEcho {
+    /// Starts the server node with a fresh cookie and the client node, links them, and waits
+    /// until the client sees the server's `echo` service.
+    pub(crate) async fn start(options: &RunOptions) -> anyhow::Result<Self> {
+        let cookie = fresh_cookie();
+        let server = start_server(options, SERVER_NAME, &cookie)?;
+        let node = client_node(&cookie, &[&server]).await?;
+        Ok(Self {
+            server,
+            node,
+            casts: Arc::new(CastCounts::default()),
+        })
+    }
+
+    /// A point of `in_flight` tasks each looping a remote `echo` call with `payload`.
+    pub(crate) fn call_point(
+        &self,
+        scenario: &'static str,
+        in_flight: usize,
+        payload: &Bytes,
+    ) -> Point {
+        call_point(&self.node, scenario, in_flight, payload)
+    }
+
+    /// A point of one-way messages: `broadcast` to the server's `echo` group, counted delivered.
+    pub(crate) fn cast_point(&self, scenario: &'static str, payload: &Bytes) -> Point {
+        let node = self.node.clone();
+        let payload = payload.clone();
+        let casts = self.casts.clone();
+        Point::new(scenario, "one-way", "msgs", move |warmup, measure| {
+            Box::pin(group_cast(
+                node.clone(),
+                payload.clone(),
+                casts.clone(),
+                warmup,
+                measure,
+            ))
+        })
+    }
+
+    /// Fails if the server died during the run, then stops the client node.
+    pub(crate) async fn finish(mut self) -> anyhow::Result<()> {
+        self.server.check_alive()?;
+        self.node.shutdown().await;
+        Ok(())
+    }
+}
+
+/// A point of `in_flight` tasks each looping an `echo` call from `node` with `payload` (remote
+/// or local, depending on where `node` finds the provider).
+pub(crate) fn call_point(
+    node: &Node,
+    scenario: &'static str,
+    in_flight: usize,
+    payload: &Bytes,
+) -> Point {
+    let node = node.clone();
+    let payload = payload.clone();
+    Point::closed(scenario, in_flight, move || {
+        echo_once(node.clone(), payload.clone())
+    })
+}
+
 /// A fresh cookie, so that each scenario's nodes form a cluster of their own.
 pub(crate) fn fresh_cookie() -> String {
     format!("bench-{:032x}", rand::rng().random::<u128>())
@@ -179,6 +265,114 @@ pub(crate) async fn echo_once(node: Node, payload: Bytes) -> anyhow::Result<()> 
 pub(crate) fn served_by(reply: &[u8]) -> Option<&str> {
     let bar = reply.iter().position(|&b| b == b'|')?;
     std::str::from_utf8(&reply[..bar]).ok()
+}
+
+/// How many group messages the server has received so far.
+async fn received(node: &Node) -> anyhow::Result<u64> {
+    let reply = node
+        .call(ECHO, "received", Bytes::new(), CallOptions::default())
+        .await?;
+    std::str::from_utf8(&reply)?
+        .parse()
+        .context("the server's `received` count")
+}
+
+/// Broadcasts to the server's `echo` group from a task on the client's workers for `duration`,
+/// yielding every few messages so the link's writer runs. Returns (queued, refused because the
+/// link's queue was full).
+async fn send_group_messages(
+    node: &Node,
+    payload: &Bytes,
+    duration: Duration,
+) -> anyhow::Result<(u64, u64)> {
+    let node = node.clone();
+    let payload = payload.clone();
+    let sender = tokio::spawn(async move {
+        let end = Instant::now() + duration;
+        let (mut queued, mut refused) = (0u64, 0u64);
+        while Instant::now() < end {
+            for _ in 0..CAST_BURST {
+                if node.broadcast(ECHO, "count", payload.clone()) > 0 {
+                    queued += 1;
+                } else {
+                    refused += 1;
+                    break;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        (queued, refused)
+    });
+    sender.await.context("the group sender panicked")
+}
+
+/// Waits until the server has received `target` group messages; returns the count reached.
+/// Gives up after a second without progress (messages lost) and reports what arrived.
+async fn await_delivery(node: &Node, target: u64) -> anyhow::Result<u64> {
+    let mut last = received(node).await?;
+    let mut last_progress = Instant::now();
+    while last < target {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let now = received(node).await?;
+        if now > last {
+            last = now;
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+    }
+    Ok(last)
+}
+
+/// Group messages queued, delivered and refused over every slice, for the report's note.
+#[derive(Debug, Default)]
+pub(crate) struct CastCounts {
+    queued: AtomicU64,
+    delivered: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl CastCounts {
+    /// What the one-way point did, as a note for the section; `what` names the point.
+    pub(crate) fn note(&self, what: &str, options: &RunOptions) -> String {
+        let count = |n: &AtomicU64| thousands(n.load(Ordering::Relaxed) as f64);
+        format!(
+            "{what}: `broadcast` to the server's `echo` group, {CAST_BURST} per scheduler \
+             turn, for {} s; {} queued, {} delivered (the server's `received`), {} refused by a \
+             full link queue (not counted); rate = delivered / (first send to last delivery)",
+            seconds(options.measure),
+            count(&self.queued),
+            count(&self.delivered),
+            count(&self.refused),
+        )
+    }
+}
+
+/// One slice of one-way messages: broadcasts for the window, then waits until the server has
+/// received them all. The rate is messages delivered over the time from the first send to the
+/// last delivery, so nothing still queued counts.
+async fn group_cast(
+    node: Node,
+    payload: Bytes,
+    counts: Arc<CastCounts>,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<Tally> {
+    let start = received(&node).await?;
+    let (warm, _) = send_group_messages(&node, &payload, warmup).await?;
+    let before = await_delivery(&node, start + warm).await?;
+    let started = Instant::now();
+    let (queued, refused) = send_group_messages(&node, &payload, measure).await?;
+    let after = await_delivery(&node, before + queued).await?;
+    let elapsed = started.elapsed();
+    let delivered = after - before;
+    if delivered == 0 {
+        bail!("no group message reached the server");
+    }
+    counts.queued.fetch_add(queued, Ordering::Relaxed);
+    counts.delivered.fetch_add(delivered, Ordering::Relaxed);
+    counts.refused.fetch_add(refused, Ordering::Relaxed);
+    Ok(Tally::counted(delivered, elapsed))
 }
 
 #[cfg(test)]

@@ -122,9 +122,9 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>>
             kill.as_ref(),
             hang.as_ref().map(|(h, _)| h),
         ),
-        rows: Vec::new(),
         observations,
         checks: checks(kill.as_ref(), hang.as_ref()),
+        ..Section::default()
     }))
 }
 

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::cli::RunOptions;
-use crate::echo_node::{self, PAYLOAD_BYTES, SERVER_NAME, fresh_cookie};
+use crate::echo_node::{self, PAYLOAD_BYTES, RemoteEcho};
 use crate::load::{Load, closed_loop};
-use crate::points::{Point, closed_point, measure_in_turn, selected};
-use crate::stats::{Bound, Check, Measurement, Tally, p99_ratio};
+use crate::points::{Point, find, measure_in_turn, selected};
+use crate::stats::{Bound, Check, Tally, p99_ratio};
 use crate::table::{Row, Section};
 
 /// Small calls in flight, idle and loaded.
@@ -39,33 +39,28 @@ const BULK: &str = "1 MiB echo beside the small calls (MiB each way)";
 /// Runs the family and returns its section of the report (none when `--only` selects none of
 /// its points).
 pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>> {
-    let cookie = fresh_cookie();
-    let mut server = echo_node::start_server(options, SERVER_NAME, &cookie)?;
-    let node = echo_node::client_node(&cookie, &[&server]).await?;
+    let remote = RemoteEcho::start(options).await?;
     let small = echo_node::payload(PAYLOAD_BYTES);
     let bulk = echo_node::payload(BULK_BYTES);
     let bulk_tally = Arc::new(Mutex::new(Tally::default()));
     let echo = |payload: &Bytes| {
-        let node = node.clone();
+        let node = remote.node.clone();
         let payload = payload.clone();
         move || echo_node::echo_once(node.clone(), payload.clone())
     };
-    let mut points = selected(
+    let points = selected(
         vec![
-            closed_point(IDLE, SMALL_IN_FLIGHT, echo(&small)),
+            remote.call_point(IDLE, SMALL_IN_FLIGHT, &small),
             loaded_point(echo(&small), echo(&bulk), bulk_tally.clone()),
         ],
         options,
     );
-    if !points.is_empty() {
-        measure_in_turn("hol", &mut points, options).await?;
-    }
-    server.check_alive()?;
-    node.shutdown().await;
     if points.is_empty() {
+        remote.finish().await?;
         return Ok(None);
     }
-    let mut rows: Vec<Row> = points.into_iter().map(Point::into_row).collect();
+    let mut rows = measure_in_turn("hol", points, options).await?;
+    remote.finish().await?;
     let bulk = std::mem::take(&mut *bulk_tally.lock().unwrap_or_else(|p| p.into_inner()));
     if rows.iter().any(|row| row.scenario == LOADED) {
         rows.push(Row {
@@ -95,8 +90,8 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>>
                 .into(),
         ],
         rows,
-        observations: Vec::new(),
         checks,
+        ..Section::default()
     }))
 }
 
@@ -107,11 +102,11 @@ where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
 {
-    Point {
-        scenario: LOADED,
-        in_flight: SMALL_IN_FLIGHT.to_string(),
-        unit: "calls",
-        slice: Box::new(move |warmup, measure| {
+    Point::new(
+        LOADED,
+        SMALL_IN_FLIGHT.to_string(),
+        "calls",
+        move |warmup, measure| {
             let small = small.clone();
             let bulk = bulk.clone();
             let bulk_tally = bulk_tally.clone();
@@ -133,22 +128,16 @@ where
                     .add(bulk);
                 Ok(small)
             })
-        }),
-        tally: Tally::default(),
-    }
+        },
+    )
 }
 
 /// The floor; n/a when `--only` left a point out.
 fn checks(rows: &[Row]) -> Vec<Check> {
-    let unmeasured = Measurement::rate(0, std::time::Duration::ZERO);
-    let find = |scenario: &str| {
-        rows.iter()
-            .find(|row| row.scenario == scenario)
-            .map_or(&unmeasured, |row| &row.measurement)
-    };
+    let small = SMALL_IN_FLIGHT.to_string();
     vec![Check::new(
         format!("small-call p99 beside 1 MiB echoes / idle p99 (@{SMALL_IN_FLIGHT})"),
-        p99_ratio(find(LOADED), find(IDLE)),
+        p99_ratio(&find(rows, LOADED, &small), &find(rows, IDLE, &small)),
         Bound::AtMost(P99_CEILING),
     )]
 }

@@ -10,19 +10,22 @@
 //! Layout: [`cli`] parses arguments; the scenario families, listed in [`cli::Family`], are
 //! [`runtime`] (remote, cast and local calls against the baselines in [`baseline`]),
 //! [`failover`] (a provider killed or hung under load), [`hol`] (small calls beside 1 MiB
-//! transfers) and [`chat`] (the chat's node binaries on PostgreSQL against raw inserts, and SSE
-//! delivery); [`echo_node`] is the Switchboard server they call and the cluster set-up they
-//! share; [`points`] measures a family's points in turn; [`load`] drives closed- and open-loop
-//! load; [`stats`] turns samples into rates, percentiles and checks; [`table`] renders the
-//! report; [`server_process`] starts, faults and stops the server processes; and [`placement`]
-//! pins client and servers to disjoint CPUs. Later families (fan-out, Erlang) are further
-//! modules beside these.
+//! transfers), [`erlang`] (the runtime's shapes against two Erlang nodes), [`footprint`] (idle
+//! memory of the service binaries) and [`chat`] (the chat's node binaries on PostgreSQL against
+//! raw inserts, and SSE delivery); [`echo_node`] is the Switchboard server they call and the
+//! client side they share (cluster set-up, calls, one-way casts); [`points`] measures a family's
+//! points in turn; [`load`] drives closed- and open-loop load; [`stats`] turns samples into
+//! rates, percentiles and checks; [`table`] renders the report; [`server_process`] starts,
+//! faults and stops the server processes; and [`placement`] pins client and servers to disjoint
+//! CPUs. Later families (fan-out) are further modules beside these.
 
 mod baseline;
 mod chat;
 mod cli;
 mod echo_node;
+mod erlang;
 mod failover;
+mod footprint;
 mod hol;
 mod load;
 mod placement;
@@ -96,6 +99,8 @@ async fn run(families: &[Family], options: &RunOptions) -> anyhow::Result<Report
             Family::Runtime => runtime::run(options).await?,
             Family::Failover => failover::run(options).await?,
             Family::Hol => hol::run(options).await?,
+            Family::Erlang => erlang::run(options).await?,
+            Family::Footprint => footprint::run(options).await?,
             Family::Chat => chat::run(options).await?,
         };
         report.sections.extend(section);

@@ -70,11 +70,16 @@ impl Placement {
     /// A command that runs `program` on the server CPUs (or unpinned).
     pub(crate) fn server_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         match self {
-            Placement::Pinned { server, .. } => {
-                let mut command = Command::new("taskset");
-                command.arg("-c").arg(server).arg(program);
-                command
-            }
+            Placement::Pinned { server, .. } => pinned(server, program),
+            Placement::Unpinned(_) => Command::new(program),
+        }
+    }
+
+    /// A command that runs `program` on the client CPUs (or unpinned): for a client that is a
+    /// process of its own, such as an Erlang node, rather than the bench.
+    pub(crate) fn client_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match self {
+            Placement::Pinned { client, .. } => pinned(client, program),
             Placement::Unpinned(_) => Command::new(program),
         }
     }
@@ -88,6 +93,13 @@ impl Placement {
             Placement::Unpinned(why) => format!("not pinned to CPUs: {why}"),
         }
     }
+}
+
+/// `taskset -c <cpus> <program>`: the program execs in place of taskset, keeping its pid.
+fn pinned(cpus: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("taskset");
+    command.arg("-c").arg(cpus).arg(program);
+    command
 }
 
 /// Parses a kernel CPU list such as `0-3,8,10-11`.

@@ -1,4 +1,4 @@
-//! Points measured in turn: a point is one row of a family's rate table (a scenario at some
+//! Points measured in turn: a [`Point`] is one row of a family's rate table (a scenario at some
 //! concurrency) together with how to measure one slice of it. A family measures every point's
 //! first slice, then every point's second, and so on ([`measure_in_turn`]), so that a ratio
 //! between two points compares them under the same conditions: on a small shared machine, other
@@ -13,7 +13,7 @@ use anyhow::Context;
 
 use crate::cli::RunOptions;
 use crate::load::{Load, closed_loop_per_client};
-use crate::stats::Tally;
+use crate::stats::{Measurement, Tally};
 use crate::table::{Row, progress};
 
 /// The warm-up of every slice after a point's first: enough to get back to speed.
@@ -26,6 +26,7 @@ pub(crate) type Slice = Pin<Box<dyn Future<Output = anyhow::Result<Tally>> + Sen
 pub(crate) struct Point {
     pub(crate) scenario: &'static str,
     pub(crate) in_flight: String,
+    /// What an operation is, as in `calls/s`.
     pub(crate) unit: &'static str,
     /// Measures one slice: (warm-up, measured window) -> tally.
     pub(crate) slice: Box<dyn Fn(Duration, Duration) -> Slice + Send + Sync>,
@@ -42,6 +43,60 @@ impl std::fmt::Debug for Point {
 }
 
 impl Point {
+    /// A point measured by `slice`, called with (warm-up, measured window) for every slice.
+    pub(crate) fn new<F>(
+        scenario: &'static str,
+        in_flight: impl Into<String>,
+        unit: &'static str,
+        slice: F,
+    ) -> Self
+    where
+        F: Fn(Duration, Duration) -> Slice + Send + Sync + 'static,
+    {
+        Self {
+            scenario,
+            in_flight: in_flight.into(),
+            unit,
+            slice: Box::new(slice),
+            tally: Tally::default(),
+        }
+    }
+
+    /// A closed-loop point: `in_flight` tasks of the bench looping `operation`.
+    pub(crate) fn closed<F, Fut>(scenario: &'static str, in_flight: usize, operation: F) -> Self
+    where
+        F: Fn() -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        Self::closed_per_client(scenario, in_flight, move |_| operation())
+    }
+
+    /// A closed-loop point whose task `i` loops `operation(i)`, so that each task can be a
+    /// client of its own (see [`crate::load::closed_loop_per_client`]).
+    pub(crate) fn closed_per_client<F, Fut>(
+        scenario: &'static str,
+        in_flight: usize,
+        operation: F,
+    ) -> Self
+    where
+        F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        Self::new(
+            scenario,
+            in_flight.to_string(),
+            "calls",
+            move |warmup, measure| {
+                let load = Load {
+                    in_flight,
+                    warmup,
+                    measure,
+                };
+                Box::pin(closed_loop_per_client(load, operation.clone()))
+            },
+        )
+    }
+
     /// The row of the table: every slice measured so far, added up.
     pub(crate) fn into_row(self) -> Row {
         Row {
@@ -53,44 +108,9 @@ impl Point {
     }
 }
 
-/// A closed-loop point: `in_flight` tasks looping `operation`.
-pub(crate) fn closed_point<F, Fut>(scenario: &'static str, in_flight: usize, operation: F) -> Point
-where
-    F: Fn() -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    closed_point_per_client(scenario, in_flight, move |_| operation())
-}
-
-/// A closed-loop point whose task `i` loops `operation(i)` (see
-/// [`crate::load::closed_loop_per_client`]).
-pub(crate) fn closed_point_per_client<F, Fut>(
-    scenario: &'static str,
-    in_flight: usize,
-    operation: F,
-) -> Point
-where
-    F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    Point {
-        scenario,
-        in_flight: in_flight.to_string(),
-        unit: "calls",
-        slice: Box::new(move |warmup, measure| {
-            let load = Load {
-                in_flight,
-                warmup,
-                measure,
-            };
-            Box::pin(closed_loop_per_client(load, operation.clone()))
-        }),
-        tally: Tally::default(),
-    }
-}
-
 /// The points `--only` selects (all of them without it). A family none of whose points is
-/// selected reports nothing.
+/// selected reports nothing: with several families in a run, `--only` usually names points of
+/// one.
 pub(crate) fn selected(points: Vec<Point>, options: &RunOptions) -> Vec<Point> {
     points
         .into_iter()
@@ -98,12 +118,13 @@ pub(crate) fn selected(points: Vec<Point>, options: &RunOptions) -> Vec<Point> {
         .collect()
 }
 
-/// Measures `options.rounds` slices of every point, taking the points in turn within a round.
+/// Measures `options.rounds` slices of every point, taking the points in turn within a round,
+/// and returns their rows in the points' order.
 pub(crate) async fn measure_in_turn(
     family: &str,
-    points: &mut [Point],
+    mut points: Vec<Point>,
     options: &RunOptions,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Row>> {
     let slice = options.measure / options.rounds as u32;
     for round in 0..options.rounds {
         progress(format_args!(
@@ -117,12 +138,23 @@ pub(crate) async fn measure_in_turn(
         } else {
             options.warmup.min(REWARM)
         };
-        for point in points.iter_mut() {
+        for point in &mut points {
             let tally = (point.slice)(warmup, slice)
                 .await
                 .with_context(|| format!("{} at {} in flight", point.scenario, point.in_flight))?;
             point.tally.add(tally);
         }
     }
-    Ok(())
+    Ok(points.into_iter().map(Point::into_row).collect())
+}
+
+/// The measurement of `scenario` at `in_flight` among `rows`; one that was not measured (see
+/// `--only`) has no elapsed time, so every ratio with it is not a number and its check reads n/a.
+pub(crate) fn find(rows: &[Row], scenario: &str, in_flight: &str) -> Measurement {
+    rows.iter()
+        .find(|row| row.scenario == scenario && row.in_flight == in_flight)
+        .map_or_else(
+            || Measurement::rate(0, Duration::ZERO),
+            |row| row.measurement.clone(),
+        )
 }

@@ -1,22 +1,26 @@
 //! Server processes: the bench starts each server as a separate OS process, so client and server
-//! never share a scheduler, learns its addresses from what it prints (the `LISTENING <addr>` line
-//! of the bench's own servers, or the log lines of the node binaries), and kills it when done.
+//! never share a scheduler, learns its addresses from the lines it prints when ready (`LISTENING
+//! <addr>` on stderr for the bench's own servers, the JSON log lines of the service binaries),
+//! and kills it when done.
 //!
-//! A server is the bench itself re-executed with a hidden `serve-*` subcommand, or a binary of the
-//! workspace next to the bench's executable (`switchboard-testnode`, or the chat's node binaries).
-//! Either way its tokio worker count and its CPUs (see [`crate::placement`]) are set explicitly.
-//! A re-executed bench also exits when its stdin closes, so a bench that dies without running
-//! destructors does not leave servers behind.
+//! A server is the bench itself re-executed with a hidden `serve-*` subcommand, a binary of the
+//! workspace next to the bench's executable (`switchboard-testnode`, or the service binaries
+//! `cargo build --release --workspace` builds), or any other program a family starts (an Erlang
+//! node) with its own readiness line. Its tokio worker count and its CPUs (see
+//! [`crate::placement`]) are set explicitly. A re-executed bench also exits when its stdin
+//! closes, so a bench that dies without running destructors does not leave servers behind.
 //!
 //! The failover scenarios also fault a server on purpose: [`ServerProcess::kill`] is `kill -9`,
-//! and [`ServerProcess::signal`] sends `SIGSTOP`/`SIGCONT` to hang and resume it.
+//! and [`ServerProcess::signal`] sends `SIGSTOP`/`SIGCONT` to hang and resume it. The memory
+//! families read a server's resident set with [`ServerProcess::memory`].
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
@@ -24,15 +28,22 @@ use nix::unistd::Pid;
 
 use crate::cli::{RunOptions, ServerKind};
 
-/// How long a server may take to print its address.
+/// How long a server may take to print its addresses.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What the bench learns from a server's output: picks a named address out of one line (stdout
-/// or stderr), e.g. `("listening", "127.0.0.1:41234")`.
-pub(crate) type Announcements = fn(&str) -> Option<(&'static str, String)>;
+/// Reads one line of a server's output (stdout or stderr): an address the line announces, under
+/// a name (e.g. `("listening", "127.0.0.1:41234")`), else `None`. A server is ready once it has
+/// announced every name the bench waits for.
+pub(crate) type ReadyLine = fn(&str) -> Option<(&'static str, String)>;
 
-/// The name under which [`announce`]'s line is learnt.
-const LISTENING: &str = "listening";
+/// The name of the address in an [`announce`] line.
+pub(crate) const LISTENING: &str = "listening";
+
+/// The name of a service binary's inter-node address (its `node started` log line).
+pub(crate) const NODE: &str = "node";
+
+/// The name of an http node's API address (its `http API listening` log line).
+pub(crate) const HTTP: &str = "http";
 
 /// A running server process, killed on drop.
 #[derive(Debug)]
@@ -40,7 +51,7 @@ pub(crate) struct ServerProcess {
     child: Child,
     /// What it is, for error messages.
     what: String,
-    /// The address it listens on, as it printed it (the first address the bench waited for).
+    /// The address it listens on, as it printed it (the first of the addresses waited for).
     pub(crate) address: String,
     /// Every address the bench waited for, by name.
     addresses: HashMap<&'static str, String>,
@@ -64,7 +75,7 @@ impl ServerProcess {
             .arg("--workers")
             .arg(options.server_workers.to_string())
             .stdin(Stdio::piped());
-        Self::start(command, kind.subcommand(), listening_line, &[LISTENING])
+        Self::start(command, kind.subcommand(), listening, &[LISTENING])
     }
 
     /// Runs `switchboard-testnode` from beside the bench's executable as node `name`, with the
@@ -77,20 +88,15 @@ impl ServerProcess {
         let mut command = options.placement.server_command(path);
         command
             .env("SWITCHBOARD_NODE_NAME", name)
-            .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
             .env("SWITCHBOARD_COOKIE", cookie)
+            .env("SWITCHBOARD_LISTEN", "127.0.0.1:0")
             .env(
                 "SWITCHBOARD_TESTNODE_WORKERS",
                 options.server_workers.to_string(),
             )
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null());
-        Self::start(
-            command,
-            "switchboard-testnode",
-            listening_line,
-            &[LISTENING],
-        )
+        Self::start(command, "switchboard-testnode", listening, &[LISTENING])
     }
 
     /// Runs `program`, a binary of the workspace built beside the bench's executable (`cargo
@@ -98,30 +104,38 @@ impl ServerProcess {
     /// `env`, and waits until its output has announced every address in `expected`. Of the
     /// node settings only `env` reaches it: any `SWITCHBOARD_*` or `DATABASE_URL` the bench was
     /// started with is removed, so the run does not depend on the caller's shell.
-    pub(crate) fn workspace_binary(
+    pub(crate) fn workspace_binary<K, V>(
         program: &str,
         options: &RunOptions,
-        env: &[(&str, &str)],
-        announcements: Announcements,
+        env: impl IntoIterator<Item = (K, V)>,
+        ready: ReadyLine,
         expected: &[&'static str],
-    ) -> anyhow::Result<Self> {
+    ) -> anyhow::Result<Self>
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
         let path = built_sibling(program, "cargo build --release --workspace")?;
         let mut command = options.placement.server_command(path);
         for (key, _) in std::env::vars_os() {
-            let key_text = key.to_string_lossy();
-            if key_text.starts_with("SWITCHBOARD_") || key_text == "DATABASE_URL" {
-                command.env_remove(&key);
+            if key.to_string_lossy().starts_with("SWITCHBOARD_") {
+                command.env_remove(key);
             }
         }
-        command.envs(env.iter().copied()).stdin(Stdio::null());
-        Self::start(command, program, announcements, expected)
+        command
+            .env_remove("DATABASE_URL")
+            .envs(env)
+            .stdin(Stdio::null());
+        Self::start(command, program, ready, expected)
     }
 
-    /// Spawns `command` and waits until its output has announced every address in `expected`.
-    fn start(
+    /// Spawns `command` and waits until lines of its stdout or stderr have announced (see
+    /// [`ReadyLine`]) every address in `expected`; the first is the server's
+    /// [`address`](Self::address). The caller sets up stdin.
+    pub(crate) fn start(
         mut command: Command,
         what: &str,
-        announcements: Announcements,
+        ready: ReadyLine,
         expected: &[&'static str],
     ) -> anyhow::Result<Self> {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -132,8 +146,8 @@ impl ServerProcess {
         let stderr = child.stderr.take().context("the server's stderr")?;
         let tail = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
-        drain(stdout, announcements, tx.clone(), tail.clone());
-        drain(stderr, announcements, tx, tail.clone());
+        drain(stdout, ready, tx.clone(), tail.clone());
+        drain(stderr, ready, tx, tail.clone());
         let mut server = Self {
             child,
             what: what.to_owned(),
@@ -141,18 +155,23 @@ impl ServerProcess {
             addresses: HashMap::new(),
             tail,
         };
-        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + START_TIMEOUT;
         while !expected.iter().all(|k| server.addresses.contains_key(k)) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok((name, address)) => {
                     server.addresses.entry(name).or_insert(address);
                 }
-                Err(_) => bail!(
-                    "{what} never announced its {}{}",
-                    expected.join(" and "),
-                    server.explain()
-                ),
+                Err(_) => {
+                    // A server that already exited says more by how it ended.
+                    let status = server.child.try_wait().ok().flatten();
+                    let ended =
+                        status.map_or_else(String::new, |s| format!(" (it exited with {s})"));
+                    bail!(
+                        "{what} never announced its {}{ended}{}",
+                        expected.join(" and "),
+                        server.explain()
+                    )
+                }
             }
         }
         if let Some(first) = expected.first() {
@@ -161,25 +180,12 @@ impl ServerProcess {
         Ok(server)
     }
 
-    /// The address announced as `name`.
+    /// The address announced as `name` (one of those the bench waited for).
     pub(crate) fn announced(&self, name: &str) -> anyhow::Result<&str> {
         self.addresses
             .get(name)
             .map(String::as_str)
             .with_context(|| format!("{} announced no {name}", self.what))
-    }
-
-    /// The server's process id (the server itself also when pinned: `taskset` executes it in
-    /// its own place).
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The server's resident set size (`VmRSS` in `/proc/<pid>/status`), in bytes.
-    pub(crate) fn rss_bytes(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .with_context(|| format!("reading the status of {}", self.what))?;
-        vm_rss_bytes(&status).with_context(|| format!("no VmRSS in the status of {}", self.what))
     }
 
     /// `kill -9`: the process dies at once, without closing its links gracefully. It is reaped
@@ -195,9 +201,21 @@ impl ServerProcess {
     /// answering), `SIGCONT` resumes it. The process is the server itself, also when pinned:
     /// `taskset` executes the server in its own place.
     pub(crate) fn signal(&self, signal: Signal) -> anyhow::Result<()> {
-        let pid = i32::try_from(self.child.id()).context("a process id beyond i32")?;
+        let pid = i32::try_from(self.pid()).context("a process id beyond i32")?;
         kill(Pid::from_raw(pid), signal)
             .with_context(|| format!("sending {signal} to {}", self.what))
+    }
+
+    /// The server's process id (the program's own: `taskset` execs it).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's memory now, from `/proc/<pid>/status`.
+    pub(crate) fn memory(&self) -> anyhow::Result<Memory> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .with_context(|| format!("reading /proc/<pid>/status of {}", self.what))?;
+        Memory::parse(&status).with_context(|| format!("the status of {}", self.what))
     }
 
     /// Fails if the server has exited (it should run until killed).
@@ -209,12 +227,7 @@ impl ServerProcess {
     }
 
     fn explain(&self) -> String {
-        let lines = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        if lines.is_empty() {
-            String::new()
-        } else {
-            format!("; its last output:\n{}", lines.join("\n"))
-        }
+        explain(&self.tail)
     }
 }
 
@@ -225,53 +238,149 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Keeps reading `output` so the server never blocks on a full pipe: every announced address
-/// goes to `found`, and the last lines to `tail`.
+/// A process's memory as the kernel reports it, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Memory {
+    /// Resident set size (`VmRSS`).
+    pub(crate) rss: u64,
+    /// Peak resident set size since the process started (`VmHWM`).
+    pub(crate) peak: u64,
+}
+
+impl Memory {
+    /// `VmRSS` and `VmHWM` of a `/proc/<pid>/status`.
+    fn parse(status: &str) -> anyhow::Result<Self> {
+        let field = |name: &str| -> anyhow::Result<u64> {
+            let line = status
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .with_context(|| format!("no {name}"))?;
+            let mut words = line.split_whitespace();
+            let value: u64 = words
+                .next()
+                .with_context(|| format!("{name} has no value"))?
+                .parse()
+                .with_context(|| format!("{name} is not a number"))?;
+            match words.next() {
+                Some("kB") => Ok(value * 1024),
+                other => bail!("{name} is in {other:?}, not kB"),
+            }
+        };
+        Ok(Self {
+            rss: field("VmRSS")?,
+            peak: field("VmHWM")?,
+        })
+    }
+}
+
+/// Keeps reading `output` on a thread of its own, so the server never blocks on a full pipe:
+/// sends what `ready` finds to `found`, and keeps the last lines in `tail`.
 fn drain(
     output: impl Read + Send + 'static,
-    announcements: Announcements,
+    ready: ReadyLine,
     found: mpsc::Sender<(&'static str, String)>,
     tail: Arc<Mutex<Vec<String>>>,
 ) {
     std::thread::spawn(move || {
         for line in BufReader::new(output).lines().map_while(Result::ok) {
-            if let Some(address) = announcements(&line) {
+            if let Some(address) = ready(&line) {
                 let _ = found.send(address);
             }
-            let mut lines = tail.lock().unwrap_or_else(|p| p.into_inner());
-            lines.push(line);
-            if lines.len() > 20 {
-                lines.remove(0);
-            }
+            remember(&tail, line);
         }
     });
 }
 
-/// The address in an [`announce`] line.
-fn listening_line(line: &str) -> Option<(&'static str, String)> {
+/// Keeps `line` among the last lines of a process's output, to explain a failure.
+pub(crate) fn remember(tail: &Mutex<Vec<String>>, line: String) {
+    let mut lines = tail.lock().unwrap_or_else(|p| p.into_inner());
+    lines.push(line);
+    if lines.len() > 20 {
+        lines.remove(0);
+    }
+}
+
+/// The last lines of a process's output, as the end of an error message.
+pub(crate) fn explain(tail: &Mutex<Vec<String>>) -> String {
+    let lines = tail.lock().unwrap_or_else(|p| p.into_inner());
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; its last output:\n{}", lines.join("\n"))
+    }
+}
+
+/// The readiness line of the bench's own servers and the testnode: `LISTENING <addr>` (see
+/// [`announce`]), as [`LISTENING`].
+pub(crate) fn listening(line: &str) -> Option<(&'static str, String)> {
     line.strip_prefix("LISTENING ")
         .map(|address| (LISTENING, address.trim().to_owned()))
 }
 
-/// `VmRSS` of a `/proc/<pid>/status`, in bytes.
-fn vm_rss_bytes(status: &str) -> Option<u64> {
-    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
-    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
-    Some(kib * 1024)
+/// The addresses in a service binary's JSON log line (`SWITCHBOARD_LOG_FORMAT=json`, at `info`
+/// for the two targets): `node started` carries the inter-node address, as [`NODE`]; `http API
+/// listening` the API port, as [`HTTP`] on loopback (where the bench binds it).
+pub(crate) fn service_log_line(line: &str) -> Option<(&'static str, String)> {
+    if !line.trim_start().starts_with('{') {
+        return None;
+    }
+    let entry: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    let fields = entry.get("fields")?;
+    match fields.get("message")?.as_str()? {
+        "node started" => Some((NODE, fields.get("address")?.as_str()?.to_owned())),
+        "http API listening" => {
+            Some((HTTP, format!("127.0.0.1:{}", fields.get("port")?.as_u64()?)))
+        }
+        _ => None,
+    }
 }
 
-/// `name` next to the bench's own executable, which must exist; `build` is the command that
-/// builds it, for the error.
-fn built_sibling(name: &str, build: &str) -> anyhow::Result<PathBuf> {
+/// Whether `path` is a file that can be run.
+pub(crate) fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// A file next to the bench's own executable.
+pub(crate) fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("finding the bench's own executable")?;
     let dir = exe
         .parent()
         .context("the bench's executable has no directory")?;
-    let path = dir.join(name);
-    if !path.exists() {
+    Ok(dir.join(name))
+}
+
+/// `name` next to the bench's own executable, which must be there; `build` is the command that
+/// builds it, for the error.
+fn built_sibling(name: &str, build: &str) -> anyhow::Result<PathBuf> {
+    let path = sibling(name)?;
+    if !is_executable(&path) {
         bail!("{} does not exist; build it with `{build}`", path.display());
     }
     Ok(path)
+}
+
+/// Why a family that runs the service binaries `names` cannot: those of them missing from beside
+/// the bench's executable, and how to build them; `None` when all are there.
+pub(crate) fn missing_services(names: &[&str]) -> anyhow::Result<Option<String>> {
+    let mut missing = Vec::new();
+    for name in names {
+        if !is_executable(&sibling(name)?) {
+            missing.push(*name);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let path = sibling(missing[0])?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    Ok(Some(format!(
+        "skipped: {} missing from {}; build the services with `cargo build --release \
+         --workspace`",
+        missing.join(", "),
+        dir.display()
+    )))
 }
 
 /// For a server process: exit as soon as stdin closes, i.e. when the bench that started it is
@@ -296,14 +405,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_announcements_and_rss() {
+    fn reads_announcements() {
         assert_eq!(
-            listening_line("LISTENING 127.0.0.1:4000 "),
+            listening("LISTENING 127.0.0.1:4000 "),
             Some((LISTENING, "127.0.0.1:4000".to_owned()))
         );
-        assert_eq!(listening_line("some log line"), None);
-        let status = "Name:\tswitchboard-http\nVmPeak:\t  200 kB\nVmRSS:\t   12345 kB\n";
-        assert_eq!(vm_rss_bytes(status), Some(12345 * 1024));
-        assert_eq!(vm_rss_bytes("Name:\tx\n"), None);
+        assert_eq!(listening("some log line"), None);
+    }
+
+    #[test]
+    fn finds_addresses_in_json_logs() {
+        let started = r#"{"timestamp":"2025-01-01T00:00:00Z","level":"INFO","fields":{"message":"node started","node":"log@vm","address":"127.0.0.1:40123","incarnation":7},"target":"switchboard::node"}"#;
+        assert_eq!(
+            service_log_line(started),
+            Some((NODE, "127.0.0.1:40123".to_owned()))
+        );
+        let http = r#"{"timestamp":"t","level":"INFO","fields":{"message":"http API listening","port":8081},"target":"switchboard_http::startup","span":{"name":"x"}}"#;
+        assert_eq!(
+            service_log_line(http),
+            Some((HTTP, "127.0.0.1:8081".to_owned()))
+        );
+        assert_eq!(
+            service_log_line(r#"{"fields":{"message":"database ready"}}"#),
+            None
+        );
+        assert_eq!(service_log_line("2025-01-01 INFO node started"), None);
+        assert_eq!(service_log_line("not json: node started"), None);
+        assert_eq!(service_log_line("{not json"), None);
+    }
+
+    #[test]
+    fn reads_rss_and_peak_from_proc_status() {
+        let status = "Name:\tswitchboard-log\nVmPeak:\t  123456 kB\nVmHWM:\t   20480 kB\n\
+                      VmRSS:\t   12345 kB\nThreads:\t3\n";
+        assert_eq!(
+            Memory::parse(status).unwrap(),
+            Memory {
+                rss: 12_345 * 1024,
+                peak: 20_480 * 1024
+            }
+        );
+        assert!(Memory::parse("VmRSS:\t1 kB\n").is_err());
+        assert!(Memory::parse("VmRSS:\t1 MB\nVmHWM:\t1 kB\n").is_err());
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        let memory = Memory::parse(&own).unwrap();
+        assert!(memory.rss > 0 && memory.peak >= memory.rss, "{memory:?}");
     }
 }

@@ -1,7 +1,7 @@
 //! What a measurement is: operations completed over an elapsed time, with latency percentiles
 //! when each operation was timed, added up over the slices a point is measured in; and the
-//! checks the report holds results to: ratios between measurements, durations and counts, each
-//! against the floor (or ceiling) the runtime promises.
+//! checks the report holds results to: ratios between measurements, durations, counts and
+//! amounts of memory, each against the floor (or ceiling) the runtime promises.
 
 use std::time::Duration;
 
@@ -136,6 +136,8 @@ pub(crate) enum Scale {
     Time,
     /// A count, read as `0`.
     Count,
+    /// An amount of memory in MiB, read as `12.3 MiB`.
+    Mebibytes,
 }
 
 /// A number the report checks and the bound it is held to.
@@ -172,6 +174,16 @@ impl Check {
             measured: measured.map_or(f64::INFINITY, |d| d.as_secs_f64()),
             bound: Bound::AtMost(ceiling.as_secs_f64()),
             scale: Scale::Time,
+        }
+    }
+
+    /// An amount of memory, in MiB, held to `bound` (also in MiB).
+    pub(crate) fn mebibytes(what: impl Into<String>, mebibytes: f64, bound: Bound) -> Self {
+        Self {
+            what: what.into(),
+            measured: mebibytes,
+            bound,
+            scale: Scale::Mebibytes,
         }
     }
 
@@ -288,6 +300,7 @@ mod tests {
         let timed = Measurement::from_samples(&mut [10, 10], Duration::from_secs(1));
         let untimed = Measurement::rate(5, Duration::from_secs(1));
         assert!(p50_ratio(&timed, &untimed).is_nan());
+        assert!(p99_ratio(&untimed, &timed).is_nan());
         assert_eq!(throughput_ratio(&timed, &untimed), 0.4);
         assert!(throughput_ratio(&timed, &Measurement::rate(0, Duration::ZERO)).is_nan());
         let slower = Measurement::from_samples(&mut [10, 30], Duration::from_secs(1));
@@ -308,5 +321,11 @@ mod tests {
         assert_eq!(Check::none("x", 0).verdict(), "PASS");
         assert_eq!(Check::none("x", 1).verdict(), "MISS");
         assert_eq!(Check::none("x", 0).not_run().verdict(), "n/a");
+        let small = Check::mebibytes("x", 12.3, Bound::AtMost(30.0));
+        assert_eq!((small.scale, small.verdict()), (Scale::Mebibytes, "PASS"));
+        assert_eq!(
+            Check::mebibytes("x", 30.5, Bound::AtMost(30.0)).verdict(),
+            "MISS"
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! The report: per scenario family, a table of measured points (rates and latencies), a table of
-//! observations that are not rates (how long a failover took, how many calls failed), and one of
-//! checks against the runtime's floors, under a header that states how the run was set up
-//! (worker counts, durations, CPUs, commit); rendered as aligned text for the terminal and as
-//! Markdown for `BENCHMARKS.md`.
+//! observations that are not rates (how long a failover took, how many calls failed), for a
+//! family that measures memory one of process footprints, and one of checks against the
+//! runtime's floors, under a header that states how the run was set up (worker counts,
+//! durations, CPUs, commit); rendered as aligned text for the terminal and as Markdown for
+//! `BENCHMARKS.md`. A family that could not run (a tool or binary missing) reports a section
+//! whose notes say why, with no tables.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -57,7 +59,20 @@ pub(crate) enum Quantity {
     Absent(String),
 }
 
-/// What one scenario family reports.
+/// The memory of one process in a given state, as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemoryRow {
+    pub(crate) process: String,
+    /// What the process was doing when measured, e.g. `idle`.
+    pub(crate) state: String,
+    /// Resident set size (`VmRSS`), in bytes.
+    pub(crate) rss: u64,
+    /// Peak resident set size since the process started (`VmHWM`), in bytes.
+    pub(crate) peak: u64,
+}
+
+/// What one scenario family reports. A family skipped (for lack of a tool or a binary) has notes
+/// saying why and no tables.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Section {
     pub(crate) title: String,
@@ -65,7 +80,38 @@ pub(crate) struct Section {
     pub(crate) notes: Vec<String>,
     pub(crate) rows: Vec<Row>,
     pub(crate) observations: Vec<Observation>,
+    pub(crate) memory: Vec<MemoryRow>,
     pub(crate) checks: Vec<Check>,
+}
+
+impl Section {
+    /// A section that measured nothing, saying why.
+    pub(crate) fn skipped(title: impl Into<String>, why: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            notes: vec![why.into()],
+            ..Self::default()
+        }
+    }
+
+    /// The section's tables, those that have rows, in order: each as cells with its columns'
+    /// right-alignment (for Markdown).
+    fn tables(&self) -> Vec<(Vec<Vec<String>>, &'static [bool])> {
+        let mut tables: Vec<(Vec<Vec<String>>, &'static [bool])> = Vec::new();
+        if !self.rows.is_empty() {
+            tables.push((measurement_cells(self), &[false, true, true, true, true]));
+        }
+        if !self.observations.is_empty() {
+            tables.push((observation_cells(self), &[false, true, false]));
+        }
+        if !self.memory.is_empty() {
+            tables.push((memory_cells(self), &[false, false, true, true]));
+        }
+        if !self.checks.is_empty() {
+            tables.push((check_cells(self), &[false, true, true, false]));
+        }
+        tables
+    }
 }
 
 /// The whole run.
@@ -130,17 +176,9 @@ impl Report {
             for note in &section.notes {
                 let _ = writeln!(out, "   {note}");
             }
-            if !section.rows.is_empty() {
+            for (cells, _) in section.tables() {
                 out.push('\n');
-                out.push_str(&aligned(&measurement_cells(section)));
-            }
-            if !section.observations.is_empty() {
-                out.push('\n');
-                out.push_str(&aligned(&observation_cells(section)));
-            }
-            if !section.checks.is_empty() {
-                out.push('\n');
-                out.push_str(&aligned(&check_cells(section)));
+                out.push_str(&aligned(&cells));
             }
         }
         out
@@ -166,26 +204,9 @@ impl Report {
             for note in &section.notes {
                 let _ = writeln!(out, "- {note}");
             }
-            if !section.rows.is_empty() {
+            for (cells, right) in section.tables() {
                 out.push('\n');
-                out.push_str(&markdown(
-                    &measurement_cells(section),
-                    &[false, true, true, true, true],
-                ));
-            }
-            if !section.observations.is_empty() {
-                out.push('\n');
-                out.push_str(&markdown(
-                    &observation_cells(section),
-                    &[false, true, false],
-                ));
-            }
-            if !section.checks.is_empty() {
-                out.push('\n');
-                out.push_str(&markdown(
-                    &check_cells(section),
-                    &[false, true, true, false],
-                ));
+                out.push_str(&markdown(&cells, right));
             }
         }
         out
@@ -238,6 +259,24 @@ fn observation_cells(section: &Section) -> Vec<Vec<String>> {
     cells
 }
 
+fn memory_cells(section: &Section) -> Vec<Vec<String>> {
+    let mut cells = vec![vec![
+        "process".to_owned(),
+        "state".to_owned(),
+        "RSS (VmRSS)".to_owned(),
+        "peak RSS (VmHWM)".to_owned(),
+    ]];
+    for row in &section.memory {
+        cells.push(vec![
+            row.process.clone(),
+            row.state.clone(),
+            mebibytes(row.rss as f64 / MIB),
+            mebibytes(row.peak as f64 / MIB),
+        ]);
+    }
+    cells
+}
+
 fn check_cells(section: &Section) -> Vec<Vec<String>> {
     let mut cells = vec![vec![
         "check".to_owned(),
@@ -273,6 +312,7 @@ fn checked_value(scale: Scale, value: f64, round: bool) -> String {
     match scale {
         Scale::Ratio => format!("{value:.2}x"),
         Scale::Count => thousands(value),
+        Scale::Mebibytes => mebibytes(value),
         Scale::Time if round => {
             let d = Duration::from_secs_f64(value);
             if d >= Duration::from_secs(1) {
@@ -347,6 +387,14 @@ pub(crate) fn thousands(value: f64) -> String {
         out.push(digit);
     }
     out
+}
+
+/// Bytes in a MiB.
+pub(crate) const MIB: f64 = 1024.0 * 1024.0;
+
+/// An amount of memory given in MiB, as `12.3 MiB`.
+fn mebibytes(value: f64) -> String {
+    format!("{value:.1} MiB")
 }
 
 /// A latency in the unit that keeps three significant figures readable.
@@ -438,8 +486,8 @@ mod tests {
                         measurement: Measurement::rate(1_234_567, Duration::from_secs(1)),
                     },
                 ],
-                observations: Vec::new(),
                 checks: vec![Check::new("a vs b", 1.6, Bound::AtLeast(1.5))],
+                ..Section::default()
             }],
         }
     }
@@ -511,6 +559,43 @@ mod tests {
         assert!(markdown.contains("| observation | measured | for comparison |"));
         assert!(markdown.contains("| hang detected | 1.13 s | Erlang: 45-75 s |"));
         assert!(markdown.contains("| failed calls | 0 |  |"));
+    }
+
+    #[test]
+    fn memory_rows_and_checks_print_in_mib_and_skipped_sections_print_no_table() {
+        let mut report = report();
+        report.sections = vec![
+            Section {
+                title: "footprint".into(),
+                memory: vec![MemoryRow {
+                    process: "switchboard-log".into(),
+                    state: "idle".into(),
+                    rss: 12 * 1024 * 1024 + 300 * 1024,
+                    peak: 20 * 1024 * 1024,
+                }],
+                checks: vec![Check::mebibytes(
+                    "switchboard-log idle RSS",
+                    12.3,
+                    Bound::AtMost(30.0),
+                )],
+                ..Section::default()
+            },
+            Section::skipped("erlang", "skipped: erl not found"),
+        ];
+        let text = report.render_text();
+        assert!(text.contains("RSS (VmRSS)"), "{text}");
+        assert!(text.contains("12.3 MiB"), "{text}");
+        assert!(text.contains("20.0 MiB"), "{text}");
+        assert!(text.contains("≤ 30.0 MiB"), "{text}");
+        assert!(!text.contains("throughput"), "{text}");
+        assert!(!text.contains("observation"), "{text}");
+        let markdown = report.render_markdown();
+        assert!(markdown.contains("| process | state | RSS (VmRSS) | peak RSS (VmHWM) |"));
+        assert!(markdown.contains("| --- | --- | ---: | ---: |"));
+        assert!(
+            markdown.ends_with("## erlang\n\n- skipped: erl not found\n"),
+            "{markdown}"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! each a process of its own on loopback ports the kernel picks, linked by a fresh cookie.
 //!
 //! The bench learns where each node listens from its JSON log lines (`node started` carries the
-//! inter-node address, `http API listening` the API port), so no port is fixed. The one
+//! inter-node address, `http API listening` the API port: see
+//! [`crate::server_process::service_log_line`]), so no port is fixed. The one
 //! exception is the database node's metrics endpoint, whose bound port is not logged: it gets a
 //! port the kernel just handed out and the bench released. Nodes log at `warn` except those two
 //! lines, so the per-post activity lines (`message posted`, at `info`) are not written to a pipe
@@ -14,16 +15,11 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use hyper::StatusCode;
-use serde_json::Value;
 
 use super::api::Api;
 use crate::cli::RunOptions;
 use crate::echo_node::fresh_cookie;
-use crate::server_process::ServerProcess;
-
-/// Names under which the node binaries' addresses are learnt.
-const NODE: &str = "node";
-const HTTP: &str = "http";
+use crate::server_process::{HTTP, NODE, ServerProcess, service_log_line};
 
 /// The log filter of every node: quiet, but for the lines that announce the addresses.
 const LOG_FILTER: &str = "warn,switchboard::node=info,switchboard_http::startup=info";
@@ -59,8 +55,8 @@ impl Cluster {
         let database = ServerProcess::workspace_binary(
             "switchboard-database",
             options,
-            &borrowed(&env),
-            announcements,
+            env,
+            service_log_line,
             &[NODE],
         )?;
         Ok(Self {
@@ -93,8 +89,8 @@ impl Cluster {
         let process = ServerProcess::workspace_binary(
             "switchboard-http",
             options,
-            &borrowed(&env),
-            announcements,
+            env,
+            service_log_line,
             &[HTTP, NODE],
         )?;
         let api = Api::new(process.announced(HTTP)?);
@@ -137,32 +133,11 @@ fn common_env(options: &RunOptions, cookie: &str, data_dir: &str) -> Vec<(&'stat
     ]
 }
 
-fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
 /// A loopback port nobody listens on right now: bound, read and released. Only for the metrics
 /// endpoint, whose bound port the node does not log.
 fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
-}
-
-/// The addresses in a node's JSON log line: `node started` (inter-node address) and `http API
-/// listening` (the API port, on loopback as the bench binds it).
-fn announcements(line: &str) -> Option<(&'static str, String)> {
-    if !line.starts_with('{') {
-        return None;
-    }
-    let entry: Value = serde_json::from_str(line).ok()?;
-    let fields = entry.get("fields")?;
-    match fields.get("message")?.as_str()? {
-        "node started" => Some((NODE, fields.get("address")?.as_str()?.to_owned())),
-        "http API listening" => {
-            Some((HTTP, format!("127.0.0.1:{}", fields.get("port")?.as_u64()?)))
-        }
-        _ => None,
-    }
 }
 
 /// Reads the database node's `/metrics`; cheap to clone.
@@ -240,26 +215,6 @@ impl Batches {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn learns_addresses_from_json_log_lines() {
-        let started = r#"{"timestamp":"2025-01-01T00:00:00Z","level":"INFO","fields":{"message":"node started","node":"bench-database","address":"127.0.0.1:40123","incarnation":7},"target":"switchboard::node"}"#;
-        assert_eq!(
-            announcements(started),
-            Some((NODE, "127.0.0.1:40123".to_owned()))
-        );
-        let http = r#"{"level":"INFO","fields":{"message":"http API listening","port":8123},"target":"switchboard_http::startup"}"#;
-        assert_eq!(
-            announcements(http),
-            Some((HTTP, "127.0.0.1:8123".to_owned()))
-        );
-        assert_eq!(
-            announcements(r#"{"fields":{"message":"database ready"}}"#),
-            None
-        );
-        assert_eq!(announcements("2025-01-01 INFO node started"), None);
-        assert_eq!(announcements("{not json"), None);
-    }
 
     #[test]
     fn reads_the_group_commit_histogram() {

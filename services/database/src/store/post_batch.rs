@@ -1,8 +1,9 @@
 //! Posting many messages in one transaction: the store half of group commit.
 //!
-//! A batch costs a fixed number of statements whatever its size (lock the rooms, look up the
-//! idempotency keys, check memberships, bump each room's counters once, insert the messages, the
-//! events and the keys as multi-row statements) and one commit, so under load the commit and the
+//! A batch costs a fixed number of statements whatever its size (look up the idempotency keys and
+//! the authors; then, in the transaction, lock the rooms and read memberships, bump each room's
+//! counters once, insert the messages, the events and the keys as multi-row statements) and one
+//! commit, so under load the commit and the
 //! round trips are shared by every post in the batch. Each post still gets its own answer: a
 //! refused post (unknown room, not a member, key reused) is left out of the writes without
 //! failing the others. Within a room, seqs and cursors follow the batch's order, gapless.
@@ -21,7 +22,7 @@ use switchboard_proto::v1 as wire;
 
 use super::messages::PostOutcome;
 use super::rooms::{not_a_member, room_not_found};
-use super::{Store, StoreError, now_ms};
+use super::{Backend, Store, StoreError, now_ms};
 
 /// One post waiting in a batch.
 #[derive(Debug, Clone)]
@@ -98,84 +99,43 @@ impl Store {
             });
         }
 
+        // Reads that no concurrent writer can make wrong are done before the transaction, so
+        // the room locks below are held for as few round trips as possible: a room's batches
+        // queue behind each other on those locks. A stored key is final (a key committed after
+        // this read is caught when ours is inserted); a user's name and creation time never
+        // change.
+        self.find_replays(posts, &fingerprints, &mut fates).await?;
+        let mut authors: Vec<i64> = (0..posts.len())
+            .filter(|&i| matches!(fates[i], Fate::Write))
+            .map(|i| posts[i].user_id)
+            .collect();
+        authors.sort_unstable();
+        authors.dedup();
+        let users = self.users(&authors).await?;
+
         let mut tx = self.pool.begin().await?;
-        // Write first: take every room's row lock (PostgreSQL) or the write lock (SQLite) before
-        // reading anything, as a single post does, so memberships read below stay true until
-        // commit and concurrent batches queue instead of failing.
-        let mut rooms: Vec<i64> = posts.iter().map(|p| p.room_id).collect();
+        // Then write first: take every room's row lock (PostgreSQL) or the database's write lock
+        // (SQLite) before reading memberships, as a single post does, so the memberships read
+        // stay true until commit and concurrent batches queue instead of failing.
+        let mut rooms: Vec<i64> = (0..posts.len())
+            .filter(|&i| matches!(fates[i], Fate::Write))
+            .map(|i| posts[i].room_id)
+            .collect();
         rooms.sort_unstable();
         rooms.dedup();
-        let sql = format!(
-            "UPDATE rooms SET last_seq = last_seq WHERE id IN ({}) RETURNING id",
-            placeholders(1, rooms.len())
-        );
-        let existing: HashSet<i64> = bind_all(sqlx::query(&sql), &rooms)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| row.try_get("id"))
-            .collect::<Result<_, _>>()?;
-        for (fate, post) in fates.iter_mut().zip(posts) {
-            if matches!(fate, Fate::Write) && !existing.contains(&post.room_id) {
-                *fate = Fate::Done(Box::new(Err(room_not_found())));
+        let (existing, members) = if rooms.is_empty() {
+            (HashSet::new(), HashSet::new())
+        } else {
+            self.lock_rooms(&mut tx, &rooms, &authors).await?
+        };
+        for (i, post) in posts.iter().enumerate() {
+            if !matches!(fates[i], Fate::Write) {
+                continue;
             }
-        }
-
-        // Keys already stored: those posts are replays (or a key reused for something else).
-        let keyed: Vec<usize> = (0..posts.len())
-            .filter(|&i| matches!(fates[i], Fate::Write) && !posts[i].key.is_empty())
-            .collect();
-        if !keyed.is_empty() {
-            let sql = format!(
-                "SELECT user_id, key, fingerprint, response FROM idempotency_keys \
-                 WHERE (user_id, key) IN ({})",
-                tuples(keyed.len(), 2)
-            );
-            let mut query = sqlx::query(&sql);
-            for &i in &keyed {
-                query = query.bind(posts[i].user_id).bind(posts[i].key.as_str());
-            }
-            let rows = query.fetch_all(&mut *tx).await?;
-            let mut stored: HashMap<(i64, String), (String, Vec<u8>)> = HashMap::new();
-            for row in rows {
-                stored.insert(
-                    (row.try_get("user_id")?, row.try_get("key")?),
-                    (row.try_get("fingerprint")?, row.try_get("response")?),
-                );
-            }
-            for &i in &keyed {
-                if let Some((fingerprint, response)) =
-                    stored.get(&(posts[i].user_id, posts[i].key.clone()))
-                {
-                    fates[i] =
-                        Fate::Done(Box::new(replayed(fingerprint, &fingerprints[i], response)));
-                }
-            }
-        }
-
-        // Memberships, for every (room, user) still to be written.
-        let pending: Vec<usize> = (0..posts.len())
-            .filter(|&i| matches!(fates[i], Fate::Write))
-            .collect();
-        if !pending.is_empty() {
-            let sql = format!(
-                "SELECT room_id, user_id FROM memberships WHERE (room_id, user_id) IN ({})",
-                tuples(pending.len(), 2)
-            );
-            let mut query = sqlx::query(&sql);
-            for &i in &pending {
-                query = query.bind(posts[i].room_id).bind(posts[i].user_id);
-            }
-            let members: HashSet<(i64, i64)> = query
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|row| Ok((row.try_get("room_id")?, row.try_get("user_id")?)))
-                .collect::<Result<_, sqlx::Error>>()?;
-            for &i in &pending {
-                if !members.contains(&(posts[i].room_id, posts[i].user_id)) {
-                    fates[i] = Fate::Done(Box::new(Err(not_a_member())));
-                }
+            if !existing.contains(&post.room_id) {
+                fates[i] = Fate::Done(Box::new(Err(room_not_found())));
+            } else if !members.contains(&(post.room_id, post.user_id)) {
+                fates[i] = Fate::Done(Box::new(Err(not_a_member())));
             }
         }
 
@@ -244,20 +204,6 @@ impl Store {
                     ))
                 })
                 .collect::<Result<_, sqlx::Error>>()?;
-
-            let mut authors: Vec<i64> = placed.iter().map(|&(i, _, _)| posts[i].user_id).collect();
-            authors.sort_unstable();
-            authors.dedup();
-            let sql = format!(
-                "SELECT id, username, created_at FROM users WHERE id IN ({})",
-                placeholders(1, authors.len())
-            );
-            let users: HashMap<i64, wire::User> = bind_all(sqlx::query(&sql), &authors)
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|row| super::accounts::user(row).map(|user| (user.id, user)))
-                .collect::<Result<_, _>>()?;
 
             for &(i, seq, cursor) in &placed {
                 let post = &posts[i];
@@ -373,6 +319,114 @@ impl Store {
             };
         }
         Ok(answers)
+    }
+}
+
+impl Store {
+    /// Marks the posts whose key is already stored as replays (or as a key reused).
+    async fn find_replays(
+        &self,
+        posts: &[NewPost],
+        fingerprints: &[String],
+        fates: &mut [Fate],
+    ) -> Result<(), StoreError> {
+        let keyed: Vec<usize> = (0..posts.len())
+            .filter(|&i| matches!(fates[i], Fate::Write) && !posts[i].key.is_empty())
+            .collect();
+        if keyed.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "SELECT user_id, key, fingerprint, response FROM idempotency_keys \
+             WHERE (user_id, key) IN ({})",
+            tuples(keyed.len(), 2)
+        );
+        let mut query = sqlx::query(&sql);
+        for &i in &keyed {
+            query = query.bind(posts[i].user_id).bind(posts[i].key.as_str());
+        }
+        let mut stored: HashMap<(i64, String), (String, Vec<u8>)> = HashMap::new();
+        for row in query.fetch_all(&self.pool).await? {
+            stored.insert(
+                (row.try_get("user_id")?, row.try_get("key")?),
+                (row.try_get("fingerprint")?, row.try_get("response")?),
+            );
+        }
+        for &i in &keyed {
+            if let Some((fingerprint, response)) =
+                stored.get(&(posts[i].user_id, posts[i].key.clone()))
+            {
+                fates[i] = Fate::Done(Box::new(replayed(fingerprint, &fingerprints[i], response)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The users `ids`, by id.
+    async fn users(&self, ids: &[i64]) -> Result<HashMap<i64, wire::User>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!(
+            "SELECT id, username, created_at FROM users WHERE id IN ({})",
+            placeholders(1, ids.len())
+        );
+        bind_all(sqlx::query(&sql), ids)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| super::accounts::user(row).map(|user| (user.id, user)))
+            .collect()
+    }
+
+    /// Locks `rooms` for the rest of `tx` and returns the ones that exist, and which of
+    /// `users` are members of which of them. PostgreSQL does both in one statement (a row lock
+    /// with `FOR UPDATE`); SQLite takes its database write lock with a no-op update first.
+    async fn lock_rooms(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        rooms: &[i64],
+        users: &[i64],
+    ) -> Result<(HashSet<i64>, HashSet<(i64, i64)>), StoreError> {
+        let mut existing = HashSet::new();
+        let mut members = HashSet::new();
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE OF r",
+            Backend::Sqlite => {
+                let sql = format!(
+                    "UPDATE rooms SET last_seq = last_seq WHERE id IN ({})",
+                    placeholders(1, rooms.len())
+                );
+                bind_all(sqlx::query(&sql), rooms)
+                    .execute(&mut **tx)
+                    .await?;
+                ""
+            }
+        };
+        // `IN ()` is not SQL: with no users, ask about user 0, which never exists.
+        let user_count = users.len().max(1);
+        let sql = format!(
+            "SELECT r.id AS room_id, m.user_id FROM rooms r \
+             LEFT JOIN memberships m ON m.room_id = r.id AND m.user_id IN ({}) \
+             WHERE r.id IN ({}){lock}",
+            placeholders(1, user_count),
+            placeholders(1 + user_count, rooms.len()),
+        );
+        let mut query = sqlx::query(&sql);
+        if users.is_empty() {
+            query = query.bind(0_i64);
+        }
+        for value in users.iter().chain(rooms) {
+            query = query.bind(*value);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let room: i64 = row.try_get("room_id")?;
+            existing.insert(room);
+            if let Some(user) = row.try_get::<Option<i64>, _>("user_id")? {
+                members.insert((room, user));
+            }
+        }
+        Ok((existing, members))
     }
 }
 
