@@ -604,11 +604,18 @@ fn notes(
          choices already sends the survivor about half the calls; shown because the issue names \
          it, not checked"
             .into(),
-        "runtime defaults: heartbeats every 250 ms, a peer is down after 1,000 ms without a \
-         frame, checked every 125 ms; a killed process's connections close at once. Times are \
-         taken on the bench's clock: the fault just before the signal, an event when a task of \
-         the bench received it, a call when its task saw the reply"
-            .into(),
+        {
+            let defaults = switchboard::NodeConfig::loopback();
+            format!(
+                "runtime defaults: heartbeats every {} ms, a peer is down after {} ms without a \
+                 frame, checked every {} ms; a killed process's connections close at once. Times \
+                 are taken on the bench's clock: the fault just before the signal, an event when a \
+                 task of the bench received it, a call when its task saw the reply",
+                defaults.heartbeat_interval_ms,
+                defaults.heartbeat_timeout_ms,
+                defaults.heartbeat_interval_ms / 5,
+            )
+        },
     ];
     for (fault, impact) in [("kill -9", kill), ("SIGSTOP", hang)] {
         if let Some(error) = impact.and_then(|i| i.first_error.as_ref()) {
