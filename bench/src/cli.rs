@@ -28,6 +28,8 @@ SCENARIOS:
                 single-row INSERTs at 64 and 256 clients, and SSE delivery to 1,000 subscribers;
                 needs `cargo build --release --workspace` and PostgreSQL (SWITCHBOARD_BENCH_POSTGRES,
                 or .ci/postgres.sh starts one); skipped, saying so, without either
+    fanout      small calls alone and beside one-way casts at full rate to the server's group
+                (fan-out to the log and analytics groups): delivered msgs/s, call p99, peak RSS
     all         every scenario family implemented so far
 
 OPTIONS:
@@ -64,17 +66,20 @@ pub(crate) enum Family {
     Footprint,
     /// The chat end to end against raw PostgreSQL inserts, and live delivery over SSE.
     Chat,
+    /// Small calls beside one-way casts to a group at full rate.
+    Fanout,
 }
 
 impl Family {
     /// Every family, in the order `all` runs them.
-    pub(crate) const ALL: [Family; 6] = [
+    pub(crate) const ALL: [Family; 7] = [
         Family::Runtime,
         Family::Failover,
         Family::Hol,
         Family::Erlang,
         Family::Footprint,
         Family::Chat,
+        Family::Fanout,
     ];
 }
 
@@ -168,6 +173,7 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Command> {
         "erlang" => vec![Family::Erlang],
         "footprint" => vec![Family::Footprint],
         "chat" => vec![Family::Chat],
+        "fanout" => vec![Family::Fanout],
         "all" => Family::ALL.to_vec(),
         "serve-node" => return serve(ServerKind::Node, rest),
         "serve-tonic" => return serve(ServerKind::Tonic, rest),
@@ -323,7 +329,11 @@ mod tests {
         assert!(parse(&args("runtime --bogus")).is_err());
         assert!(parse(&args("serve-node --workers 0")).is_err());
         assert!(parse(&args("nonsense")).is_err());
-        for (name, family) in [("erlang", Family::Erlang), ("footprint", Family::Footprint)] {
+        for (name, family) in [
+            ("erlang", Family::Erlang),
+            ("footprint", Family::Footprint),
+            ("fanout", Family::Fanout),
+        ] {
             let Command::Run { families, .. } = parse(&args(name)).unwrap() else {
                 panic!("expected a run");
             };

@@ -28,7 +28,7 @@ use switchboard::{
 };
 
 use crate::cli::{RunOptions, ServerKind};
-use crate::points::Point;
+use crate::points::{Point, Slice};
 use crate::server_process::{ServerProcess, announce};
 use crate::stats::Tally;
 use crate::table::{seconds, thousands};
@@ -202,6 +202,27 @@ impl RemoteEcho {
         })
     }
 
+    /// One-way messages at full rate as the background of another point (see
+    /// [`Point::closed_beside`]): `broadcast` to the server's `echo` group through the warm-up
+    /// and the window alike, counted delivered from the window's start (see [`fan_out`]).
+    pub(crate) fn fan_out(
+        &self,
+        payload: &Bytes,
+    ) -> impl Fn(Duration, Duration) -> Slice + Send + Sync + 'static {
+        let node = self.node.clone();
+        let payload = payload.clone();
+        let casts = self.casts.clone();
+        move |warmup, measure| {
+            Box::pin(fan_out(
+                node.clone(),
+                payload.clone(),
+                casts.clone(),
+                warmup,
+                measure,
+            ))
+        }
+    }
+
     /// Fails if the server died during the run, then stops the client node.
     pub(crate) async fn finish(mut self) -> anyhow::Result<()> {
         self.server.check_alive()?;
@@ -371,6 +392,40 @@ async fn group_cast(
     }
     counts.queued.fetch_add(queued, Ordering::Relaxed);
     counts.delivered.fetch_add(delivered, Ordering::Relaxed);
+    counts.refused.fetch_add(refused, Ordering::Relaxed);
+    Ok(Tally::counted(delivered, elapsed))
+}
+
+/// One slice of one-way messages sent beside other load: unlike [`group_cast`], it does not
+/// pause between warm-up and window (the other load would be measured without it), so it reads
+/// the server's count when the window opens, keeps sending until the window closes, then waits
+/// until everything sent has arrived. The rate is messages delivered after the window opened
+/// over the time from then to the last delivery. The counts for the note include the warm-up.
+async fn fan_out(
+    node: Node,
+    payload: Bytes,
+    counts: Arc<CastCounts>,
+    warmup: Duration,
+    measure: Duration,
+) -> anyhow::Result<Tally> {
+    let start = received(&node).await?;
+    let window_opens = async {
+        tokio::time::sleep(warmup).await;
+        anyhow::Ok((received(&node).await?, Instant::now()))
+    };
+    let (sent, opened) = tokio::join!(
+        send_group_messages(&node, &payload, warmup + measure),
+        window_opens,
+    );
+    let ((queued, refused), (before, started)) = (sent?, opened?);
+    let after = await_delivery(&node, start + queued).await?;
+    let elapsed = started.elapsed();
+    let delivered = after.saturating_sub(before);
+    if delivered == 0 {
+        bail!("no group message reached the server");
+    }
+    counts.queued.fetch_add(queued, Ordering::Relaxed);
+    counts.delivered.fetch_add(after - start, Ordering::Relaxed);
     counts.refused.fetch_add(refused, Ordering::Relaxed);
     Ok(Tally::counted(delivered, elapsed))
 }

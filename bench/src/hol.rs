@@ -15,7 +15,7 @@ use bytes::Bytes;
 use crate::cli::RunOptions;
 use crate::echo_node::{self, PAYLOAD_BYTES, RemoteEcho};
 use crate::load::{Load, closed_loop};
-use crate::points::{Point, find, measure_in_turn, selected};
+use crate::points::{Point, Slice, find, measure_in_turn, selected};
 use crate::stats::{Bound, Check, Tally, p99_ratio};
 use crate::table::{Row, Section};
 
@@ -51,7 +51,23 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>>
     let points = selected(
         vec![
             remote.call_point(IDLE, SMALL_IN_FLIGHT, &small),
-            loaded_point(echo(&small), echo(&bulk), bulk_tally.clone()),
+            Point::closed_beside(
+                LOADED,
+                SMALL_IN_FLIGHT,
+                echo(&small),
+                {
+                    let bulk = echo(&bulk);
+                    move |warmup, measure| {
+                        let load = Load {
+                            in_flight: BULK_IN_FLIGHT,
+                            warmup,
+                            measure,
+                        };
+                        Box::pin(closed_loop(load, bulk.clone())) as Slice
+                    }
+                },
+                bulk_tally.clone(),
+            ),
         ],
         options,
     );
@@ -93,43 +109,6 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>>
         checks,
         ..Section::default()
     }))
-}
-
-/// Small calls measured while 1 MiB echoes run beside them over the same window; the echoes'
-/// tally of each slice is added to `bulk_tally`.
-fn loaded_point<F, Fut>(small: F, bulk: F, bulk_tally: Arc<Mutex<Tally>>) -> Point
-where
-    F: Fn() -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    Point::new(
-        LOADED,
-        SMALL_IN_FLIGHT.to_string(),
-        "calls",
-        move |warmup, measure| {
-            let small = small.clone();
-            let bulk = bulk.clone();
-            let bulk_tally = bulk_tally.clone();
-            Box::pin(async move {
-                // The same warm-up and window for both, so the small calls are measured only
-                // while the large ones stream.
-                let load = |in_flight| Load {
-                    in_flight,
-                    warmup,
-                    measure,
-                };
-                let (small, bulk) = tokio::try_join!(
-                    closed_loop(load(SMALL_IN_FLIGHT), small),
-                    closed_loop(load(BULK_IN_FLIGHT), bulk),
-                )?;
-                bulk_tally
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .add(bulk);
-                Ok(small)
-            })
-        },
-    )
 }
 
 /// The floor; n/a when `--only` left a point out.

@@ -11,13 +11,13 @@
 //! [`runtime`] (remote, cast and local calls against the baselines in [`baseline`]),
 //! [`failover`] (a provider killed or hung under load), [`hol`] (small calls beside 1 MiB
 //! transfers), [`erlang`] (the runtime's shapes against two Erlang nodes), [`footprint`] (idle
-//! memory of the service binaries) and [`chat`] (the chat's node binaries on PostgreSQL against
-//! raw inserts, and SSE delivery); [`echo_node`] is the Switchboard server they call and the
-//! client side they share (cluster set-up, calls, one-way casts); [`points`] measures a family's
-//! points in turn; [`load`] drives closed- and open-loop load; [`stats`] turns samples into
-//! rates, percentiles and checks; [`table`] renders the report; [`server_process`] starts,
-//! faults and stops the server processes; and [`placement`] pins client and servers to disjoint
-//! CPUs. Later families (fan-out) are further modules beside these.
+//! memory of the service binaries), [`chat`] (the chat's node binaries on PostgreSQL against
+//! raw inserts, and SSE delivery) and [`fanout`] (small calls beside casts to a group at full
+//! rate); [`echo_node`] is the Switchboard server they call and the client side they share
+//! (cluster set-up, calls, one-way casts); [`points`] measures a family's points in turn;
+//! [`load`] drives closed- and open-loop load; [`stats`] turns samples into rates, percentiles
+//! and checks; [`table`] renders the report; [`server_process`] starts, faults and stops the
+//! server processes; and [`placement`] pins client and servers to disjoint CPUs.
 
 mod baseline;
 mod chat;
@@ -25,6 +25,7 @@ mod cli;
 mod echo_node;
 mod erlang;
 mod failover;
+mod fanout;
 mod footprint;
 mod hol;
 mod load;
@@ -102,6 +103,7 @@ async fn run(families: &[Family], options: &RunOptions) -> anyhow::Result<Report
             Family::Erlang => erlang::run(options).await?,
             Family::Footprint => footprint::run(options).await?,
             Family::Chat => chat::run(options).await?,
+            Family::Fanout => fanout::run(options).await?,
         };
         report.sections.extend(section);
     }

@@ -7,12 +7,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::cli::RunOptions;
-use crate::load::{Load, closed_loop_per_client};
+use crate::load::{Load, closed_loop, closed_loop_per_client};
 use crate::stats::{Measurement, Tally};
 use crate::table::{Row, progress};
 
@@ -93,6 +94,47 @@ impl Point {
                     measure,
                 };
                 Box::pin(closed_loop_per_client(load, operation.clone()))
+            },
+        )
+    }
+
+    /// A closed-loop point measured while `background` loads the same server over the same
+    /// warm-up and window, so its operations are timed only under that load; `background`
+    /// measures a slice of its own, which is added to `beside` (for a row of its own).
+    pub(crate) fn closed_beside<F, Fut, B>(
+        scenario: &'static str,
+        in_flight: usize,
+        operation: F,
+        background: B,
+        beside: Arc<Mutex<Tally>>,
+    ) -> Self
+    where
+        F: Fn() -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+        B: Fn(Duration, Duration) -> Slice + Send + Sync + 'static,
+    {
+        let background = Arc::new(background);
+        Self::new(
+            scenario,
+            in_flight.to_string(),
+            "calls",
+            move |warmup, measure| {
+                let operation = operation.clone();
+                let background = background.clone();
+                let beside = beside.clone();
+                Box::pin(async move {
+                    let load = Load {
+                        in_flight,
+                        warmup,
+                        measure,
+                    };
+                    let (tally, other) = tokio::try_join!(
+                        closed_loop(load, operation),
+                        background(warmup, measure),
+                    )?;
+                    beside.lock().unwrap_or_else(|p| p.into_inner()).add(other);
+                    Ok(tally)
+                })
             },
         )
     }

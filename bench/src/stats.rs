@@ -187,6 +187,20 @@ impl Check {
         }
     }
 
+    /// A rate, in operations per second, held to `bound`; n/a when it was not measured.
+    pub(crate) fn rate(what: impl Into<String>, measurement: &Measurement, bound: Bound) -> Self {
+        Self {
+            what: what.into(),
+            measured: if measurement.elapsed.is_zero() {
+                f64::NAN
+            } else {
+                measurement.per_second()
+            },
+            bound,
+            scale: Scale::Count,
+        }
+    }
+
     /// A count that must be zero.
     pub(crate) fn none(what: impl Into<String>, count: u64) -> Self {
         Self {
@@ -321,6 +335,20 @@ mod tests {
         assert_eq!(Check::none("x", 0).verdict(), "PASS");
         assert_eq!(Check::none("x", 1).verdict(), "MISS");
         assert_eq!(Check::none("x", 0).not_run().verdict(), "n/a");
+        let fast = Measurement::rate(300, Duration::from_secs(2));
+        assert_eq!(
+            Check::rate("x", &fast, Bound::AtLeast(100.0)).verdict(),
+            "PASS"
+        );
+        assert_eq!(
+            Check::rate("x", &fast, Bound::AtLeast(200.0)).verdict(),
+            "MISS"
+        );
+        let none = Measurement::rate(0, Duration::ZERO);
+        assert_eq!(
+            Check::rate("x", &none, Bound::AtLeast(1.0)).verdict(),
+            "n/a"
+        );
         let small = Check::mebibytes("x", 12.3, Bound::AtMost(30.0));
         assert_eq!((small.scale, small.verdict()), (Scale::Mebibytes, "PASS"));
         assert_eq!(
