@@ -215,34 +215,19 @@ async fn messages_post_page_edit_delete(backend: Backend) {
     let page = author
         .get(&format!("/v1/rooms/{room}/messages?limit=3"))
         .await;
-    let seqs: Vec<i64> = page.body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_i64().unwrap())
-        .collect();
+    let seqs = page.seqs();
     assert_eq!(seqs, [5, 6, 7]);
     assert_eq!(page.body["prev_before"], 5);
     assert_eq!(page.body["next_after"], 7);
     let older = author
         .get(&format!("/v1/rooms/{room}/messages?limit=3&before=5"))
         .await;
-    let seqs: Vec<i64> = older.body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_i64().unwrap())
-        .collect();
+    let seqs = older.seqs();
     assert_eq!(seqs, [2, 3, 4]);
     let newer = author
         .get(&format!("/v1/rooms/{room}/messages?after=5"))
         .await;
-    let seqs: Vec<i64> = newer.body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_i64().unwrap())
-        .collect();
+    let seqs = newer.seqs();
     assert_eq!(seqs, [6, 7]);
     let too_many = author
         .get(&format!("/v1/rooms/{room}/messages?limit=201"))
@@ -453,12 +438,7 @@ async fn posts_committed_together_are_answered_one_by_one(backend: Backend) {
     let page = owner
         .get(&format!("/v1/rooms/{room}/messages?after=0&limit=200"))
         .await;
-    let seqs: Vec<i64> = page.body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_i64().unwrap())
-        .collect();
+    let seqs = page.seqs();
     assert_eq!(
         seqs,
         (1..=31).collect::<Vec<i64>>(),

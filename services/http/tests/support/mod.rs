@@ -293,6 +293,16 @@ impl Reply {
     pub fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or_default()
     }
+
+    /// The `seq` of every message of a page, in the page's order.
+    pub fn seqs(&self) -> Vec<i64> {
+        self.body["messages"]
+            .as_array()
+            .expect("a page of messages")
+            .iter()
+            .map(|m| m["seq"].as_i64().unwrap())
+            .collect()
+    }
 }
 
 impl Api {
