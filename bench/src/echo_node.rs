@@ -354,6 +354,13 @@ pub(crate) struct CastCounts {
 }
 
 impl CastCounts {
+    /// Adds one slice's counts.
+    fn record(&self, queued: u64, delivered: u64, refused: u64) {
+        self.queued.fetch_add(queued, Ordering::Relaxed);
+        self.delivered.fetch_add(delivered, Ordering::Relaxed);
+        self.refused.fetch_add(refused, Ordering::Relaxed);
+    }
+
     /// What the one-way point did, as a note for the section; `what` names the point.
     pub(crate) fn note(&self, what: &str, options: &RunOptions) -> String {
         let count = |n: &AtomicU64| thousands(n.load(Ordering::Relaxed) as f64);
@@ -390,9 +397,7 @@ async fn group_cast(
     if delivered == 0 {
         bail!("no group message reached the server");
     }
-    counts.queued.fetch_add(queued, Ordering::Relaxed);
-    counts.delivered.fetch_add(delivered, Ordering::Relaxed);
-    counts.refused.fetch_add(refused, Ordering::Relaxed);
+    counts.record(queued, delivered, refused);
     Ok(Tally::counted(delivered, elapsed))
 }
 
@@ -424,9 +429,7 @@ async fn fan_out(
     if delivered == 0 {
         bail!("no group message reached the server");
     }
-    counts.queued.fetch_add(queued, Ordering::Relaxed);
-    counts.delivered.fetch_add(after - start, Ordering::Relaxed);
-    counts.refused.fetch_add(refused, Ordering::Relaxed);
+    counts.record(queued, after - start, refused);
     Ok(Tally::counted(delivered, elapsed))
 }
 

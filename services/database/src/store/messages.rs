@@ -26,6 +26,36 @@ pub(crate) struct PostOutcome {
 pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.room_id, m.seq, m.body, m.created_at, m.edited_at, \
      m.deleted_at, m.deleted_by, u.id AS author_id, u.username, u.created_at AS author_created_at";
 
+/// What a retry with the same idempotency key must match: the room and the body.
+pub(super) fn fingerprint(room_id: i64, body: &str) -> String {
+    format!("{room_id}:{body}")
+}
+
+pub(super) fn key_reused() -> StoreError {
+    StoreError::rejected(
+        "idempotency_key_reused",
+        "this Idempotency-Key was used for a different request",
+    )
+}
+
+/// The stored answer to an earlier post with the same key, if it was the same request.
+pub(super) fn replayed(
+    stored_fingerprint: &str,
+    fingerprint: &str,
+    response: &[u8],
+) -> Result<PostOutcome, StoreError> {
+    if stored_fingerprint != fingerprint {
+        return Err(key_reused());
+    }
+    let message = wire::ChatMessage::decode(response)
+        .map_err(|e| StoreError::Sql(sqlx::Error::Decode(Box::new(e))))?;
+    Ok(PostOutcome {
+        message,
+        replayed: true,
+        event: None,
+    })
+}
+
 impl Store {
     /// Posts a message; with a key, a retry returns the first result.
     pub(crate) async fn post_message(
@@ -35,7 +65,7 @@ impl Store {
         body: &str,
         key: &str,
     ) -> Result<PostOutcome, StoreError> {
-        let fingerprint = format!("{room_id}:{body}");
+        let fingerprint = fingerprint(room_id, body);
         if !key.is_empty()
             && let Some(outcome) = self.replay(user_id, key, &fingerprint).await?
         {
@@ -147,20 +177,8 @@ impl Store {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let stored: String = row.try_get("fingerprint")?;
-        if stored != fingerprint {
-            return Err(StoreError::rejected(
-                "idempotency_key_reused",
-                "this Idempotency-Key was used for a different request",
-            ));
-        }
         let response: Vec<u8> = row.try_get("response")?;
-        let message = wire::ChatMessage::decode(response.as_slice())
-            .map_err(|e| StoreError::Sql(sqlx::Error::Decode(Box::new(e))))?;
-        Ok(Some(PostOutcome {
-            message,
-            replayed: true,
-            event: None,
-        }))
+        replayed(&stored, fingerprint, &response).map(Some)
     }
 
     /// A page of history, oldest first. Paging forward (`after` given), the oldest `limit`

@@ -20,7 +20,7 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use switchboard_proto::v1 as wire;
 
-use super::messages::PostOutcome;
+use super::messages::{PostOutcome, fingerprint, key_reused, replayed};
 use super::rooms::{not_a_member, room_not_found};
 use super::{Backend, Store, StoreError, now_ms};
 
@@ -37,7 +37,7 @@ pub(crate) struct NewPost {
 impl NewPost {
     /// What a retry with the same key must match.
     pub(crate) fn fingerprint(&self) -> String {
-        format!("{}:{}", self.room_id, self.body)
+        fingerprint(self.room_id, &self.body)
     }
 }
 
@@ -436,31 +436,6 @@ fn bind_all<'q>(mut query: AnyQuery<'q>, values: &'q [i64]) -> AnyQuery<'q> {
         query = query.bind(*value);
     }
     query
-}
-
-fn key_reused() -> StoreError {
-    StoreError::rejected(
-        "idempotency_key_reused",
-        "this Idempotency-Key was used for a different request",
-    )
-}
-
-/// The stored answer to an earlier post with the same key, if it was the same request.
-fn replayed(
-    stored_fingerprint: &str,
-    fingerprint: &str,
-    response: &[u8],
-) -> Result<PostOutcome, StoreError> {
-    if stored_fingerprint != fingerprint {
-        return Err(key_reused());
-    }
-    let message = wire::ChatMessage::decode(response)
-        .map_err(|e| StoreError::Sql(sqlx::Error::Decode(Box::new(e))))?;
-    Ok(PostOutcome {
-        message,
-        replayed: true,
-        event: None,
-    })
 }
 
 #[cfg(test)]
