@@ -14,7 +14,9 @@ mod rooms;
 
 pub(crate) use messages::PostOutcome;
 pub(crate) use post_batch::NewPost;
+use post_batch::RoomCounters;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -82,6 +84,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Where this node's batches of posts in flight leave each room (PostgreSQL only).
+    room_counters: Arc<RoomCounters>,
 }
 
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -128,7 +132,11 @@ impl Store {
             Backend::Postgres => POSTGRES.run(&pool).await?,
             Backend::Sqlite => SQLITE.run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            room_counters: Arc::default(),
+        })
     }
 
     /// Which database this is.

@@ -17,6 +17,7 @@ on_both_backends!(
     idempotent_retry_returns_the_identical_message,
     two_http_nodes_posting_concurrently_produce_gapless_seqs,
     posts_committed_together_are_answered_one_by_one,
+    a_member_who_leaves_has_no_message_after_leaving,
     non_members_are_refused_read_post_and_events,
     sse_on_one_http_node_receives_a_post_made_through_another,
     sse_resume_with_last_event_id_misses_nothing,
@@ -457,6 +458,84 @@ async fn posts_committed_together_are_answered_one_by_one(backend: Backend) {
     assert_eq!(figure("switchboard_group_commit_batch_posts_sum"), 41.0);
     let batches = figure("switchboard_group_commit_batch_posts_count");
     assert!(batches < 41.0, "41 posts in {batches} batches");
+}
+
+/// A member leaving while their posts are being batched: every post is either acknowledged and
+/// stored before the `member_left` event, or refused and stored nowhere. With two database nodes
+/// the batches race each other and the leave (on PostgreSQL, each batch is decided from a read
+/// and written only if the room has not changed since).
+async fn a_member_who_leaves_has_no_message_after_leaving(backend: Backend) {
+    let Some(cluster) = Cluster::start(backend, 2, 1).await else {
+        return;
+    };
+    let owner = cluster.api(0).register("stayer").await;
+    let leaver = cluster.api(0).register("leaver").await;
+    let room = owner.create_room("revolving").await;
+    leaver
+        .post(&format!("/v1/rooms/{room}/join"), json!({}))
+        .await;
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let mut posters = Vec::new();
+    for worker in 0..6 {
+        let (leaver, acked) = (leaver.clone(), acked.clone());
+        posters.push(tokio::spawn(async move {
+            for i in 0..500 {
+                let body = format!("leaver-{worker}-{i}");
+                let reply = leaver.post_message(room, &body, None).await;
+                if reply.status == StatusCode::FORBIDDEN {
+                    assert_eq!(reply.code(), "not_a_member");
+                    return;
+                }
+                assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+                acked.lock().unwrap().insert(body);
+            }
+            panic!("posts went on being accepted after their author left");
+        }));
+    }
+    let mut stayers = Vec::new();
+    for worker in 0..3 {
+        let owner = owner.clone();
+        stayers.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let reply = owner
+                    .post_message(room, &format!("stayer-{worker}-{i}"), None)
+                    .await;
+                assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+            }
+        }));
+    }
+    // Leave once posts are flowing.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while acked.lock().unwrap().len() < 12 {
+        assert!(std::time::Instant::now() < deadline, "posts are flowing");
+        tokio::task::yield_now().await;
+    }
+    let left = leaver
+        .post(&format!("/v1/rooms/{room}/leave"), json!({}))
+        .await;
+    assert_eq!(left.status, StatusCode::NO_CONTENT, "{}", left.body);
+    for task in posters.into_iter().chain(stayers) {
+        task.await.unwrap();
+    }
+
+    // The room's whole history, in commit order.
+    let acked = acked.lock().unwrap().clone();
+    let mut history = SseStream::open(&owner, room, Some("0")).await.ok().unwrap();
+    let (mut stored, mut stayer_messages, mut left_at) = (HashSet::new(), 0, None);
+    while stayer_messages < 60 || left_at.is_none() || stored.len() < acked.len() {
+        let event = history.next().await.expect("the history is replayed");
+        let data = event.json();
+        match event.event.as_str() {
+            "message" if data["author"]["username"] == "leaver" => {
+                assert!(left_at.is_none(), "a message landed after its author left");
+                stored.insert(data["body"].as_str().unwrap().to_owned());
+            }
+            "message" => stayer_messages += 1,
+            "member_left" => left_at = event.id,
+            _ => {}
+        }
+    }
+    assert_eq!(stored, acked, "exactly the acknowledged posts are stored");
 }
 
 async fn non_members_are_refused_read_post_and_events(backend: Backend) {

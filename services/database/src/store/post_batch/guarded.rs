@@ -1,0 +1,389 @@
+//! A batch on PostgreSQL as one read and one guarded write (the functions of migration
+//! `0004_post_batch.sql`), each a single autocommit statement.
+//!
+//! Why: a room's posts serialize on its row, which holds the room's counters. Locking the row
+//! first and then reading and writing under it keeps the lock for six round trips and a commit,
+//! and with 64 clients in one room that, not PostgreSQL, bounded the chat. Here the batch is
+//! decided before any lock: one read returns the rooms' counters, the authors' memberships, the
+//! stored keys, the authors and fresh message ids, all from one snapshot; the node works out every
+//! seq, cursor and reply; then one write bumps the counters *only if they still hold the values
+//! the batch expects* and inserts everything. The lock is held for that one statement and its
+//! commit, and the next batch's write is already waiting at PostgreSQL when it is released.
+//!
+//! Batches pipeline: [`RoomCounters`] remembers where this node's batches in flight leave each
+//! room, so the next batch expects those counters rather than the ones it read. A write whose
+//! expectation is wrong (another writer got there first, or the batch before it failed) writes
+//! nothing and the batch is decided again from a fresh read.
+//!
+//! Why the guard is enough. Every change to a room's memberships, edits and deletes included,
+//! bumps its `last_cursor` but not its `last_seq`, and posts bump both by the same amount. So
+//! `last_cursor - last_seq` only grows, and it grows exactly when something other than a post
+//! happens in the room. A batch expects counters with the same difference as the ones its read
+//! returned, and its write succeeds only if the room still holds them: so nothing but posts
+//! happened between the read and the write, and the memberships the read returned still hold
+//! when the messages land. Seqs stay gapless because the write moves the counters by exactly the
+//! messages it inserts, from exactly the values it expects.
+
+use std::collections::{HashMap, HashSet};
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use switchboard_proto::v1 as wire;
+
+use super::{Batch, Decided};
+use crate::store::messages::replayed;
+use crate::store::rooms::{not_a_member, room_not_found};
+use crate::store::{Store, StoreError};
+
+/// Guarded attempts at a batch before it falls back to the locking transaction, which always
+/// makes progress however contended the room is.
+const ATTEMPTS: usize = 3;
+
+/// Rooms remembered at most; past that the memory starts over (it is only a hint).
+const REMEMBERED_ROOMS: usize = 10_000;
+
+/// Where this node's batches in flight leave each room's `(last_seq, last_cursor)`, behind the
+/// lock that puts this node's writes in order.
+///
+/// Writes are sent one at a time, in the order their counters were reserved: two writes racing
+/// to PostgreSQL could arrive in the wrong order, and the later batch's guard would then fail
+/// against counters the earlier one has not moved yet. Reads, the larger part of deciding a
+/// batch, still overlap the write before them.
+#[derive(Debug, Default)]
+pub(crate) struct RoomCounters {
+    rooms: tokio::sync::Mutex<Remembered>,
+}
+
+#[derive(Debug, Default)]
+struct Remembered(HashMap<i64, (i64, i64)>);
+
+impl Remembered {
+    /// Reserves `count` seqs and cursors in `room` for a batch whose read found the room at
+    /// `read`, and returns the counters the batch's write must expect.
+    ///
+    /// A batch of this node still in flight leaves the room further on than `read`; its end is
+    /// used when it has the same cursor-minus-seq difference as `read` (only posts in between).
+    fn reserve(&mut self, room: i64, read: (i64, i64), count: i64) -> (i64, i64) {
+        let expected = match self.0.get(&room) {
+            Some(&(seq, cursor)) if seq >= read.0 && cursor - seq == read.1 - read.0 => {
+                (seq, cursor)
+            }
+            _ => read,
+        };
+        if self.0.len() >= REMEMBERED_ROOMS && !self.0.contains_key(&room) {
+            self.0.clear();
+        }
+        self.0
+            .insert(room, (expected.0 + count, expected.1 + count));
+        expected
+    }
+
+    /// Forgets `rooms`: a write expecting their counters failed, so what follows it is unknown.
+    fn forget(&mut self, rooms: impl IntoIterator<Item = i64>) {
+        for room in rooms {
+            self.0.remove(&room);
+        }
+    }
+}
+
+/// What `post_batch_read` is asked.
+#[derive(Serialize)]
+struct ReadRequest {
+    rooms: Vec<i64>,
+    /// `(room, user)` of every post.
+    members: Vec<(i64, i64)>,
+    users: Vec<i64>,
+    keys: Vec<(i64, String)>,
+    count: usize,
+}
+
+/// What `post_batch_read` answers (tuples: its rows are JSON arrays).
+#[derive(Deserialize)]
+struct ReadReply {
+    /// `(room, last_seq, last_cursor)` of each room that exists.
+    rooms: Vec<(i64, i64, i64)>,
+    /// The `(room, user)` pairs asked about that are memberships.
+    members: Vec<(i64, i64)>,
+    /// `(user, key, fingerprint, response as hex)` of the keys already stored.
+    keys: Vec<(i64, String, String, String)>,
+    /// `(id, username, created_at)` of the authors.
+    users: Vec<(i64, String, i64)>,
+    /// Fresh message ids, one per post asked about.
+    ids: Vec<i64>,
+}
+
+/// What `post_batch_write` is given.
+#[derive(Serialize, Default)]
+struct WriteRequest<'a> {
+    rooms: Vec<RoomBump>,
+    messages: Vec<MessageRow<'a>>,
+    events: Vec<EventRow>,
+    keys: Vec<KeyRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct RoomBump {
+    id: i64,
+    seq: i64,
+    cursor: i64,
+    count: i64,
+}
+
+#[derive(Serialize)]
+struct MessageRow<'a> {
+    id: i64,
+    room_id: i64,
+    seq: i64,
+    author_id: i64,
+    body: &'a str,
+    created_at: i64,
+}
+
+#[derive(Serialize)]
+struct EventRow {
+    room_id: i64,
+    cursor: i64,
+    payload: String,
+    created_at: i64,
+}
+
+#[derive(Serialize)]
+struct KeyRow<'a> {
+    user_id: i64,
+    key: &'a str,
+    fingerprint: &'a str,
+    response: String,
+    created_at: i64,
+}
+
+/// SQLSTATEs meaning "decide the batch again": a room's counters moved (the write's own
+/// `serialization_failure`), or two writes locked rooms in opposite orders.
+const RETRY_STATES: [&str; 2] = ["40001", "40P01"];
+
+impl Store {
+    /// Writes `batch` with guarded writes, falling back to the locking transaction when they
+    /// keep losing races. `Err` means nothing was written.
+    pub(super) async fn post_guarded(&self, batch: &Batch<'_>) -> Result<Vec<Decided>, StoreError> {
+        for _ in 0..ATTEMPTS {
+            if let Some(decided) = self.try_guarded(batch).await? {
+                return Ok(decided);
+            }
+        }
+        tracing::debug!(
+            posts = batch.posts.len(),
+            "guarded writes kept losing races; locking the rooms instead"
+        );
+        self.post_locked(batch).await
+    }
+
+    /// One read, one guarded write. `None` when the write found the counters moved and wrote
+    /// nothing.
+    async fn try_guarded(&self, batch: &Batch<'_>) -> Result<Option<Vec<Decided>>, StoreError> {
+        let posts = batch.posts;
+        let own: Vec<usize> = batch.own().collect();
+        let mut rooms: Vec<i64> = own.iter().map(|&i| posts[i].room_id).collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        let mut users: Vec<i64> = own.iter().map(|&i| posts[i].user_id).collect();
+        users.sort_unstable();
+        users.dedup();
+        let mut members: Vec<(i64, i64)> = own
+            .iter()
+            .map(|&i| (posts[i].room_id, posts[i].user_id))
+            .collect();
+        members.sort_unstable();
+        members.dedup();
+        let request = ReadRequest {
+            rooms,
+            members,
+            users,
+            keys: own
+                .iter()
+                .filter(|&&i| !posts[i].key.is_empty())
+                .map(|&i| (posts[i].user_id, posts[i].key.clone()))
+                .collect(),
+            count: own.len(),
+        };
+        let read: String = sqlx::query_scalar("SELECT post_batch_read($1::jsonb)::text")
+            .bind(to_json(&request)?)
+            .fetch_one(&self.pool)
+            .await?;
+        let read: ReadReply = serde_json::from_str(&read).map_err(malformed)?;
+
+        let counters: HashMap<i64, (i64, i64)> = read
+            .rooms
+            .iter()
+            .map(|&(room, seq, cursor)| (room, (seq, cursor)))
+            .collect();
+        let stored: HashMap<(i64, &str), (&str, &str)> = read
+            .keys
+            .iter()
+            .map(|(user, key, fingerprint, response)| {
+                (
+                    (*user, key.as_str()),
+                    (fingerprint.as_str(), response.as_str()),
+                )
+            })
+            .collect();
+        let authors: HashMap<i64, wire::User> = read
+            .users
+            .into_iter()
+            .map(|(id, username, created_at_ms)| {
+                (
+                    id,
+                    wire::User {
+                        id,
+                        username,
+                        created_at_ms,
+                    },
+                )
+            })
+            .collect();
+
+        let members: HashSet<(i64, i64)> = read.members.iter().copied().collect();
+        let mut decided: Vec<Decided> = (0..posts.len()).map(|_| None).collect();
+        let mut writes: Vec<usize> = Vec::with_capacity(own.len());
+        for &i in &own {
+            let post = &posts[i];
+            decided[i] = if let Some((fingerprint, response)) =
+                stored.get(&(post.user_id, post.key.as_str()))
+            {
+                let response = hex::decode(response).map_err(malformed)?;
+                Some(replayed(fingerprint, &batch.fingerprints[i], &response))
+            } else if !counters.contains_key(&post.room_id) {
+                Some(Err(room_not_found()))
+            } else if !members.contains(&(post.room_id, post.user_id)) {
+                Some(Err(not_a_member()))
+            } else {
+                writes.push(i);
+                None
+            };
+        }
+        if writes.is_empty() {
+            return Ok(Some(decided));
+        }
+        if read.ids.len() < writes.len() {
+            return Err(malformed("fewer message ids than posts"));
+        }
+
+        // Each room's counters move once, by its number of new messages, from what this node's
+        // batches in flight will leave them at; the batch's order decides seqs within the room.
+        let mut per_room: Vec<(i64, i64)> = Vec::new();
+        for &i in &writes {
+            match per_room
+                .iter_mut()
+                .find(|(room, _)| *room == posts[i].room_id)
+            {
+                Some((_, count)) => *count += 1,
+                None => per_room.push((posts[i].room_id, 1)),
+            }
+        }
+        let mut remembered = self.room_counters.rooms.lock().await;
+        let mut write = WriteRequest::default();
+        let mut next: HashMap<i64, (i64, i64)> = HashMap::new();
+        for &(room, count) in &per_room {
+            let (seq, cursor) = remembered.reserve(room, counters[&room], count);
+            write.rooms.push(RoomBump {
+                id: room,
+                seq,
+                cursor,
+                count,
+            });
+            next.insert(room, (seq + 1, cursor + 1));
+        }
+        for (&i, &id) in writes.iter().zip(&read.ids) {
+            let post = &posts[i];
+            let slot = next
+                .get_mut(&post.room_id)
+                .ok_or_else(|| StoreError::rejected("internal", "room counters lost"))?;
+            let (seq, cursor) = *slot;
+            *slot = (seq + 1, cursor + 1);
+            let outcome = batch.written(i, id, seq, cursor, authors.get(&post.user_id).cloned());
+            write.messages.push(MessageRow {
+                id,
+                room_id: post.room_id,
+                seq,
+                author_id: post.user_id,
+                body: &post.body,
+                created_at: batch.now,
+            });
+            if let Some(event) = &outcome.event {
+                write.events.push(EventRow {
+                    room_id: post.room_id,
+                    cursor,
+                    payload: hex::encode(event.encode_to_vec()),
+                    created_at: batch.now,
+                });
+            }
+            if !post.key.is_empty() {
+                write.keys.push(KeyRow {
+                    user_id: post.user_id,
+                    key: &post.key,
+                    fingerprint: &batch.fingerprints[i],
+                    response: hex::encode(outcome.message.encode_to_vec()),
+                    created_at: batch.now,
+                });
+            }
+            decided[i] = Some(Ok(outcome));
+        }
+
+        let written = sqlx::query("SELECT post_batch_write($1::jsonb)")
+            .bind(to_json(&write)?)
+            .execute(&self.pool)
+            .await;
+        match written {
+            Ok(_) => Ok(Some(decided)),
+            Err(error) => {
+                remembered.forget(write.rooms.iter().map(|room| room.id));
+                match &error {
+                    sqlx::Error::Database(database)
+                        if database
+                            .code()
+                            .is_some_and(|code| RETRY_STATES.contains(&code.as_ref())) =>
+                    {
+                        Ok(None)
+                    }
+                    _ => Err(error.into()),
+                }
+            }
+        }
+    }
+}
+
+fn to_json(value: &impl Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(malformed)
+}
+
+/// The batch functions answered something this node cannot read (a schema from another version).
+fn malformed(error: impl std::fmt::Display) -> StoreError {
+    tracing::error!(%error, "unexpected reply from the post_batch functions");
+    StoreError::rejected("internal", "the database answered a batch unexpectedly")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_in_flight_chain_while_only_posts_happen() {
+        let mut counters = Remembered::default();
+        // The first batch expects what it read; the second, read before the first committed,
+        // expects where the first leaves the room.
+        assert_eq!(counters.reserve(1, (10, 12), 3), (10, 12));
+        assert_eq!(counters.reserve(1, (10, 12), 2), (13, 15));
+        // A read showing something other than a post happened (the difference grew) starts over
+        // from the read.
+        assert_eq!(counters.reserve(1, (15, 18), 1), (15, 18));
+        // A failed write forgets the room: the next batch expects what it read.
+        counters.forget([1]);
+        assert_eq!(counters.reserve(1, (16, 19), 1), (16, 19));
+    }
+
+    #[test]
+    fn a_read_ahead_of_what_is_remembered_wins() {
+        let mut counters = Remembered::default();
+        assert_eq!(counters.reserve(7, (1, 1), 1), (1, 1));
+        // Another database node posted meanwhile: the remembered end is behind the read.
+        assert_eq!(counters.reserve(7, (5, 5), 1), (5, 5));
+    }
+}
