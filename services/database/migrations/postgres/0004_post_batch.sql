@@ -54,16 +54,16 @@ BEGIN
 END
 $$;
 
--- Writes a batch decided from `post_batch_read`, only if no room's counters moved since:
--- `seq`/`cursor` are the counters the batch expects, `count` how many posts it adds. A room
--- whose counters moved (another writer got there first) aborts the whole batch with
--- serialization_failure and nothing is written; an idempotency key stored meanwhile aborts it
--- with unique_violation. Either way the database node decides the batch again. Rooms are bumped
--- in id order, so two batches never wait for each other's rooms.
+-- Writes a batch decided from `post_batch_read` if no room's counters moved since, and answers
+-- whether it did: `seq`/`cursor` are the counters the batch expects, `count` how many posts it
+-- adds. The rooms are locked first, in id order (so two batches never wait for each other's
+-- rooms), and checked under the lock; a room whose counters moved (another writer got there
+-- first) makes it write nothing and answer false, and the database node decides the batch again.
+-- An idempotency key stored meanwhile aborts it with unique_violation.
 --   batch: {"rooms": [{id, seq, cursor, count}], "messages": [{id, room_id, seq, author_id, body,
 --           created_at}], "events": [{room_id, cursor, payload (hex), created_at}],
 --           "keys": [{user_id, key, fingerprint, response (hex), created_at}]}
-CREATE FUNCTION post_batch_write(batch jsonb) RETURNS void
+CREATE FUNCTION post_batch_write(batch jsonb) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     room record;
@@ -73,13 +73,15 @@ BEGIN
                    AS b(id bigint, seq bigint, cursor bigint, count bigint)
          ORDER BY id
     LOOP
+        PERFORM 1 FROM rooms
+          WHERE id = room.id AND last_seq = room.seq AND last_cursor = room.cursor
+            FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN false;
+        END IF;
         UPDATE rooms
            SET last_seq = last_seq + room.count, last_cursor = last_cursor + room.count
-         WHERE id = room.id AND last_seq = room.seq AND last_cursor = room.cursor;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'room %''s counters moved since the batch was read', room.id
-                USING ERRCODE = 'serialization_failure';
-        END IF;
+         WHERE id = room.id;
     END LOOP;
     INSERT INTO messages (id, room_id, seq, author_id, body, created_at)
     SELECT m.id, m.room_id, m.seq, m.author_id, m.body, m.created_at
@@ -94,5 +96,6 @@ BEGIN
     SELECT k.user_id, k.key, k.fingerprint, decode(k.response, 'hex'), k.created_at
       FROM jsonb_to_recordset(batch -> 'keys') AS k(user_id bigint, key text, fingerprint text,
                                                     response text, created_at bigint);
+    RETURN true;
 END
 $$;

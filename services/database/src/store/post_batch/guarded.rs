@@ -8,12 +8,13 @@
 //! stored keys, the authors and fresh message ids, all from one snapshot; the node works out every
 //! seq, cursor and reply; then one write bumps the counters *only if they still hold the values
 //! the batch expects* and inserts everything. The lock is held for that one statement and its
-//! commit, and the next batch's write is already waiting at PostgreSQL when it is released.
+//! commit.
 //!
-//! Batches pipeline: [`RoomCounters`] remembers where this node's batches in flight leave each
-//! room, so the next batch expects those counters rather than the ones it read. A write whose
-//! expectation is wrong (another writer got there first, or the batch before it failed) writes
-//! nothing and the batch is decided again from a fresh read.
+//! Batches pipeline: the next batch is read while the one before it writes. [`RoomCounters`]
+//! remembers where this node's batch in flight leaves each room, so the next batch expects those
+//! counters rather than the ones it read. A write whose expectation is wrong (another writer got
+//! there first, or the batch before it failed) writes nothing and the batch is decided again
+//! from a fresh read.
 //!
 //! Why the guard is enough. Every change to a room's memberships, edits and deletes included,
 //! bumps its `last_cursor` but not its `last_seq`, and posts bump both by the same amount. So
@@ -155,10 +156,6 @@ struct KeyRow<'a> {
     response: String,
     created_at: i64,
 }
-
-/// SQLSTATEs meaning "decide the batch again": a room's counters moved (the write's own
-/// `serialization_failure`), or two writes locked rooms in opposite orders.
-const RETRY_STATES: [&str; 2] = ["40001", "40P01"];
 
 impl Store {
     /// Writes `batch` with guarded writes, falling back to the locking transaction when they
@@ -327,24 +324,20 @@ impl Store {
             decided[i] = Some(Ok(outcome));
         }
 
-        let written = sqlx::query("SELECT post_batch_write($1::jsonb)")
-            .bind(to_json(&write)?)
-            .execute(&self.pool)
-            .await;
+        let written: Result<bool, sqlx::Error> =
+            sqlx::query_scalar("SELECT post_batch_write($1::jsonb)")
+                .bind(to_json(&write)?)
+                .fetch_one(&self.pool)
+                .await;
         match written {
-            Ok(_) => Ok(Some(decided)),
+            Ok(true) => Ok(Some(decided)),
+            Ok(false) => {
+                remembered.forget(write.rooms.iter().map(|room| room.id));
+                Ok(None)
+            }
             Err(error) => {
                 remembered.forget(write.rooms.iter().map(|room| room.id));
-                match &error {
-                    sqlx::Error::Database(database)
-                        if database
-                            .code()
-                            .is_some_and(|code| RETRY_STATES.contains(&code.as_ref())) =>
-                    {
-                        Ok(None)
-                    }
-                    _ => Err(error.into()),
-                }
+                Err(error.into())
             }
         }
     }
