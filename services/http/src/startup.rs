@@ -29,7 +29,7 @@ use crate::routes::{
     accounts, analytics, anomalies, events, logs, messages, operations, reports, rooms,
 };
 use crate::session_cache::SessionCache;
-use crate::state::AppState;
+use crate::state::{AppState, Pieces};
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -126,7 +126,7 @@ impl Application {
             },
         );
         let timeout = Duration::from_millis(settings.request_timeout_ms.max(1));
-        let state = AppState {
+        let state = AppState::new(Pieces {
             database: Database::new(node.clone(), timeout),
             reporting: Reporting::new(node.clone(), timeout),
             limiter: Arc::new(RateLimiter::new(settings.rate_limit)),
@@ -136,7 +136,7 @@ impl Application {
             log_tail,
             settings: Arc::new(settings),
             node: node.clone(),
-        };
+        });
         let (app, _) = router(state);
         let draining = node.draining_token();
         node.spawn_tracked(async move {

@@ -13,9 +13,28 @@ use crate::rate_limit::RateLimiter;
 use crate::reporting::Reporting;
 use crate::session_cache::SessionCache;
 
-/// Shared state of the API.
+/// Shared state of the API. One `Arc`, because axum clones the state for every request: cloning
+/// it is one reference count, not one per piece.
 #[derive(Debug, Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<Pieces>);
+
+impl AppState {
+    pub(crate) fn new(pieces: Pieces) -> Self {
+        Self(Arc::new(pieces))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Pieces;
+
+    fn deref(&self) -> &Pieces {
+        &self.0
+    }
+}
+
+/// What the state holds.
+#[derive(Debug)]
+pub(crate) struct Pieces {
     /// This http node.
     pub(crate) node: Node,
     /// The database service.
