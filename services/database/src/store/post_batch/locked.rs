@@ -271,35 +271,39 @@ impl Store {
     }
 
     /// Locks `rooms` for the rest of `tx` and returns the ones that exist, and which of
-    /// `users` are members of which of them. PostgreSQL does both in one statement (a row lock
-    /// with `FOR UPDATE`); SQLite takes its database write lock with a no-op update first.
+    /// `users` are members of which of them.
+    ///
+    /// The lock comes first, in a statement of its own: PostgreSQL's row locks (`FOR UPDATE`), or
+    /// SQLite's database write lock (a no-op update). Reading memberships in the locking
+    /// statement itself would be wrong on PostgreSQL: a statement that waits for a row lock
+    /// re-reads the locked row once it is free, but not the rows it joins, so a member who left
+    /// meanwhile would still look like one. The next statement reads after the lock, and a leave
+    /// needs the room's lock to commit.
     async fn lock_rooms(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         rooms: &[i64],
         users: &[i64],
     ) -> Result<(HashSet<i64>, HashSet<(i64, i64)>), StoreError> {
-        let mut existing = HashSet::new();
-        let mut members = HashSet::new();
         let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE OF r",
-            Backend::Sqlite => {
-                let sql = format!(
-                    "UPDATE rooms SET last_seq = last_seq WHERE id IN ({})",
-                    placeholders(1, rooms.len())
-                );
-                bind_all(sqlx::query(&sql), rooms)
-                    .execute(&mut **tx)
-                    .await?;
-                ""
-            }
+            Backend::Postgres => format!(
+                "SELECT id FROM rooms WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                placeholders(1, rooms.len())
+            ),
+            Backend::Sqlite => format!(
+                "UPDATE rooms SET last_seq = last_seq WHERE id IN ({})",
+                placeholders(1, rooms.len())
+            ),
         };
+        bind_all(sqlx::query(&lock), rooms)
+            .execute(&mut **tx)
+            .await?;
         // `IN ()` is not SQL: with no users, ask about user 0, which never exists.
         let user_count = users.len().max(1);
         let sql = format!(
             "SELECT r.id AS room_id, m.user_id FROM rooms r \
              LEFT JOIN memberships m ON m.room_id = r.id AND m.user_id IN ({}) \
-             WHERE r.id IN ({}){lock}",
+             WHERE r.id IN ({})",
             placeholders(1, user_count),
             placeholders(1 + user_count, rooms.len()),
         );
@@ -310,6 +314,8 @@ impl Store {
         for value in users.iter().chain(rooms) {
             query = query.bind(*value);
         }
+        let mut existing = HashSet::new();
+        let mut members = HashSet::new();
         for row in query.fetch_all(&mut **tx).await? {
             let room: i64 = row.try_get("room_id")?;
             existing.insert(room);
