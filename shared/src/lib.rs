@@ -21,6 +21,7 @@ pub mod metrics;
 mod metrics_endpoint;
 mod node;
 pub mod registry;
+mod replies;
 mod routes;
 mod server;
 pub mod service;
