@@ -17,6 +17,7 @@ pub mod handshake;
 mod lane;
 mod link;
 mod membership;
+mod methods;
 pub mod metrics;
 mod metrics_endpoint;
 mod node;
