@@ -13,7 +13,7 @@
 
 use prost::Message;
 use prost::bytes::BufMut;
-use prost::encoding::{encode_varint, encoded_len_varint};
+use prost::encoding::encoded_len_varint;
 
 use crate::v1::{Batch, Call, Cast, Frame, GroupCast, Reply, frame::Kind, reply};
 
@@ -37,64 +37,195 @@ const GROUP_CAST: u8 = len_key(13);
 
 /// Writes `batch` exactly as `Batch::encode_raw` would.
 pub fn encode(batch: &Batch, buf: &mut impl BufMut) {
+    let mut out = Writer::new(buf);
     for frame in &batch.frames {
-        encode_frame(frame, buf);
+        out.frame(frame);
     }
+    out.flush();
 }
 
-/// Writes one element of `Batch.frames`: its key, its length and the frame.
-fn encode_frame(frame: &Frame, buf: &mut impl BufMut) {
-    match &frame.kind {
-        Some(Kind::Call(call)) => {
-            frame_header(CALL, call_len(call), buf);
-            put_varint(varint_key(1), call.id, buf);
-            put_bytes(len_key(2), &call.service, buf);
-            put_bytes(len_key(3), &call.method, buf);
-            put_bytes(len_key(4), &call.payload, buf);
-            put_varint(varint_key(5), u64::from(call.idempotent), buf);
-            put_varint(varint_key(6), u64::from(call.timeout_ms), buf);
-            put_bytes(len_key(7), &call.trace_id, buf);
+/// About the length of `batch` encoded, cheaply: enough to reserve the output once instead of
+/// regrowing (and copying) it as a large batch is written. Keys and lengths are estimated, not
+/// counted; an underestimate only means the output grows once more.
+pub fn size_hint(batch: &Batch) -> usize {
+    /// The keys and lengths of a frame of a few small fields, generously.
+    const FRAMING: usize = 40;
+    batch
+        .frames
+        .iter()
+        .map(|frame| match &frame.kind {
+            Some(Kind::Call(call)) => {
+                call.service.len() + call.method.len() + call.payload.len() + call.trace_id.len()
+            }
+            Some(Kind::Cast(cast)) => {
+                cast.service.len() + cast.method.len() + cast.payload.len() + cast.trace_id.len()
+            }
+            Some(Kind::GroupCast(cast)) => {
+                cast.group.len() + cast.method.len() + cast.payload.len() + cast.trace_id.len()
+            }
+            Some(Kind::Reply(Reply {
+                result: Some(reply::Result::Ok(payload)),
+                ..
+            })) => payload.len(),
+            _ => frame.encoded_len(),
+        } + FRAMING)
+        .sum()
+}
+
+/// Whether a reply is written by hand: all but error replies, which are rare.
+fn by_hand(reply: &Reply) -> bool {
+    !matches!(reply.result, Some(reply::Result::Error(_)))
+}
+
+/// The length of a frame holding one kind whose body is `len` bytes.
+fn kind_len(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
+/// Writes frames into `buf`, gathering keys, lengths, scalars and short names on the stack so
+/// that each reaches `buf` in one copy: `buf` checks its capacity on every write, and a varint
+/// written byte by byte checks it for every byte. Its small methods are always inlined: a call
+/// per field costs more than writing the field.
+struct Writer<'a, B: BufMut> {
+    buf: &'a mut B,
+    scratch: [u8; SCRATCH],
+    len: usize,
+}
+
+const SCRATCH: usize = 128;
+
+/// Longer fields are copied straight into the output rather than through the scratch space.
+const SHORT: usize = 48;
+
+/// Room for a key and a varint of any size.
+const FIELD_HEAD: usize = 11;
+
+impl<'a, B: BufMut> Writer<'a, B> {
+    fn new(buf: &'a mut B) -> Self {
+        Self {
+            buf,
+            scratch: [0; SCRATCH],
+            len: 0,
         }
-        Some(Kind::Cast(cast)) => {
-            frame_header(CAST, cast_len(cast), buf);
-            put_bytes(len_key(1), &cast.service, buf);
-            put_bytes(len_key(2), &cast.method, buf);
-            put_bytes(len_key(3), &cast.payload, buf);
-            put_bytes(len_key(4), &cast.trace_id, buf);
+    }
+
+    #[inline(always)]
+    fn flush(&mut self) {
+        self.buf.put_slice(&self.scratch[..self.len]);
+        self.len = 0;
+    }
+
+    /// Makes room for `n` more bytes of scratch (`n` <= `SCRATCH`).
+    #[inline(always)]
+    fn room(&mut self, n: usize) {
+        if self.len + n > SCRATCH {
+            self.flush();
         }
-        Some(Kind::GroupCast(cast)) => {
-            frame_header(GROUP_CAST, group_cast_len(cast), buf);
-            put_bytes(len_key(1), &cast.group, buf);
-            put_bytes(len_key(2), &cast.method, buf);
-            put_bytes(len_key(3), &cast.payload, buf);
-            put_bytes(len_key(4), &cast.trace_id, buf);
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, byte: u8) {
+        self.scratch[self.len] = byte;
+        self.len += 1;
+    }
+
+    /// A varint; the caller made room for ten bytes.
+    #[inline(always)]
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.byte(value as u8 | 0x80);
+            value >>= 7;
         }
-        Some(Kind::Reply(reply)) if !matches!(reply.result, Some(reply::Result::Error(_))) => {
-            frame_header(REPLY, reply_len(reply), buf);
-            put_varint(varint_key(1), reply.id, buf);
-            // A oneof member is written even when empty: its presence is the information.
-            if let Some(reply::Result::Ok(payload)) = &reply.result {
-                buf.put_u8(len_key(2));
-                encode_varint(payload.len() as u64, buf);
-                buf.put_slice(payload);
+        self.byte(value as u8);
+    }
+
+    #[inline(always)]
+    fn head(&mut self, key: u8, value: u64) {
+        self.room(FIELD_HEAD);
+        self.byte(key);
+        self.varint(value);
+    }
+
+    /// A scalar field; a proto3 scalar at its default (zero, false) is not written at all.
+    #[inline(always)]
+    fn scalar(&mut self, key: u8, value: u64) {
+        if value != 0 {
+            self.head(key, value);
+        }
+    }
+
+    /// A `bytes` field, not written when empty.
+    #[inline(always)]
+    fn bytes(&mut self, key: u8, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.head(key, bytes.len() as u64);
+            self.slice(bytes);
+        }
+    }
+
+    #[inline(always)]
+    fn slice(&mut self, bytes: &[u8]) {
+        if bytes.len() <= SHORT {
+            self.room(bytes.len());
+            self.scratch[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        } else {
+            self.flush();
+            self.buf.put_slice(bytes);
+        }
+    }
+
+    /// Starts a frame holding one `kind` whose body is `len` bytes: the batch's key and the
+    /// frame's length, then the kind's key and length.
+    #[inline(always)]
+    fn frame_head(&mut self, kind: u8, len: usize) {
+        self.head(FRAMES, kind_len(len) as u64);
+        self.head(kind, len as u64);
+    }
+
+    /// One element of `Batch.frames`: its key, its length and the frame.
+    fn frame(&mut self, frame: &Frame) {
+        match &frame.kind {
+            Some(Kind::Call(call)) => {
+                self.frame_head(CALL, call_len(call));
+                self.scalar(varint_key(1), call.id);
+                self.bytes(len_key(2), &call.service);
+                self.bytes(len_key(3), &call.method);
+                self.bytes(len_key(4), &call.payload);
+                self.scalar(varint_key(5), u64::from(call.idempotent));
+                self.scalar(varint_key(6), u64::from(call.timeout_ms));
+                self.bytes(len_key(7), &call.trace_id);
+            }
+            Some(Kind::Cast(cast)) => {
+                self.frame_head(CAST, cast_len(cast));
+                self.bytes(len_key(1), &cast.service);
+                self.bytes(len_key(2), &cast.method);
+                self.bytes(len_key(3), &cast.payload);
+                self.bytes(len_key(4), &cast.trace_id);
+            }
+            Some(Kind::GroupCast(cast)) => {
+                self.frame_head(GROUP_CAST, group_cast_len(cast));
+                self.bytes(len_key(1), &cast.group);
+                self.bytes(len_key(2), &cast.method);
+                self.bytes(len_key(3), &cast.payload);
+                self.bytes(len_key(4), &cast.trace_id);
+            }
+            Some(Kind::Reply(reply)) if by_hand(reply) => {
+                self.frame_head(REPLY, reply_len(reply));
+                self.scalar(varint_key(1), reply.id);
+                // A oneof member is written even when empty: its presence is the information.
+                if let Some(reply::Result::Ok(payload)) = &reply.result {
+                    self.head(len_key(2), payload.len() as u64);
+                    self.slice(payload);
+                }
+            }
+            _ => {
+                self.head(FRAMES, frame.encoded_len() as u64);
+                self.flush();
+                frame.encode_raw(self.buf);
             }
         }
-        _ => {
-            buf.put_u8(FRAMES);
-            encode_varint(frame.encoded_len() as u64, buf);
-            frame.encode_raw(buf);
-        }
     }
-}
-
-/// Starts a frame holding one `kind` whose body is `len` bytes: the batch's key and the frame's
-/// length, then the kind's key and length.
-fn frame_header(kind: u8, len: usize, buf: &mut impl BufMut) {
-    let frame_len = 1 + encoded_len_varint(len as u64) + len;
-    buf.put_u8(FRAMES);
-    encode_varint(frame_len as u64, buf);
-    buf.put_u8(kind);
-    encode_varint(len as u64, buf);
 }
 
 fn call_len(call: &Call) -> usize {
@@ -146,21 +277,6 @@ fn bytes_len(bytes: &[u8]) -> usize {
         0
     } else {
         1 + encoded_len_varint(bytes.len() as u64) + bytes.len()
-    }
-}
-
-fn put_varint(key: u8, value: u64, buf: &mut impl BufMut) {
-    if value != 0 {
-        buf.put_u8(key);
-        encode_varint(value, buf);
-    }
-}
-
-fn put_bytes(key: u8, bytes: &[u8], buf: &mut impl BufMut) {
-    if !bytes.is_empty() {
-        buf.put_u8(key);
-        encode_varint(bytes.len() as u64, buf);
-        buf.put_slice(bytes);
     }
 }
 
@@ -254,6 +370,7 @@ mod tests {
         }
         let batch = Batch { frames: frames() };
         assert_eq!(encoded(&batch), batch.encode_to_vec());
+        assert!(size_hint(&batch) >= batch.encoded_len());
         assert!(encoded(&Batch::default()).is_empty());
     }
 

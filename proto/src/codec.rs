@@ -10,7 +10,7 @@
 use std::marker::PhantomData;
 
 use prost::Message;
-use prost::bytes::{Buf, BufMut};
+use prost::bytes::Buf;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
@@ -19,11 +19,14 @@ use crate::v1::Batch;
 /// A message this codec sends: written exactly as prost would, by whatever means is cheapest.
 pub trait Encode: Send + 'static {
     /// Writes the message's fields (no length prefix), as `Message::encode_raw` does.
-    fn encode_fields(&self, buf: &mut impl BufMut);
+    fn encode_fields(&self, buf: &mut EncodeBuf<'_>);
 }
 
 impl Encode for Batch {
-    fn encode_fields(&self, buf: &mut impl BufMut) {
+    fn encode_fields(&self, buf: &mut EncodeBuf<'_>) {
+        // Room for the whole batch at once: grown piecemeal, a large batch would be copied
+        // into a bigger buffer several times over.
+        buf.reserve(crate::batch::size_hint(self));
         crate::batch::encode(self, buf);
     }
 }
