@@ -1,6 +1,6 @@
-//! The gRPC codec of the `Node` service: the hand-written batch encoder of [`crate::batch`], and
-//! a decoder that first takes the whole message out of tonic's receive buffer as one contiguous
-//! [`Bytes`](prost::bytes::Bytes) and decodes from that.
+//! The gRPC codec of the `Node` service: the hand-written batch encoder and decoder of
+//! [`crate::batch`], the decoder reading the whole message taken out of tonic's receive buffer as
+//! one contiguous [`Bytes`](prost::bytes::Bytes).
 //!
 //! Decoding straight from tonic's buffer goes through its generic `Buf` wrapper for every varint
 //! and field, which costs more than everything else a small call does on the receiving node.
@@ -9,8 +9,8 @@
 
 use std::marker::PhantomData;
 
-use prost::Message;
-use prost::bytes::Buf;
+use prost::DecodeError;
+use prost::bytes::{Buf, Bytes};
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
@@ -31,7 +31,19 @@ impl Encode for Batch {
     }
 }
 
-/// Encodes `T` (see [`Encode`]); decodes `U` from a contiguous copy-free slice.
+/// A message this codec receives: read from one contiguous buffer as prost would read it.
+pub trait Decode: Sized + Send + 'static {
+    /// Reads the message; `bytes` fields become slices of `bytes`.
+    fn decode_from(bytes: Bytes) -> Result<Self, DecodeError>;
+}
+
+impl Decode for Batch {
+    fn decode_from(bytes: Bytes) -> Result<Self, DecodeError> {
+        crate::batch::decode(bytes)
+    }
+}
+
+/// Encodes `T` (see [`Encode`]); decodes `U` (see [`Decode`]) from a contiguous copy-free slice.
 #[derive(Debug, Clone)]
 pub struct ContiguousCodec<T, U> {
     _types: PhantomData<(T, U)>,
@@ -48,7 +60,7 @@ impl<T, U> Default for ContiguousCodec<T, U> {
 impl<T, U> Codec for ContiguousCodec<T, U>
 where
     T: Encode,
-    U: Message + Default + Send + 'static,
+    U: Decode,
 {
     type Encode = T;
     type Decode = U;
@@ -87,13 +99,13 @@ pub struct ContiguousDecoder<U> {
     _type: PhantomData<U>,
 }
 
-impl<U: Message + Default> Decoder for ContiguousDecoder<U> {
+impl<U: Decode> Decoder for ContiguousDecoder<U> {
     type Item = U;
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         let bytes = buf.copy_to_bytes(buf.remaining());
-        U::decode(bytes)
+        U::decode_from(bytes)
             .map(Some)
             .map_err(|error| Status::internal(error.to_string()))
     }
