@@ -384,6 +384,12 @@ impl<'a> Cursor<'a> {
     /// goes through the `Buf` trait and costs several times more for the usual one or two bytes.
     #[inline(always)]
     fn varint(&mut self) -> Option<u64> {
+        // Keys, small lengths and small numbers: one byte.
+        let first = *self.bytes.get(self.pos)?;
+        if first < 0x80 {
+            self.pos += 1;
+            return Some(u64::from(first));
+        }
         let mut value = 0;
         for index in 0..10 {
             let byte = *self.bytes.get(self.pos)?;
