@@ -5,6 +5,7 @@
 
 #![allow(unreachable_pub, missing_debug_implementations, clippy::all)]
 
+pub mod batch;
 pub mod codec;
 
 /// `switchboard.v1`: the `Node` service and its frames.

@@ -16,6 +16,7 @@ use switchboard_proto::v1::{self as wire, frame::Kind};
 
 use crate::error::NodeError;
 use crate::events::ClusterEvent;
+use crate::methods;
 use crate::metrics::{CallSeries, Locality};
 use crate::node::NodeInner;
 use crate::registry;
@@ -63,7 +64,8 @@ pub fn new_trace_id() -> String {
 ///
 /// Every remote call makes one, so it must cost next to nothing: a per-thread fast generator
 /// (seeded once from the OS-backed thread RNG: trace ids need uniqueness, not secrecy) and a
-/// table lookup per hex digit, instead of `format!` or `hex` over a cryptographic RNG.
+/// table lookup per hex digit, instead of `format!` or `hex` over a cryptographic RNG. The digits
+/// are owned by a shared buffer from the start, so the copy on the wire is a reference to them.
 fn fresh_trace_id() -> ByteString {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     thread_local! {
@@ -76,7 +78,7 @@ fn fresh_trace_id() -> ByteString {
         *digit = DIGITS[((bits >> (60 - 4 * index)) & 0xf) as usize];
     }
     // Hex digits are ASCII, so this never falls back to the empty default.
-    ByteString::try_from(Bytes::copy_from_slice(&digits)).unwrap_or_default()
+    ByteString::try_from(Bytes::from_owner(digits)).unwrap_or_default()
 }
 
 pub(crate) async fn call(
@@ -100,7 +102,7 @@ pub(crate) async fn call(
         // such a call is counted but not timed, because reading the clock twice would cost
         // more than the call itself. Calls that wait are timed.
         let request = Request {
-            method: method.into(),
+            method: methods::method(method),
             payload,
             trace_id: options.trace_id.unwrap_or_default(),
         };
@@ -124,6 +126,7 @@ pub(crate) async fn call(
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::from_std(started) + timeout;
     let trace_id = options.trace_id.unwrap_or_else(fresh_trace_id);
+    let method = methods::method(method);
     let mut excluded: Vec<(String, u64)> = Vec::new();
     loop {
         // The first attempt takes the cached route; a failover (or a call to one named node)
@@ -165,14 +168,12 @@ pub(crate) async fn call(
         };
         let request = wire::Call {
             id: 0,
-            // Copied per attempt rather than cloned: cloning a Bytes made from a Vec promotes it
-            // to a shared allocation, which costs more than copying a short name.
             service: route.name.clone(),
-            method: Bytes::copy_from_slice(method.as_bytes()),
+            method: method.as_bytes().clone(),
             payload: payload.clone(),
             idempotent: options.idempotent,
             timeout_ms: remaining.as_millis().min(u32::MAX as u128) as u32,
-            trace_id: Bytes::copy_from_slice(trace_id.as_bytes()),
+            trace_id: trace_id.as_bytes().clone(),
         };
         let result = link.call(request, deadline).await.map_err(|e| match e {
             NodeError::NoProvider { .. } => NodeError::NoProvider {
@@ -231,7 +232,7 @@ pub(crate) fn cast(
     payload: Bytes,
 ) -> Result<(), NodeError> {
     let request = Request {
-        method: method.into(),
+        method: methods::method(method),
         payload,
         trace_id: fresh_trace_id(),
     };

@@ -122,7 +122,9 @@ impl Stream for BatchingStream {
             Poll::Ready(Some(Ok(frame))) => frame,
         };
         let mut bytes = size_bound(&first);
-        let mut frames = vec![first];
+        // Sized for what is queued now, so a batch of many small frames never regrows.
+        let mut frames = Vec::with_capacity(this.rx.len() + 1);
+        frames.push(first);
         while bytes < BATCH_BYTES {
             match this.rx.try_recv() {
                 Ok(Ok(frame)) => {

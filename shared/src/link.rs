@@ -6,14 +6,13 @@
 //! stream. Heartbeats run on the control lane, apart from data, so a busy or large transfer never
 //! makes a healthy peer look dead.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use prost::Message;
 use switchboard_proto::v1::{self as wire, Lane, frame::Kind, node_client::NodeClient};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::timeout_at;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -22,19 +21,10 @@ use crate::error::NodeError;
 use crate::handshake::{self, HandshakeError, Party, Role, Transcript};
 use crate::lane::{BULK_THRESHOLD, BatchingStream, FrameReader, LANES, LaneSender, size_bound};
 use crate::node::NodeInner;
-use crate::routes::FastMap;
+use crate::replies::Replies;
 
 /// How long a dial, handshake included, may take. A frozen peer accepts TCP but never answers.
 pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
-
-type ReplySlot = oneshot::Sender<Result<Bytes, NodeError>>;
-
-/// A call waiting for its reply, and when its caller stops waiting.
-#[derive(Debug)]
-struct Waiting {
-    slot: ReplySlot,
-    deadline: tokio::time::Instant,
-}
 
 /// What the peer said when the link opened.
 #[derive(Debug)]
@@ -53,8 +43,7 @@ pub(crate) struct Link {
     /// Calls waiting for replies. Their deadlines are enforced by [`Link::expire`] on the
     /// detector's tick rather than a timer per call: a busy link makes no timer-wheel traffic,
     /// and a deadline is honoured within half a heartbeat interval.
-    pending: Mutex<FastMap<u64, Waiting>>,
-    next_id: AtomicU64,
+    replies: Replies,
     in_flight: AtomicUsize,
     opened: Instant,
     /// Milliseconds since `opened` at which the peer was last heard on any lane.
@@ -135,7 +124,10 @@ impl Link {
         if self.closed.is_cancelled() {
             return Err(down(false));
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Dropping `reply` on any early return below gives its slot back.
+        let Some((id, reply)) = self.replies.register(deadline) else {
+            return Err(down(false));
+        };
         call.id = id;
         let frame = wire::Frame {
             kind: Some(Kind::Call(call)),
@@ -143,9 +135,6 @@ impl Link {
         let size = self.check_size(&frame)?;
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _guard = InFlight(&self.in_flight);
-        let (tx, rx) = oneshot::channel();
-        self.pending_lock()
-            .insert(id, Waiting { slot: tx, deadline });
         // Backpressure: with room in the queue the frame goes at once; otherwise wait for space,
         // but never past the caller's deadline.
         let lane = self.lane_for(size);
@@ -163,34 +152,14 @@ impl Link {
                 }
             }
         };
-        if let Err(error) = queued {
-            self.pending_lock().remove(&id);
-            return Err(error);
-        }
+        queued?;
         // A timeout comes back without the service's name: the caller knows it and adds it.
-        match rx.await {
-            Ok(result) => result,
-            Err(_) => Err(down(true)),
-        }
+        reply.await
     }
 
     /// Fails every call whose deadline has passed with `Timeout`.
     pub(crate) fn expire(&self, now: tokio::time::Instant) {
-        let expired: Vec<Waiting> = {
-            let mut pending = self.pending_lock();
-            let ids: Vec<u64> = pending
-                .iter()
-                .filter(|(_, waiting)| waiting.deadline <= now)
-                .map(|(id, _)| *id)
-                .collect();
-            ids.iter().filter_map(|id| pending.remove(id)).collect()
-        };
-        for waiting in expired {
-            let _ = waiting.slot.send(Err(NodeError::Timeout {
-                service: String::new(),
-                timeout: Duration::ZERO,
-            }));
-        }
+        self.replies.expire(now);
     }
 
     /// Queues a one-way frame without waiting: a full queue is `Overloaded`.
@@ -227,9 +196,6 @@ impl Link {
 
     /// Delivers a reply to its waiting call; replies to calls that gave up are dropped.
     pub(crate) fn complete(&self, reply: wire::Reply, timeout: Duration) {
-        let Some(Waiting { slot, .. }) = self.pending_lock().remove(&reply.id) else {
-            return;
-        };
         let result = match reply.result {
             Some(wire::reply::Result::Ok(bytes)) => Ok(bytes),
             Some(wire::reply::Result::Error(error)) => {
@@ -237,7 +203,7 @@ impl Link {
             }
             None => Err(NodeError::Transport("empty reply".into())),
         };
-        let _ = slot.send(result);
+        self.replies.complete(reply.id, result);
     }
 
     /// Closes the link and fails every waiting call with `NodeDown`. Returns false if it was
@@ -247,24 +213,12 @@ impl Link {
             return false;
         }
         self.closed.cancel();
-        let pending: Vec<ReplySlot> = self
-            .pending_lock()
-            .drain()
-            .map(|(_, waiting)| waiting.slot)
-            .collect();
-        for slot in pending {
-            let _ = slot.send(Err(NodeError::NodeDown {
-                node: self.peer.clone(),
-                reason: reason.to_owned(),
-                maybe_applied: true,
-            }));
-        }
+        self.replies.close(|| NodeError::NodeDown {
+            node: self.peer.clone(),
+            reason: reason.to_owned(),
+            maybe_applied: true,
+        });
         true
-    }
-
-    fn pending_lock(&self) -> std::sync::MutexGuard<'_, FastMap<u64, Waiting>> {
-        // A poisoned map only means a thread panicked while holding it; the map itself is intact.
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -408,8 +362,7 @@ async fn dial_inner(
         incarnation,
         address,
         lanes,
-        pending: Mutex::default(),
-        next_id: AtomicU64::new(1),
+        replies: Replies::default(),
         in_flight: AtomicUsize::new(0),
         opened: Instant::now(),
         last_heard_ms: AtomicU64::new(0),

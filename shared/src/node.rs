@@ -648,7 +648,7 @@ impl NodeInner {
 
     fn broadcast(&self, group: &str, method: &str, payload: Bytes) -> usize {
         let message = Request {
-            method: method.into(),
+            method: crate::methods::method(method),
             payload,
             trace_id: ByteString::new(),
         };
