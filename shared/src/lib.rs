@@ -6,7 +6,6 @@
 //! See `ARCHITECTURE.md` at the repository root for the map and the invariants.
 
 pub mod activity;
-mod allocator;
 pub mod config;
 pub mod cookie;
 mod dispatch;
