@@ -30,6 +30,9 @@ pub(crate) const BULK_THRESHOLD: usize = 64 * 1024;
 /// A batch is closed once it holds this many bytes; one larger frame still goes alone.
 const BATCH_BYTES: usize = 256 * 1024;
 
+/// Frames a batch has room for before it grows.
+const TYPICAL_BATCH_FRAMES: usize = 64;
+
 /// An upper bound on `frame`'s encoded size, cheap for the frames that carry payloads (every
 /// call, cast and reply), exact for the rest.
 ///
@@ -122,8 +125,9 @@ impl Stream for BatchingStream {
             Poll::Ready(Some(Ok(frame))) => frame,
         };
         let mut bytes = size_bound(&first);
-        // Sized for what is queued now, so a batch of many small frames never regrows.
-        let mut frames = Vec::with_capacity(this.rx.len() + 1);
+        // Sized for what is queued now, up to a typical batch: a small batch never regrows, and
+        // a full queue (thousands of casts) does not make every batch a huge allocation.
+        let mut frames = Vec::with_capacity(this.rx.len().min(TYPICAL_BATCH_FRAMES) + 1);
         frames.push(first);
         while bytes < BATCH_BYTES {
             match this.rx.try_recv() {
