@@ -1,8 +1,9 @@
 //! Group commit: posts arriving at this database node together are written together.
 //!
 //! Every `post_message` call queues its post and waits. A committer task takes whatever has
-//! queued (up to [`MAX_BATCH`]) and writes it in one transaction with a fixed number of
-//! statements (see `store::post_batch`), then answers each caller. Nothing waits on a timer:
+//! queued (up to [`MAX_BATCH`]) and writes it with a fixed number of statements whatever its size
+//! (see `store::post_batch`: on PostgreSQL one read and one guarded write, on SQLite one
+//! transaction), then answers each caller. Nothing waits on a timer:
 //! an idle node commits a lone post at once, and under load the posts that arrive while a batch
 //! commits form the next one, so the commit cost is shared exactly when it matters. Every post is
 //! acknowledged only after the commit that contains it.
@@ -35,8 +36,8 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the committers of `store`: two for PostgreSQL, so one batch's statements overlap
-    /// the other's commit; one for SQLite, which has a single writer anyway.
+    /// Starts the committers of `store`: two for PostgreSQL, so one batch is read while the
+    /// other writes; one for SQLite, which has a single writer anyway.
     pub(crate) fn start(store: Store, node: Node) -> Self {
         let metrics = CommitMetrics::register(node.metrics().registry());
         let (queue, receiver) = mpsc::channel(QUEUE);
