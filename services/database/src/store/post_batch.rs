@@ -85,6 +85,19 @@ impl<'a> Batch<'a> {
         (0..self.posts.len()).filter(|&i| self.repeats[i].is_none())
     }
 
+    /// Each room the posts `writes` go to, with how many of them go there, in the batch's order.
+    fn per_room(&self, writes: &[usize]) -> Vec<(i64, i64)> {
+        let mut per_room: Vec<(i64, i64)> = Vec::new();
+        for &i in writes {
+            let room_id = self.posts[i].room_id;
+            match per_room.iter_mut().find(|(room, _)| *room == room_id) {
+                Some((_, count)) => *count += 1,
+                None => per_room.push((room_id, 1)),
+            }
+        }
+        per_room
+    }
+
     /// The message and event of post `index`, written as message `id` at `seq` and `cursor`.
     fn written(
         &self,

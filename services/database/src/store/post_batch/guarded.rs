@@ -265,20 +265,10 @@ impl Store {
 
         // Each room's counters move once, by its number of new messages, from what this node's
         // batches in flight will leave them at; the batch's order decides seqs within the room.
-        let mut per_room: Vec<(i64, i64)> = Vec::new();
-        for &i in &writes {
-            match per_room
-                .iter_mut()
-                .find(|(room, _)| *room == posts[i].room_id)
-            {
-                Some((_, count)) => *count += 1,
-                None => per_room.push((posts[i].room_id, 1)),
-            }
-        }
         let mut remembered = self.room_counters.rooms.lock().await;
         let mut write = WriteRequest::default();
         let mut next: HashMap<i64, (i64, i64)> = HashMap::new();
-        for &(room, count) in &per_room {
+        for (room, count) in batch.per_room(&writes) {
             let (seq, cursor) = remembered.reserve(room, counters[&room], count);
             write.rooms.push(RoomBump {
                 id: room,

@@ -89,18 +89,8 @@ impl Store {
         if !writes.is_empty() {
             // Each room's counters move once, by its number of new messages; the batch's order
             // decides the seqs and cursors within the room.
-            let mut per_room: Vec<(i64, i64)> = Vec::new();
-            for &i in &writes {
-                match per_room
-                    .iter_mut()
-                    .find(|(room, _)| *room == posts[i].room_id)
-                {
-                    Some((_, count)) => *count += 1,
-                    None => per_room.push((posts[i].room_id, 1)),
-                }
-            }
             let mut next: HashMap<i64, (i64, i64)> = HashMap::new();
-            for (room, count) in per_room {
+            for (room, count) in batch.per_room(&writes) {
                 let row = sqlx::query(
                     "UPDATE rooms SET last_seq = last_seq + $2, last_cursor = last_cursor + $2 \
                      WHERE id = $1 RETURNING last_seq, last_cursor",
