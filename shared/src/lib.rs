@@ -6,6 +6,7 @@
 //! See `ARCHITECTURE.md` at the repository root for the map and the invariants.
 
 pub mod activity;
+mod bulk;
 pub mod config;
 pub mod cookie;
 mod dispatch;

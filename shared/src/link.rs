@@ -17,6 +17,7 @@ use tokio::time::timeout_at;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::bulk;
 use crate::error::NodeError;
 use crate::handshake::{self, HandshakeError, Party, Role, Transcript};
 use crate::lane::{BULK_THRESHOLD, BatchingStream, FrameReader, LANES, LaneSender, size_bound};
@@ -244,21 +245,35 @@ async fn dial_inner(
         .initial_stream_window_size(Some(4 * 1024 * 1024))
         .initial_connection_window_size(Some(16 * 1024 * 1024));
     let max = node.config.max_frame_bytes;
-    let connect = || async {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| NodeError::Transport(format!("cannot connect to {address}: {e}")))?;
-        Ok::<_, NodeError>(
-            NodeClient::new(channel)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        )
+    let client = |channel| {
+        NodeClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
     };
-    // Control and data share one connection; bulk gets its own, so a large transfer never
-    // queues small calls behind it in one socket's buffers or one HTTP/2 connection window.
-    let shared = connect().await?;
-    let bulk = connect().await?;
+    let cannot = |e: tonic::transport::Error| {
+        NodeError::Transport(format!("cannot connect to {address}: {e}"))
+    };
+    // Control and data share one connection. Bulk gets its own, so a large transfer never
+    // queues small calls behind it in one socket's buffers or one HTTP/2 connection window, and
+    // it is opened from the bulk thread, so the connection's I/O and the encoding of its frames
+    // run there, at the lowest priority ([`crate::bulk`]).
+    let shared = client(endpoint.connect().await.map_err(cannot)?);
+    let bulk = {
+        let endpoint = endpoint.clone();
+        let authority = address.to_owned();
+        node.bulk
+            .spawn(async move {
+                endpoint
+                    .connect_with_connector(tower::service_fn(move |_| {
+                        bulk::connect(authority.clone())
+                    }))
+                    .await
+            })
+            .await
+            .map_err(|e| NodeError::Transport(format!("the bulk thread failed: {e}")))?
+            .map_err(cannot)?
+    };
+    let bulk = client(bulk);
     let closed = CancellationToken::new();
     let mut senders = Vec::with_capacity(3);
     let mut readers = Vec::with_capacity(3);

@@ -15,14 +15,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use switchboard_proto::v1::{self as wire, frame::Kind};
+use switchboard_proto::v1::{self as wire, Lane, frame::Kind};
 use tokio::sync::Semaphore;
 
 use crate::dispatch::{LaneContext, run_lane};
 use crate::error::NodeError;
 use crate::events::ClusterEvent;
 use crate::handshake::HandshakeError;
-use crate::lane::FrameReader;
+use crate::lane::{FrameReader, LANES};
 use crate::link::{self, Greeting, Link};
 use crate::node::NodeInner;
 use crate::registry::{Peer, PeerState};
@@ -265,12 +265,19 @@ impl NodeInner {
             };
             let node = self.clone();
             let link = link.clone();
-            tokio::spawn(async move {
+            let receive = async move {
                 tokio::select! {
                     reason = run_lane(node.clone(), context, reader) => node.link_down(&link, &reason),
                     _ = link.closed.cancelled() => {}
                 }
-            });
+            };
+            // The bulk lane's frames are decoded and served on the bulk thread, where its
+            // connection lives.
+            if LANES[index] == Lane::Bulk {
+                self.bulk.spawn(receive);
+            } else {
+                tokio::spawn(receive);
+            }
         }
         let node = self.clone();
         tokio::spawn(async move {

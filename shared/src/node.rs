@@ -12,13 +12,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use rand::Rng;
-use switchboard_proto::v1::{self as wire, frame::Kind, node_server::NodeServer};
+use switchboard_proto::v1::{self as wire, frame::Kind};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::bulk::BulkThread;
 use crate::config::NodeConfig;
 use crate::cookie::Cookie;
 use crate::error::{NodeError, ServiceError};
@@ -28,7 +29,6 @@ use crate::link::Link;
 use crate::metrics::Metrics;
 use crate::registry::{Local, NodeInfo, Peer, PeerState};
 use crate::routes::{FastMap, Route, Routes};
-use crate::server::NodeService;
 use crate::service::{ByteString, Request, Service, SharedGroupMember, SharedService};
 use crate::system;
 
@@ -69,6 +69,8 @@ pub(crate) struct NodeInner {
     /// Inbound calls and casts being served, awaited on graceful shutdown.
     pub(crate) work: TaskTracker,
     pub(crate) stopping: AtomicBool,
+    /// Carries every link's bulk lane at the lowest CPU priority ([`crate::bulk`]).
+    pub(crate) bulk: BulkThread,
 }
 
 impl std::fmt::Debug for NodeInner {
@@ -161,6 +163,8 @@ impl NodeBuilder {
             .clone()
             .unwrap_or_else(|| format!("{}@{host}", self.kind));
         let incarnation = rand::rng().random::<u64>() | 1;
+        let bulk = BulkThread::start(&name)
+            .map_err(|e| NodeError::Config(format!("cannot start the bulk thread: {e}")))?;
         let (events, _) = broadcast::channel(1024);
         let inner = Arc::new(NodeInner {
             metrics: Metrics::new(&name),
@@ -187,8 +191,9 @@ impl NodeBuilder {
             draining: CancellationToken::new(),
             work: TaskTracker::new(),
             stopping: AtomicBool::new(false),
+            bulk,
         });
-        let server = spawn_server(inner.clone(), listener);
+        let server = crate::server::spawn(inner.clone(), listener);
         inner.start_discovery();
         if let Some(listen) = inner.config.metrics_listen.clone() {
             crate::metrics_endpoint::spawn(inner.clone(), &listen).await?;
@@ -199,38 +204,6 @@ impl NodeBuilder {
             server: Arc::new(Mutex::new(Some(server))),
         })
     }
-}
-
-fn spawn_server(node: Arc<NodeInner>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
-    let max = node.config.max_frame_bytes;
-    let service = NodeServer::new(NodeService { node: node.clone() })
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
-    let shutdown = node.shutdown.clone();
-    let span = tracing::info_span!("node", node = %node.name);
-    tokio::spawn(
-        async move {
-            let (reporter, health) = tonic_health::server::health_reporter();
-            reporter.set_serving::<NodeServer<NodeService>>().await;
-            // Accepted sockets need TCP_NODELAY too: replies to a peer's calls go out on them.
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let result = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .initial_stream_window_size(Some(4 * 1024 * 1024))
-                .initial_connection_window_size(Some(16 * 1024 * 1024))
-                .http2_keepalive_interval(Some(Duration::from_secs(10)))
-                .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-                .add_service(health)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-                .await;
-            if let Err(error) = result {
-                tracing::error!(%error, "inter-node server failed");
-            }
-        }
-        .instrument(span),
-    )
 }
 
 /// This host's name, as peers would resolve it.

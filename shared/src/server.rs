@@ -1,21 +1,175 @@
-//! The acceptor side: the `switchboard.v1.Node` gRPC service. Every `Link` stream must complete
-//! the cookie handshake before anything else happens on it; a peer that fails is answered with
-//! `UNAUTHENTICATED`, logged with its address, and gets nothing more.
+//! The acceptor side: the listener, and the `switchboard.v1.Node` gRPC service behind it.
+//!
+//! The listener sorts accepted connections by their first bytes: a bulk connection (one that
+//! opens with [`bulk::PREFACE`]) is served on the node's bulk thread, everything else on the
+//! node's runtime. Every `Link` stream on either must complete the cookie handshake before
+//! anything else happens on it; a peer that fails is answered with `UNAUTHENTICATED`, logged
+//! with its address, and gets nothing more.
 
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
 use switchboard_proto::v1::{self as wire, frame::Kind, node_server};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
+use crate::bulk::{self, Opening};
 use crate::dispatch::{LaneContext, run_lane};
 use crate::handshake::{self, HandshakeError, Party, Role, Transcript};
 use crate::lane::{BatchingStream, FrameReader, LaneSender};
 use crate::link::DIAL_TIMEOUT;
 use crate::node::NodeInner;
+
+/// Accepted connections waiting for their server to take them.
+const ACCEPT_QUEUE: usize = 64;
+
+/// Serves the inter-node listener until the node shuts down: the gRPC health service and the
+/// `Node` service on the node's runtime, and the `Node` service again on the bulk thread for
+/// bulk connections.
+pub(crate) fn spawn(node: Arc<NodeInner>, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+    let max = node.config.max_frame_bytes;
+    let service = node_server::NodeServer::new(NodeService { node: node.clone() })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let shutdown = node.shutdown.clone();
+    let span = tracing::info_span!("node", node = %node.name);
+    let (ordinary, ordinary_incoming) = mpsc::channel(ACCEPT_QUEUE);
+    let (bulk, bulk_incoming) = mpsc::channel(ACCEPT_QUEUE);
+    let bulk_thread = node.clone();
+    let bulk_incoming = ReceiverStream::new(bulk_incoming)
+        .map(move |socket: std::net::TcpStream| bulk_thread.bulk.adopt(socket));
+    node.bulk.spawn(
+        {
+            let service = service.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                let result = builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(bulk_incoming, shutdown.cancelled_owned())
+                    .await;
+                if let Err(error) = result {
+                    tracing::error!(%error, "inter-node bulk server failed");
+                }
+            }
+        }
+        .instrument(span.clone()),
+    );
+    tokio::spawn(
+        async move {
+            let (reporter, health) = tonic_health::server::health_reporter();
+            reporter
+                .set_serving::<node_server::NodeServer<NodeService>>()
+                .await;
+            tokio::spawn(
+                accept_connections(listener, ordinary, bulk, shutdown.clone()).in_current_span(),
+            );
+            let result = builder()
+                .add_service(health)
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    ReceiverStream::new(ordinary_incoming),
+                    shutdown.cancelled_owned(),
+                )
+                .await;
+            if let Err(error) = result {
+                tracing::error!(%error, "inter-node server failed");
+            }
+        }
+        .instrument(span),
+    )
+}
+
+/// The server settings both servers share.
+fn builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(4 * 1024 * 1024))
+        .initial_connection_window_size(Some(16 * 1024 * 1024))
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+}
+
+/// Accepts connections until shutdown and sorts each by its opening bytes.
+async fn accept_connections(
+    listener: TcpListener,
+    ordinary: mpsc::Sender<io::Result<TcpStream>>,
+    bulk: mpsc::Sender<std::net::TcpStream>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let socket = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(error) => {
+                    // Out of descriptors, or a connection reset before it was accepted: back
+                    // off briefly rather than spin, then keep serving.
+                    tracing::debug!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let ordinary = ordinary.clone();
+        let bulk = bulk.clone();
+        tokio::spawn(
+            async move {
+                // Replies to a peer's calls go out on accepted sockets too.
+                let _ = socket.set_nodelay(true);
+                if let Err(error) = sort(socket, ordinary, bulk).await {
+                    tracing::debug!(%error, "a connection closed before it could be served");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// Hands `socket` to the server its opening bytes ask for. A connection that sends nothing
+/// within the dial timeout is dropped.
+async fn sort(
+    mut socket: TcpStream,
+    ordinary: mpsc::Sender<io::Result<TcpStream>>,
+    bulk: mpsc::Sender<std::net::TcpStream>,
+) -> io::Result<()> {
+    let opening = tokio::time::timeout(DIAL_TIMEOUT, opening(&socket))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "nothing sent"))??;
+    let closed = || io::Error::new(io::ErrorKind::BrokenPipe, "the node is shutting down");
+    if opening == Opening::Bulk {
+        let mut preface = [0u8; bulk::PREFACE.len()];
+        socket.read_exact(&mut preface).await?;
+        bulk.send(socket.into_std()?).await.map_err(|_| closed())
+    } else {
+        ordinary.send(Ok(socket)).await.map_err(|_| closed())
+    }
+}
+
+/// Peeks at a connection's first bytes until they say whether it is a bulk connection.
+async fn opening(socket: &TcpStream) -> io::Result<Opening> {
+    let mut peeked = [0u8; bulk::PREFACE.len()];
+    loop {
+        let read = socket.peek(&mut peeked).await?;
+        if read == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        match bulk::classify(&peeked[..read]) {
+            // Only a preface split across TCP segments gets here; peeking again at once would
+            // return the same bytes, so wait a moment for the rest.
+            Opening::Undecided => tokio::time::sleep(Duration::from_millis(1)).await,
+            decided => return Ok(decided),
+        }
+    }
+}
 
 /// The gRPC service, holding the node it serves.
 #[derive(Debug, Clone)]

@@ -277,3 +277,30 @@ async fn a_call_past_its_deadline_is_a_timeout_naming_the_service() {
         );
     }
 }
+
+/// Frames over 64 KiB travel on the bulk lane, whose connection and handlers live on the
+/// serving node's bulk thread (a low-priority thread of their own); small ones never do.
+#[tokio::test]
+async fn a_large_call_is_served_on_the_bulk_thread_and_a_small_one_is_not() {
+    let thread_name = |_request: Request| async {
+        let name = std::thread::current().name().unwrap_or("").to_owned();
+        Ok::<_, switchboard::ServiceError>(Bytes::from(name))
+    };
+    let a = NodeBuilder::new("test", config("a@test", &[]), cookie())
+        .service("where", thread_name)
+        .start()
+        .await
+        .unwrap();
+    let b = bare_node("b@test", &[a.address()]).await;
+    assert!(b.wait_for_service("where", DEADLINE).await);
+    let large = b
+        .call("where", "run", vec![1u8; 1 << 20], CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(large, Bytes::from("bulk a@test"));
+    let small = b
+        .call("where", "run", "hi", CallOptions::default())
+        .await
+        .unwrap();
+    assert_ne!(small, Bytes::from("bulk a@test"));
+}
