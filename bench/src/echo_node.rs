@@ -203,7 +203,7 @@ impl RemoteEcho {
     }
 
     /// One-way messages at full rate as the background of another point (see
-    /// [`Point::closed_beside`]): `broadcast` to the server's `echo` group through the warm-up
+    /// [`Point::closed_beside`]): `broadcast_background` to the server's `echo` group through the warm-up
     /// and the window alike, counted delivered from the window's start (see [`fan_out`]).
     pub(crate) fn fan_out(
         &self,
@@ -298,6 +298,20 @@ async fn received(node: &Node) -> anyhow::Result<u64> {
         .context("the server's `received` count")
 }
 
+/// One group message to the server's `echo` group; returns how many nodes it was queued for.
+type Broadcast = fn(&Node, Bytes) -> usize;
+
+/// The one-way row of the runtime and erlang families: a plain (prompt) broadcast.
+fn prompt(node: &Node, payload: Bytes) -> usize {
+    node.broadcast(ECHO, "count", payload)
+}
+
+/// The fan-out family's stand-in for the log and analytics groups, which broadcast in the
+/// background.
+fn background(node: &Node, payload: Bytes) -> usize {
+    node.broadcast_background(ECHO, "count", payload)
+}
+
 /// Broadcasts to the server's `echo` group from a task on the client's workers for `duration`,
 /// yielding every few messages so the link's writer runs. Returns (queued, refused because the
 /// link's queue was full).
@@ -305,6 +319,7 @@ async fn send_group_messages(
     node: &Node,
     payload: &Bytes,
     duration: Duration,
+    send: Broadcast,
 ) -> anyhow::Result<(u64, u64)> {
     let node = node.clone();
     let payload = payload.clone();
@@ -313,7 +328,7 @@ async fn send_group_messages(
         let (mut queued, mut refused) = (0u64, 0u64);
         while Instant::now() < end {
             for _ in 0..CAST_BURST {
-                if node.broadcast(ECHO, "count", payload.clone()) > 0 {
+                if send(&node, payload.clone()) > 0 {
                     queued += 1;
                 } else {
                     refused += 1;
@@ -387,10 +402,10 @@ async fn group_cast(
     measure: Duration,
 ) -> anyhow::Result<Tally> {
     let start = received(&node).await?;
-    let (warm, _) = send_group_messages(&node, &payload, warmup).await?;
+    let (warm, _) = send_group_messages(&node, &payload, warmup, prompt).await?;
     let before = await_delivery(&node, start + warm).await?;
     let started = Instant::now();
-    let (queued, refused) = send_group_messages(&node, &payload, measure).await?;
+    let (queued, refused) = send_group_messages(&node, &payload, measure, prompt).await?;
     let after = await_delivery(&node, before + queued).await?;
     let elapsed = started.elapsed();
     let delivered = after - before;
@@ -419,7 +434,7 @@ async fn fan_out(
         anyhow::Ok((received(&node).await?, Instant::now()))
     };
     let (sent, opened) = tokio::join!(
-        send_group_messages(&node, &payload, warmup + measure),
+        send_group_messages(&node, &payload, warmup + measure, background),
         window_opens,
     );
     let ((queued, refused), (before, started)) = (sent?, opened?);

@@ -1,19 +1,23 @@
-//! The bulk thread: one OS thread per node, running a current-thread tokio runtime at the
-//! lowest CPU priority (nice 19), that carries the bulk lane of every link. Its connections'
+//! The bulk thread: one OS thread per node, running a current-thread tokio runtime at a low CPU
+//! priority (nice 13), that carries the bulk lane of every link: large frames and background
+//! broadcasts. Its connections'
 //! I/O, the encoding and decoding of its frames and the handlers of what arrives on it all run
 //! there, on both ends of the link.
 //!
 //! Why a thread of its own: a separate connection keeps a 1 MiB frame out of the small calls'
 //! socket, but not off their CPU. Copying, encoding and decoding a large frame takes hundreds of
 //! microseconds, and on the worker that also serves small calls every one of them waits for it.
-//! At the lowest priority the kernel runs the bulk thread only on what the node's other threads
-//! leave over, and switches to a worker the moment it has work, so large transfers soak up idle
-//! CPU instead of delaying small calls.
+//! At a low priority the kernel runs the bulk thread mostly on what the node's other threads
+//! leave over, and switches to a worker the moment it has work, so large transfers and
+//! background fan-out soak up idle CPU instead of delaying small calls.
 //!
-//! Why nice 19 and not `SCHED_IDLE`: an idle-class thread gets nothing while the node is busy,
-//! so a large transfer could stall for as long as the load lasts. Nice 19 still gets a small
-//! share (about 1.5% beside one busy nice-0 thread), and the link's heartbeats travel on the
-//! control lane, on the node's own runtime, so a slow bulk lane never makes a peer look dead.
+//! Why nice 13: an idle-class (`SCHED_IDLE`) thread gets nothing while the node is busy, so a
+//! transfer could stall for as long as the load lasts. Nice 19 keeps about 1.5% beside one busy
+//! nice-0 thread, which held background fan-out to ~55k messages/s beside calls at full rate
+//! (the bench's `fanout` family); nice 13 keeps about 5% (~125k/s there) and measured the same
+//! small-call latency within this machine's noise (BENCHMARKS.md). The link's heartbeats travel
+//! on the control lane, on the node's own runtime, so a slow bulk lane never makes a peer look
+//! dead.
 //!
 //! How an acceptor tells a bulk connection from the rest: the dialer writes [`PREFACE`] before
 //! its HTTP/2 preface, and the acceptor's classifier ([`crate::node`]'s accept loop) strips it
@@ -34,8 +38,8 @@ use tokio::sync::oneshot;
 /// start with `PRI * HTTP/2.0`), so anything else is served as before.
 pub(crate) const PREFACE: &[u8] = b"SWITCHBOARD-BULK/1\n";
 
-/// The niceness of the bulk thread: the lowest priority a normal thread can have.
-const NICENESS: i32 = 19;
+/// The niceness of the bulk thread (see the module docs for why not 19).
+const NICENESS: i32 = 13;
 
 /// The bulk thread of one node. Dropping it stops the thread and drops its tasks.
 #[derive(Debug)]
@@ -83,7 +87,7 @@ impl BulkThread {
     }
 }
 
-/// Drops this thread to the lowest priority. Linux keeps a niceness per thread, which is what
+/// Drops this thread to the bulk priority. Linux keeps a niceness per thread, which is what
 /// `setpriority` with a thread id sets. Failing is not fatal: the lane still works, only
 /// without the priority.
 fn lower_priority() {

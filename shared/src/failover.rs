@@ -16,6 +16,7 @@ use switchboard_proto::v1::{self as wire, frame::Kind};
 
 use crate::error::NodeError;
 use crate::events::ClusterEvent;
+use crate::lane::Urgency;
 use crate::methods;
 use crate::metrics::{CallSeries, Locality};
 use crate::node::NodeInner;
@@ -251,12 +252,15 @@ pub(crate) fn cast(
             service: service.to_owned(),
         });
     };
-    let result = link.send_now(Kind::Cast(wire::Cast {
-        service: route.name.clone(),
-        method: request.method.into_bytes(),
-        payload: request.payload,
-        trace_id: request.trace_id.into_bytes(),
-    }));
+    let result = link.send_now(
+        Kind::Cast(wire::Cast {
+            service: route.name.clone(),
+            method: request.method.into_bytes(),
+            payload: request.payload,
+            trace_id: request.trace_id.into_bytes(),
+        }),
+        Urgency::Prompt,
+    );
     let outcome = if result.is_ok() { "ok" } else { "dropped" };
     node.metrics
         .casts

@@ -27,6 +27,16 @@ pub(crate) const LANES: [Lane; 3] = [Lane::Control, Lane::Data, Lane::Bulk];
 /// Frames larger than this travel on the bulk lane, so they never delay small calls.
 pub(crate) const BULK_THRESHOLD: usize = 64 * 1024;
 
+/// How soon a one-way message should go, which picks its lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Urgency {
+    /// Small frames on the data lane, beside calls; large ones on the bulk lane.
+    Prompt,
+    /// Always the bulk lane, on the bulk thread at a low CPU priority: traffic nobody
+    /// waits on (activity tails, statistics), which must not slow calls down.
+    Background,
+}
+
 /// A batch is closed once it holds this many bytes; one larger frame still goes alone.
 const BATCH_BYTES: usize = 256 * 1024;
 

@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::bulk;
 use crate::error::NodeError;
 use crate::handshake::{self, HandshakeError, Party, Role, Transcript};
-use crate::lane::{BULK_THRESHOLD, BatchingStream, FrameReader, LANES, LaneSender, size_bound};
+use crate::lane::{
+    BULK_THRESHOLD, BatchingStream, FrameReader, LANES, LaneSender, Urgency, size_bound,
+};
 use crate::node::NodeInner;
 use crate::replies::Replies;
 
@@ -164,21 +166,23 @@ impl Link {
     }
 
     /// Queues a one-way frame without waiting: a full queue is `Overloaded`.
-    pub(crate) fn send_now(&self, kind: Kind) -> Result<(), NodeError> {
+    pub(crate) fn send_now(&self, kind: Kind, urgency: Urgency) -> Result<(), NodeError> {
         let frame = wire::Frame { kind: Some(kind) };
         let size = self.check_size(&frame)?;
-        self.lane_for(size)
-            .try_send(Ok(frame))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    NodeError::Overloaded(format!("the queue to {} is full", self.peer))
-                }
-                mpsc::error::TrySendError::Closed(_) => NodeError::NodeDown {
-                    node: self.peer.clone(),
-                    reason: "noconnection".into(),
-                    maybe_applied: false,
-                },
-            })
+        let lane = match urgency {
+            Urgency::Prompt => self.lane_for(size),
+            Urgency::Background => &self.lanes[2],
+        };
+        lane.try_send(Ok(frame)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                NodeError::Overloaded(format!("the queue to {} is full", self.peer))
+            }
+            mpsc::error::TrySendError::Closed(_) => NodeError::NodeDown {
+                node: self.peer.clone(),
+                reason: "noconnection".into(),
+                maybe_applied: false,
+            },
+        })
     }
 
     /// Queues a control frame (heartbeat, gossip, advertisement, goodbye). Dropped when full:
@@ -256,7 +260,7 @@ async fn dial_inner(
     // Control and data share one connection. Bulk gets its own, so a large transfer never
     // queues small calls behind it in one socket's buffers or one HTTP/2 connection window, and
     // it is opened from the bulk thread, so the connection's I/O and the encoding of its frames
-    // run there, at the lowest priority ([`crate::bulk`]).
+    // run there, at a low priority ([`crate::bulk`]).
     let shared = client(endpoint.connect().await.map_err(cannot)?);
     let bulk = {
         let endpoint = endpoint.clone();

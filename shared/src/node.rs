@@ -25,6 +25,7 @@ use crate::cookie::Cookie;
 use crate::error::{NodeError, ServiceError};
 use crate::events::ClusterEvent;
 use crate::failover::CallOptions;
+use crate::lane::Urgency;
 use crate::link::Link;
 use crate::metrics::Metrics;
 use crate::registry::{Local, NodeInfo, Peer, PeerState};
@@ -69,7 +70,7 @@ pub(crate) struct NodeInner {
     /// Inbound calls and casts being served, awaited on graceful shutdown.
     pub(crate) work: TaskTracker,
     pub(crate) stopping: AtomicBool,
-    /// Carries every link's bulk lane at the lowest CPU priority ([`crate::bulk`]).
+    /// Carries every link's bulk lane at a low CPU priority ([`crate::bulk`]).
     pub(crate) bulk: BulkThread,
 }
 
@@ -368,7 +369,23 @@ impl Node {
     /// how many nodes it was queued for. Members on a peer whose queue is full miss it and the
     /// drop is counted (`casts_total{outcome="dropped"}`).
     pub fn broadcast(&self, group: &str, method: &str, payload: impl Into<Bytes>) -> usize {
-        self.inner.broadcast(group, method, payload.into())
+        self.inner
+            .broadcast(group, method, payload.into(), Urgency::Prompt)
+    }
+
+    /// As [`Node::broadcast`], for traffic nobody waits on (activity tails, statistics). To
+    /// members on other nodes it travels on the bulk lane: it is sent, received and handed to
+    /// the group on the bulk threads, at a low CPU priority, so a flood of it never slows
+    /// calls down. It keeps its order with other background broadcasts, not with calls and
+    /// prompt messages.
+    pub fn broadcast_background(
+        &self,
+        group: &str,
+        method: &str,
+        payload: impl Into<Bytes>,
+    ) -> usize {
+        self.inner
+            .broadcast(group, method, payload.into(), Urgency::Background)
     }
 
     /// Every member this node knows, itself first.
@@ -619,7 +636,7 @@ impl NodeInner {
         }
     }
 
-    fn broadcast(&self, group: &str, method: &str, payload: Bytes) -> usize {
+    fn broadcast(&self, group: &str, method: &str, payload: Bytes, urgency: Urgency) -> usize {
         let message = Request {
             method: crate::methods::method(method),
             payload,
@@ -643,7 +660,7 @@ impl NodeInner {
                 payload: message.payload.clone(),
                 trace_id: Bytes::new(),
             });
-            match link.send_now(frame) {
+            match link.send_now(frame, urgency) {
                 Ok(()) => {
                     reached += 1;
                     self.metrics

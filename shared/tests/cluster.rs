@@ -304,3 +304,41 @@ async fn a_large_call_is_served_on_the_bulk_thread_and_a_small_one_is_not() {
         .unwrap();
     assert_ne!(small, Bytes::from("bulk a@test"));
 }
+
+/// A background broadcast reaches a remote member like any other, but is handed to the group
+/// on the receiving node's bulk thread.
+#[tokio::test]
+async fn a_background_broadcast_is_delivered_on_the_bulk_thread() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let a = NodeBuilder::new("test", config("a@test", &[]), cookie())
+        .group("stats", move |message: Request| {
+            let thread = std::thread::current().name().unwrap_or("").to_owned();
+            let _ = tx.send((message.payload, thread));
+        })
+        .start()
+        .await
+        .unwrap();
+    let b = bare_node("b@test", &[a.address()]).await;
+    assert!(
+        eventually(DEADLINE, || async {
+            b.nodes()
+                .iter()
+                .any(|n| n.groups.contains(&"stats".to_owned()))
+        })
+        .await
+    );
+    assert_eq!(b.broadcast_background("stats", "tick", "quiet"), 1);
+    let (payload, thread) = tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(payload, Bytes::from("quiet"));
+    assert_eq!(thread, "bulk a@test");
+    assert_eq!(b.broadcast("stats", "tick", "prompt"), 1);
+    let (payload, thread) = tokio::time::timeout(DEADLINE, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(payload, Bytes::from("prompt"));
+    assert_ne!(thread, "bulk a@test");
+}

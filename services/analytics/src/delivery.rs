@@ -64,7 +64,8 @@ impl DeliveryLatency {
                     _ = draining.cancelled() => true,
                 };
                 if let Some(report) = flusher.report(node.name(), node.incarnation(), now_ms()) {
-                    node.broadcast(
+                    // Statistics: background traffic, never ahead of calls.
+                    node.broadcast_background(
                         names::ANALYTICS_LATENCY,
                         names::DELIVERY_LATENCY,
                         report.encode_to_vec(),

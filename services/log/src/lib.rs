@@ -92,8 +92,12 @@ impl LogService {
             .await?;
         let count = stored.entries.len() as u32;
         if count > 0 {
-            self.node
-                .broadcast(names::LOG_TAIL, names::LOG_BATCH, stored.encode_to_vec());
+            // Tails are watched, not waited on: they must never slow the writes they follow.
+            self.node.broadcast_background(
+                names::LOG_TAIL,
+                names::LOG_BATCH,
+                stored.encode_to_vec(),
+            );
         }
         Ok(wire::AppendReply { stored: count }.encode_to_vec().into())
     }
