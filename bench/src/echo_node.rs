@@ -377,10 +377,11 @@ impl CastCounts {
     }
 
     /// What the one-way point did, as a note for the section; `what` names the point.
-    pub(crate) fn note(&self, what: &str, options: &RunOptions) -> String {
+    /// `how` names the `Node` method that sent them.
+    pub(crate) fn note(&self, what: &str, how: &str, options: &RunOptions) -> String {
         let count = |n: &AtomicU64| thousands(n.load(Ordering::Relaxed) as f64);
         format!(
-            "{what}: `broadcast` to the server's `echo` group, {CAST_BURST} per scheduler \
+            "{what}: `{how}` to the server's `echo` group, {CAST_BURST} per scheduler \
              turn, for {} s; {} queued, {} delivered (the server's `received`), {} refused by a \
              full link queue (not counted); rate = delivered / (first send to last delivery)",
             seconds(options.measure),

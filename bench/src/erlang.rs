@@ -107,7 +107,9 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>>
         options,
     );
     let rows = measure_in_turn("erlang", points, options).await?;
-    let switchboard_casts = switchboard.casts.note("Switchboard one-way", options);
+    let switchboard_casts = switchboard
+        .casts
+        .note("Switchboard one-way", "broadcast", options);
     switchboard.finish().await?;
     let otp = erlang.finish().await?;
     let checks = checks(&rows);

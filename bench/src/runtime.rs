@@ -120,7 +120,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>>
                 "payload {PAYLOAD_BYTES} B; 'in flight' = concurrent tasks each looping call -> await"
             ),
             format!("Switchboard server: {server}"),
-            casts.note("group cast", options),
+            casts.note("group cast", "broadcast", options),
             "local call: the provider is hosted by the calling node, in the bench process".into(),
             "tonic stream: one bidirectional stream, requests pipelined, replies matched in order"
                 .into(),
