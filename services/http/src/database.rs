@@ -37,8 +37,9 @@ impl Database {
         self.client.call(method, request, idempotent).await
     }
 
-    /// Creates an account. Not idempotent: a retry after an unknown outcome could report
-    /// `username_taken` for the caller's own account.
+    /// Creates an account. Idempotent: the password hash is freshly salted for each attempt,
+    /// and the database node answers a retry that finds its own hash stored with that account,
+    /// so a failover never turns the caller's own registration into `username_taken`.
     pub(crate) async fn register(
         &self,
         username: &str,
@@ -48,7 +49,7 @@ impl Database {
             username: username.to_owned(),
             password_hash,
         };
-        let reply: wire::UserReply = self.call("register", &request, false).await?;
+        let reply: wire::UserReply = self.call("register", &request, true).await?;
         reply.user.ok_or_else(missing)
     }
 
@@ -63,7 +64,8 @@ impl Database {
         self.call("credentials", &request, true).await
     }
 
-    /// Stores a session under the token's hash.
+    /// Stores a session under the token's hash. Idempotent: storing the same hash twice is a
+    /// no-op.
     pub(crate) async fn create_session(
         &self,
         user_id: i64,
@@ -75,7 +77,7 @@ impl Database {
             token_hash,
             expires_at_ms,
         };
-        let _: wire::Empty = self.call("create_session", &request, false).await?;
+        let _: wire::Empty = self.call("create_session", &request, true).await?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use support::*;
 
 on_both_backends!(
     accounts_register_login_me_logout,
+    a_retried_registration_and_login_return_what_the_first_attempt_stored,
     logout_invalidates_the_token_on_every_http_node,
     rooms_create_list_get_join_leave_members,
     messages_post_page_edit_delete,
@@ -22,6 +23,68 @@ on_both_backends!(
     sse_on_one_http_node_receives_a_post_made_through_another,
     sse_resume_with_last_event_id_misses_nothing,
 );
+
+/// What a failover retry looks like to the database node: the very same request again after
+/// the first attempt committed. The runtime retries `register` and `create_session` on another
+/// database node when the first dies mid-call, so a repeat must answer as the first did.
+async fn a_retried_registration_and_login_return_what_the_first_attempt_stored(backend: Backend) {
+    use switchboard::CallOptions;
+    use switchboard_proto::v1 as wire;
+    let Some(cluster) = Cluster::start(backend, 1, 1).await else {
+        return;
+    };
+    let http = &cluster.https[0].0;
+    let register = |hash: &str| wire::RegisterRequest {
+        username: "retrier".into(),
+        password_hash: hash.into(),
+    };
+    let call = |request: wire::RegisterRequest| async move {
+        http.call_message::<_, wire::UserReply>(
+            "database",
+            "register",
+            &request,
+            CallOptions::idempotent(),
+        )
+        .await
+    };
+    // Salted hashes differ per attempt; the http node computes one per request.
+    let first = call(register("$argon2id$salt-one$hash")).await.unwrap();
+    let retried = call(register("$argon2id$salt-one$hash")).await.unwrap();
+    assert_eq!(
+        first.user, retried.user,
+        "the retry gets the account it created"
+    );
+    let other = call(register("$argon2id$salt-two$hash")).await.unwrap_err();
+    assert!(other.to_string().contains("username_taken"), "{other}");
+    let user_id = first.user.unwrap().id;
+    let session = wire::CreateSessionRequest {
+        user_id,
+        token_hash: "ab".repeat(32),
+        expires_at_ms: i64::MAX,
+    };
+    for _ in 0..2 {
+        http.call_message::<_, wire::Empty>(
+            "database",
+            "create_session",
+            &session,
+            CallOptions::idempotent(),
+        )
+        .await
+        .unwrap();
+    }
+    let user: wire::UserReply = http
+        .call_message(
+            "database",
+            "session",
+            &wire::SessionRequest {
+                token_hash: "ab".repeat(32),
+            },
+            CallOptions::idempotent(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(user.user.unwrap().id, user_id);
+}
 
 async fn accounts_register_login_me_logout(backend: Backend) {
     let Some(cluster) = Cluster::start(backend, 1, 1).await else {

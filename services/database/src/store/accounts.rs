@@ -7,7 +7,8 @@ use switchboard_proto::v1 as wire;
 use super::{Store, StoreError, now_ms};
 
 impl Store {
-    /// Creates an account; `username_taken` if the name exists in any letter case.
+    /// Creates an account; `username_taken` if the name exists in any letter case, unless this
+    /// same request (the same salted hash) created it, so a retry is safe.
     pub async fn register(
         &self,
         username: &str,
@@ -24,17 +25,24 @@ impl Store {
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else {
-            return Err(StoreError::rejected(
+        if let Some(row) = row {
+            return Ok(wire::User {
+                id: row.try_get("id")?,
+                username: username.to_owned(),
+                created_at_ms: now,
+            });
+        }
+        // Taken, but perhaps by this very request: a retry after the reply was lost (the
+        // runtime retries on another database node when the first one dies). The hash is
+        // salted with fresh random bytes for every registration attempt, so an equal stored
+        // hash means the account is the one this request created, and the retry gets it back.
+        match self.credentials(username).await? {
+            Some((existing, stored_hash)) if stored_hash == password_hash => Ok(existing),
+            _ => Err(StoreError::rejected(
                 "username_taken",
                 "that username is already taken",
-            ));
-        };
-        Ok(wire::User {
-            id: row.try_get("id")?,
-            username: username.to_owned(),
-            created_at_ms: now,
-        })
+            )),
+        }
     }
 
     /// The account and its password hash, for a login attempt.
@@ -52,15 +60,18 @@ impl Store {
             .transpose()
     }
 
-    /// Remembers a session under the hash of its token.
+    /// Remembers a session under the hash of its token; storing the same one again is a no-op.
     pub async fn create_session(
         &self,
         user_id: i64,
         token_hash: &str,
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
+        // A retry of the same request finds its session stored and changes nothing: the token
+        // is 256 random bits, so its hash names one login.
         sqlx::query(
-            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO NOTHING",
         )
         .bind(token_hash)
         .bind(user_id)
