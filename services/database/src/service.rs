@@ -99,7 +99,11 @@ impl Inner {
             }
             "create_room" => {
                 let r: wire::CreateRoomRequest = decode(payload)?;
-                reply(&store.create_room(r.user_id, &r.name, &r.topic).await?)
+                reply(
+                    &store
+                        .create_room(r.user_id, &r.name, &r.topic, &r.idempotency_key)
+                        .await?,
+                )
             }
             "list_rooms" => {
                 let r: wire::ListRoomsRequest = decode(payload)?;

@@ -97,19 +97,22 @@ impl Database {
         Ok(())
     }
 
-    /// Creates a room owned by `user_id`.
+    /// Creates a room owned by `user_id`. Idempotent: the key is stored with the room, so a
+    /// retry on another database node returns the room instead of `room_name_taken`.
     pub(crate) async fn create_room(
         &self,
         user_id: i64,
         name: &str,
         topic: &str,
+        idempotency_key: String,
     ) -> Result<wire::Room, NodeError> {
         let request = wire::CreateRoomRequest {
             user_id,
             name: name.to_owned(),
             topic: topic.to_owned(),
+            idempotency_key,
         };
-        self.call("create_room", &request, false).await
+        self.call("create_room", &request, true).await
     }
 
     /// Every room with `joined` flags for `user_id`.

@@ -9,6 +9,7 @@ mod database;
 mod error;
 mod extract;
 mod http_metrics;
+mod idempotency;
 mod live;
 mod log_tail;
 mod model;

@@ -11,7 +11,7 @@ use support::*;
 
 on_both_backends!(
     accounts_register_login_me_logout,
-    a_retried_registration_and_login_return_what_the_first_attempt_stored,
+    retried_registrations_logins_and_rooms_return_what_the_first_attempt_stored,
     logout_invalidates_the_token_on_every_http_node,
     rooms_create_list_get_join_leave_members,
     messages_post_page_edit_delete,
@@ -25,9 +25,12 @@ on_both_backends!(
 );
 
 /// What a failover retry looks like to the database node: the very same request again after
-/// the first attempt committed. The runtime retries `register` and `create_session` on another
-/// database node when the first dies mid-call, so a repeat must answer as the first did.
-async fn a_retried_registration_and_login_return_what_the_first_attempt_stored(backend: Backend) {
+/// the first attempt committed. The runtime retries `register`, `create_session` and
+/// `create_room` on another database node when the first dies mid-call, so a repeat must
+/// answer as the first did.
+async fn retried_registrations_logins_and_rooms_return_what_the_first_attempt_stored(
+    backend: Backend,
+) {
     use switchboard::CallOptions;
     use switchboard_proto::v1 as wire;
     let Some(cluster) = Cluster::start(backend, 1, 1).await else {
@@ -84,6 +87,45 @@ async fn a_retried_registration_and_login_return_what_the_first_attempt_stored(b
         .await
         .unwrap();
     assert_eq!(user.user.unwrap().id, user_id);
+    // Rooms: the same key gets the room it created; another key (or none) finds the name taken.
+    let create = |key: &str| wire::CreateRoomRequest {
+        user_id,
+        name: "retried".into(),
+        topic: "t".into(),
+        idempotency_key: key.into(),
+    };
+    let room = |request: wire::CreateRoomRequest| async move {
+        http.call_message::<_, wire::Room>(
+            "database",
+            "create_room",
+            &request,
+            CallOptions::idempotent(),
+        )
+        .await
+    };
+    let created = room(create("request:one")).await.unwrap();
+    assert_eq!(room(create("request:one")).await.unwrap(), created);
+    for other in ["request:two", ""] {
+        let taken = room(create(other)).await.unwrap_err();
+        assert!(taken.to_string().contains("room_name_taken"), "{taken}");
+    }
+    // Over HTTP, with the client's own key.
+    let api = cluster.api(0).register("keyholder").await;
+    let with_key = |key: &'static str| {
+        api.request(Method::POST, "/v1/rooms")
+            .header("idempotency-key", key)
+            .json(&json!({ "name": "keyed" }))
+    };
+    let first = api.send(with_key("k-1")).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let again = api.send(with_key("k-1")).await;
+    assert_eq!(
+        (again.status, &again.body),
+        (StatusCode::CREATED, &first.body)
+    );
+    let other = api.send(with_key("k-2")).await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+    assert_eq!(other.code(), "room_name_taken");
 }
 
 async fn accounts_register_login_me_logout(backend: Backend) {

@@ -168,6 +168,18 @@ impl Store {
         key: &str,
         fingerprint: &str,
     ) -> Result<Option<PostOutcome>, StoreError> {
+        let Some((stored, response)) = self.stored_response(user_id, key).await? else {
+            return Ok(None);
+        };
+        replayed(&stored, fingerprint, &response).map(Some)
+    }
+
+    /// The fingerprint and reply stored under a user's idempotency key, if any.
+    pub(super) async fn stored_response(
+        &self,
+        user_id: i64,
+        key: &str,
+    ) -> Result<Option<(String, Vec<u8>)>, StoreError> {
         let row = sqlx::query(
             "SELECT fingerprint, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
         )
@@ -175,10 +187,8 @@ impl Store {
         .bind(key)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let stored: String = row.try_get("fingerprint")?;
-        let response: Vec<u8> = row.try_get("response")?;
-        replayed(&stored, fingerprint, &response).map(Some)
+        row.map(|row| Ok((row.try_get("fingerprint")?, row.try_get("response")?)))
+            .transpose()
     }
 
     /// A page of history, oldest first. Paging forward (`after` given), the oldest `limit`

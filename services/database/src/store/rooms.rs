@@ -1,6 +1,7 @@
 //! Rooms and memberships. Joining and leaving append a room event in the same transaction, so
 //! the live event log and the membership table never disagree.
 
+use prost::Message;
 use sqlx::Row;
 use switchboard_proto::v1 as wire;
 
@@ -12,13 +13,22 @@ const ROOM_COLUMNS: &str = "r.id, r.name, r.topic, r.created_by, r.created_at, r
      (SELECT COUNT(*) FROM memberships m WHERE m.room_id = r.id AND m.user_id = $1) AS joined";
 
 impl Store {
-    /// Creates a room owned by `user_id`, who becomes its first member.
+    /// Creates a room owned by `user_id`, who becomes its first member. With a key, a retry
+    /// (on any database node, after any restart) returns the room the first attempt created
+    /// instead of `room_name_taken`.
     pub async fn create_room(
         &self,
         user_id: i64,
         name: &str,
         topic: &str,
+        key: &str,
     ) -> Result<wire::Room, StoreError> {
+        // Unlike a post's (`{room_id}:{body}`), this starts with a letter: one key used for a post
+        // and for a room is `idempotency_key_reused`, never a replay of the other.
+        let fingerprint = format!("create_room:{name}\n{topic}");
+        if let Some(room) = self.replay_room(user_id, key, &fingerprint).await? {
+            return Ok(room);
+        }
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
@@ -33,10 +43,16 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Err(StoreError::rejected(
-                "room_name_taken",
-                "a room with that name already exists",
-            ));
+            tx.rollback().await?;
+            // The name may be taken by this very request, committed by an attempt whose reply
+            // was lost (or by a concurrent one with the same key).
+            return match self.replay_room(user_id, key, &fingerprint).await? {
+                Some(room) => Ok(room),
+                None => Err(StoreError::rejected(
+                    "room_name_taken",
+                    "a room with that name already exists",
+                )),
+            };
         };
         let room_id: i64 = row.try_get("id")?;
         sqlx::query(
@@ -47,8 +63,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(wire::Room {
+        let room = wire::Room {
             id: room_id,
             name: name.to_owned(),
             topic: topic.to_owned(),
@@ -56,7 +71,44 @@ impl Store {
             created_at_ms: now,
             member_count: 1,
             joined: true,
-        })
+        };
+        if !key.is_empty() {
+            // Same transaction as the room: the key exists exactly when the room does.
+            sqlx::query(
+                "INSERT INTO idempotency_keys (user_id, key, fingerprint, response, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(user_id)
+            .bind(key)
+            .bind(&fingerprint)
+            .bind(room.encode_to_vec())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(room)
+    }
+
+    /// The room an earlier `create_room` with this key created, if there was one.
+    async fn replay_room(
+        &self,
+        user_id: i64,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Option<wire::Room>, StoreError> {
+        if key.is_empty() {
+            return Ok(None);
+        }
+        let Some((stored, response)) = self.stored_response(user_id, key).await? else {
+            return Ok(None);
+        };
+        if stored != fingerprint {
+            return Err(super::messages::key_reused());
+        }
+        wire::Room::decode(response.as_slice())
+            .map(Some)
+            .map_err(|e| StoreError::Sql(sqlx::Error::Decode(Box::new(e))))
     }
 
     /// Every room, oldest first, with whether `user_id` is a member.

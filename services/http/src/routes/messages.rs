@@ -6,15 +6,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use switchboard_proto::v1 as wire;
 
-use crate::auth::{self, AuthUser};
+use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::idempotency;
 use crate::model::{Message, MessageBody, MessagePage, PageQuery};
 use crate::state::AppState;
 use crate::validation;
-
-/// The header that makes a post safe to retry.
-pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Posts a message. With an `Idempotency-Key`, a retry by the same user returns the first
 /// result (same status, same body) however many http and database nodes there are. The 201 is
@@ -33,16 +31,7 @@ pub(crate) async fn post_message(
     ApiJson(message): ApiJson<MessageBody>,
 ) -> Result<Response, ApiError> {
     validation::body(&message.body)?;
-    // Without a client key the request still gets one of its own, so that the runtime can retry
-    // it on another database node without posting twice. The prefixes keep the two apart.
-    let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
-        Some(value) => {
-            let key = value.to_str().unwrap_or_default();
-            validation::idempotency_key(key)?;
-            format!("client:{key}")
-        }
-        None => format!("request:{}", auth::new_token()),
-    };
+    let idempotency_key = idempotency::key(&headers)?;
     let reply = state
         .database
         .post_message(wire::PostMessageRequest {

@@ -2,28 +2,36 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
+use crate::idempotency;
 use crate::model::{Member, MemberList, NewRoom, Room, RoomList};
 use crate::state::AppState;
 use crate::validation;
 
-/// Creates a room; the creator is its owner and first member.
+/// Creates a room; the creator is its owner and first member. With an `Idempotency-Key`, a
+/// retry by the same user returns the room the first request created (201, same body).
 #[utoipa::path(post, path = "/v1/rooms", tag = "rooms", security(("bearer" = [])), request_body = NewRoom,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the same room")),
     responses((status = 201, body = Room), (status = 409, body = ErrorBody, description = "room_name_taken"), (status = 422, body = ErrorBody)))]
 pub(crate) async fn create_room(
     State(state): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
     ApiJson(room): ApiJson<NewRoom>,
 ) -> Result<(StatusCode, Json<Room>), ApiError> {
     let name = room.name.trim();
     validation::room_name(name)?;
     let topic = room.topic.unwrap_or_default();
     validation::topic(&topic)?;
-    let room = state.database.create_room(user.id, name, &topic).await?;
+    let key = idempotency::key(&headers)?;
+    let room = state
+        .database
+        .create_room(user.id, name, &topic, key)
+        .await?;
     tracing::info!(
         kind = "room_created",
         room_id = room.id,
