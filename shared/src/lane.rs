@@ -118,11 +118,18 @@ impl Stream for BatchingStream {
             this.done = true;
             return Poll::Ready(Some(Err(status)));
         }
-        if this.cancelled.as_mut().poll(cx).is_ready() {
-            this.done = true;
-            return Poll::Ready(None);
-        }
-        let first = match this.rx.poll_recv(cx) {
+        // Once cancelled, what is already queued (a goodbye, owed replies) still goes out, then
+        // the stream ends; nothing queued later is waited for.
+        let cancelled = this.cancelled.as_mut().poll(cx).is_ready();
+        let next = if cancelled {
+            match this.rx.try_recv() {
+                Ok(item) => Poll::Ready(Some(item)),
+                Err(_) => Poll::Ready(None),
+            }
+        } else {
+            this.rx.poll_recv(cx)
+        };
+        let first = match next {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => {
                 this.done = true;

@@ -32,6 +32,9 @@ const FORGET_AFTER: Duration = Duration::from_secs(300);
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const GOSSIP_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the end of a link's data or bulk lane waits for the link to close for a known
+/// reason (a goodbye) before it closes the link as `noconnection`.
+const LANE_END_GRACE: Duration = Duration::from_millis(100);
 
 impl NodeInner {
     /// Starts the seed resolver and the gossip ticker.
@@ -265,9 +268,20 @@ impl NodeInner {
             };
             let node = self.clone();
             let link = link.clone();
+            let lane = LANES[index];
             let receive = async move {
                 tokio::select! {
-                    reason = run_lane(node.clone(), context, reader) => node.link_down(&link, &reason),
+                    reason = run_lane(node.clone(), context, reader) => {
+                        if lane != Lane::Control {
+                            // The data and bulk lanes are read by other tasks (the bulk lane on
+                            // another thread) than the peer's goodbye: when a peer shuts down,
+                            // give the goodbye a moment to close the link with its reason. A
+                            // crash ends the control lane too, which declares it down at once.
+                            let _ = tokio::time::timeout(LANE_END_GRACE, link.closed.cancelled())
+                                .await;
+                        }
+                        node.link_down(&link, &reason);
+                    }
                     _ = link.closed.cancelled() => {}
                 }
             };

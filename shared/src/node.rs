@@ -67,6 +67,9 @@ pub(crate) struct NodeInner {
     pub(crate) shutdown: CancellationToken,
     /// Cancelled when graceful shutdown begins, before anything is closed.
     pub(crate) draining: CancellationToken,
+    /// Cancelled when a graceful shutdown says goodbye: every lane a peer dialed here answers
+    /// with a goodbye too, ahead of its end on the same stream.
+    pub(crate) departing: CancellationToken,
     /// Inbound calls and casts being served, awaited on graceful shutdown.
     pub(crate) work: TaskTracker,
     pub(crate) stopping: AtomicBool,
@@ -190,6 +193,7 @@ impl NodeBuilder {
             registry_changed: Notify::new(),
             shutdown: CancellationToken::new(),
             draining: CancellationToken::new(),
+            departing: CancellationToken::new(),
             work: TaskTracker::new(),
             stopping: AtomicBool::new(false),
             bulk,
@@ -723,6 +727,7 @@ impl NodeInner {
         }
         // 3. Say goodbye so peers record a deliberate departure, then close everything.
         let links = self.links();
+        self.departing.cancel();
         for link in &links {
             link.send_control(Kind::Goodbye(wire::Goodbye {
                 reason: "shutdown".into(),

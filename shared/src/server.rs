@@ -231,6 +231,23 @@ async fn accept(
         }
     };
     node.inbound_lane_opened(&hello);
+    if hello.lane == wire::Lane::Control as i32 {
+        // The peer reads its lanes in separate tasks (the bulk lane on another thread), so the
+        // end of one could reach it before the goodbye on our own link; a goodbye on this
+        // stream is read before this stream's end.
+        let tx = tx.clone();
+        let departing = node.departing.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = departing.cancelled() => {
+                    let _ = tx.try_send(Ok(wire::Frame {
+                        kind: Some(Kind::Goodbye(wire::Goodbye { reason: "shutdown".into() })),
+                    }));
+                }
+                _ = tx.closed() => {}
+            }
+        });
+    }
     let context = LaneContext {
         peer: hello.name.as_str().into(),
         incarnation: hello.incarnation,
