@@ -25,7 +25,8 @@ use crate::auth::AuthUser;
 use crate::database::Database;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
-use crate::model::{EventsQuery, Message, User};
+use crate::live::{LiveEvent, render};
+use crate::model::EventsQuery;
 use crate::state::AppState;
 
 /// Keep-alive comments, and the idle interval after which the log is checked for anything a lost
@@ -110,7 +111,7 @@ impl Subscriber {
         mut self,
         start: wire::EventPage,
         replaying: bool,
-        mut live: broadcast::Receiver<Arc<wire::RoomEvent>>,
+        mut live: broadcast::Receiver<Arc<LiveEvent>>,
     ) {
         if replaying && (self.page(start).await.is_err() || self.catch_up().await.is_err()) {
             return;
@@ -125,8 +126,10 @@ impl Subscriber {
                 _ = self.tx.closed() => return,
             };
             let result = match next {
-                Ok(event) if event.cursor <= self.last => Ok(()),
-                Ok(event) if event.cursor == self.last + 1 => self.send(&event).await,
+                Ok(live) if live.event.cursor <= self.last => Ok(()),
+                Ok(live) if live.event.cursor == self.last + 1 => {
+                    self.send(&live.event, live.sse()).await
+                }
                 // A gap: some broadcast was lost; the log has it.
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -175,15 +178,16 @@ impl Subscriber {
         }
         for event in &page.events {
             if event.cursor > self.last {
-                self.send(event).await?;
+                self.send(event, render(event)).await?;
             }
         }
         Ok(())
     }
 
-    async fn send(&mut self, event: &wire::RoomEvent) -> Result<(), End> {
+    /// Sends `event`, whose SSE form is `rendered`.
+    async fn send(&mut self, event: &wire::RoomEvent, rendered: Event) -> Result<(), End> {
         self.tx
-            .send(render(event))
+            .send(rendered)
             .await
             .map_err(|_| End::Disconnected)?;
         self.last = event.cursor;
@@ -197,20 +201,4 @@ impl Subscriber {
         }
         Ok(())
     }
-}
-
-/// The SSE form of a room event.
-fn render(event: &wire::RoomEvent) -> Event {
-    let data = match (&event.message, &event.user) {
-        (Some(message), _) => serde_json::to_value(Message::from(message.clone())),
-        (None, Some(user)) => {
-            Ok(json!({ "room_id": event.room_id, "user": User::from(user.clone()) }))
-        }
-        (None, None) => Ok(json!({ "room_id": event.room_id })),
-    }
-    .unwrap_or_default();
-    Event::default()
-        .event(event.kind.as_str())
-        .id(event.cursor.to_string())
-        .data(data.to_string())
 }
