@@ -56,6 +56,31 @@ pub(super) fn replayed(
     })
 }
 
+/// Stores a reply under a user's idempotency key in the transaction that made it; false when
+/// the key was already stored (by a concurrent request that committed first).
+pub(super) async fn remember_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user_id: i64,
+    key: &str,
+    fingerprint: &str,
+    response: &[u8],
+    now: i64,
+) -> Result<bool, StoreError> {
+    let stored = sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, key, fingerprint, response, created_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, key) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(key)
+    .bind(fingerprint)
+    .bind(response)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(stored > 0)
+}
+
 impl Store {
     /// Posts a message; with a key, a retry returns the first result.
     pub(crate) async fn post_message(
@@ -131,19 +156,16 @@ impl Store {
         };
         append_event(&mut tx, &event).await?;
         if !key.is_empty() {
-            let stored = sqlx::query(
-                "INSERT INTO idempotency_keys (user_id, key, fingerprint, response, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, key) DO NOTHING",
+            let stored = remember_key(
+                &mut tx,
+                user_id,
+                key,
+                &fingerprint,
+                &message.encode_to_vec(),
+                now,
             )
-            .bind(user_id)
-            .bind(key)
-            .bind(&fingerprint)
-            .bind(message.encode_to_vec())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if stored == 0 {
+            .await?;
+            if !stored {
                 // A concurrent request with the same key committed first: undo ours, return its.
                 tx.rollback().await?;
                 return self

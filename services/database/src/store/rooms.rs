@@ -7,6 +7,7 @@ use switchboard_proto::v1 as wire;
 
 use super::accounts::user;
 use super::events::append_event;
+use super::messages::{key_reused, remember_key};
 use super::{Store, StoreError, now_ms};
 
 const ROOM_COLUMNS: &str = "r.id, r.name, r.topic, r.created_by, r.created_at, r.member_count, \
@@ -73,18 +74,22 @@ impl Store {
             joined: true,
         };
         if !key.is_empty() {
-            // Same transaction as the room: the key exists exactly when the room does.
-            sqlx::query(
-                "INSERT INTO idempotency_keys (user_id, key, fingerprint, response, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
+            // Same transaction as the room: the key exists exactly when the room does. A key
+            // stored meanwhile belongs to another request: one with this key and this name
+            // would have found the name taken above.
+            let stored = remember_key(
+                &mut tx,
+                user_id,
+                key,
+                &fingerprint,
+                &room.encode_to_vec(),
+                now,
             )
-            .bind(user_id)
-            .bind(key)
-            .bind(&fingerprint)
-            .bind(room.encode_to_vec())
-            .bind(now)
-            .execute(&mut *tx)
             .await?;
+            if !stored {
+                tx.rollback().await?;
+                return Err(key_reused());
+            }
         }
         tx.commit().await?;
         Ok(room)
@@ -104,7 +109,7 @@ impl Store {
             return Ok(None);
         };
         if stored != fingerprint {
-            return Err(super::messages::key_reused());
+            return Err(key_reused());
         }
         wire::Room::decode(response.as_slice())
             .map(Some)
