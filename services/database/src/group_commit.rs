@@ -19,7 +19,7 @@ use switchboard::Node;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::service::publish;
-use crate::store::{Backend, NewPost, PostOutcome, Store, StoreError};
+use crate::store::{Backend, NewPost, PostOutcome, Store, StoreError, Turn};
 
 /// The most posts one transaction carries.
 pub(crate) const MAX_BATCH: usize = 128;
@@ -113,15 +113,14 @@ async fn commit_loop(
 ) {
     loop {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        {
-            // One committer gathers at a time, so batches are not split between them.
-            let mut receiver = receiver.lock().await;
-            if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
-                return;
-            }
+        // One committer gathers at a time, so batches are not split between them, and it keeps
+        // the turn until its batch's write is next in line (see `store::Turn`).
+        let mut turn = receiver.clone().lock_owned().await;
+        if turn.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
         }
         metrics.batch_posts.observe(batch.len() as f64);
-        commit(&store, &node, batch, &metrics).await;
+        commit(&store, &node, batch, Box::new(turn), &metrics).await;
     }
 }
 
@@ -133,10 +132,11 @@ async fn commit(
     store: &Store,
     node: &Node,
     batch: Vec<(NewPost, Answer)>,
+    turn: Turn,
     metrics: &CommitMetrics,
 ) {
     let (posts, answers): (Vec<NewPost>, Vec<Answer>) = batch.into_iter().unzip();
-    match store.post_messages(&posts).await {
+    match store.post_messages(&posts, turn).await {
         Ok(outcomes) => {
             for event in outcomes.iter().flatten().filter_map(|o| o.event.as_ref()) {
                 publish(node, event);

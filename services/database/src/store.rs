@@ -13,8 +13,8 @@ mod reports;
 mod rooms;
 
 pub(crate) use messages::PostOutcome;
-pub(crate) use post_batch::NewPost;
 use post_batch::RoomCounters;
+pub(crate) use post_batch::{NewPost, Turn};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

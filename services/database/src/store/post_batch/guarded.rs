@@ -16,6 +16,10 @@
 //! there first, or the batch before it failed) writes nothing and the batch is decided again
 //! from a fresh read.
 //!
+//! Message ids come from a stock the node keeps, refilled by each write in its own transaction.
+//! Taking them in the read made one read in two wait for a WAL flush (a logged `nextval` gives
+//! the read a transaction id, so its commit flushes), queued with the writes' flushes.
+//!
 //! Why the guard is enough. Every change to a room's memberships, edits and deletes included,
 //! bumps its `last_cursor` but not its `last_seq`, and posts bump both by the same amount. So
 //! `last_cursor - last_seq` only grows, and it grows exactly when something other than a post
@@ -25,7 +29,7 @@
 //! when the messages land. Seqs stay gapless because the write moves the counters by exactly the
 //! messages it inserts, from exactly the values it expects.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -43,6 +47,10 @@ const ATTEMPTS: usize = 3;
 /// Rooms remembered at most; past that the memory starts over (it is only a hint).
 const REMEMBERED_ROOMS: usize = 10_000;
 
+/// Message ids a node keeps in hand, fetched by its writes for the batches after them (see
+/// migration `0005_post_batch_ids.sql`): two of the largest batches.
+const ID_STOCK: usize = 256;
+
 /// Where this node's batches in flight leave each room's `(last_seq, last_cursor)`, behind the
 /// lock that puts this node's writes in order.
 ///
@@ -53,6 +61,39 @@ const REMEMBERED_ROOMS: usize = 10_000;
 #[derive(Debug, Default)]
 pub(crate) struct RoomCounters {
     rooms: tokio::sync::Mutex<Remembered>,
+    /// Fresh message ids fetched ahead, oldest first.
+    ids: std::sync::Mutex<VecDeque<i64>>,
+}
+
+impl RoomCounters {
+    fn stock(&self) -> std::sync::MutexGuard<'_, VecDeque<i64>> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Up to `wanted` ids from the stock, oldest first.
+    fn take_ids(&self, wanted: usize) -> Vec<i64> {
+        let mut stock = self.stock();
+        let taken = wanted.min(stock.len());
+        stock.drain(..taken).collect()
+    }
+
+    /// Puts `ids` a batch did not use back in front of the stock, so ids are still handed out
+    /// in the order they were fetched.
+    fn give_back(&self, ids: &[i64]) {
+        let mut stock = self.stock();
+        for &id in ids.iter().rev() {
+            stock.push_front(id);
+        }
+    }
+
+    /// How many ids the next write should fetch to fill the stock.
+    fn shortfall(&self) -> usize {
+        ID_STOCK.saturating_sub(self.stock().len())
+    }
+
+    fn add_ids(&self, ids: Vec<i64>) {
+        self.stock().extend(ids);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -109,7 +150,14 @@ struct ReadReply {
     keys: Vec<(i64, String, String, String)>,
     /// `(id, username, created_at)` of the authors.
     users: Vec<(i64, String, i64)>,
-    /// Fresh message ids, one per post asked about.
+    /// Fresh message ids, as many as asked for.
+    ids: Vec<i64>,
+}
+
+/// What `post_batch_write_refill` answers when it wrote the batch.
+#[derive(Deserialize)]
+struct WriteReply {
+    /// Fresh message ids for the batches to come.
     ids: Vec<i64>,
 }
 
@@ -120,6 +168,8 @@ struct WriteRequest<'a> {
     messages: Vec<MessageRow<'a>>,
     events: Vec<EventRow>,
     keys: Vec<KeyRow<'a>>,
+    /// How many fresh message ids to fetch for the batches after this one.
+    refill: usize,
 }
 
 #[derive(Serialize)]
@@ -176,8 +226,28 @@ impl Store {
     /// One read, one guarded write. `None` when the write found the counters moved and wrote
     /// nothing.
     async fn try_guarded(&self, batch: &Batch<'_>) -> Result<Option<Vec<Decided>>, StoreError> {
-        let posts = batch.posts;
         let own: Vec<usize> = batch.own().collect();
+        let mut ids = self.room_counters.take_ids(own.len());
+        match self.decide_and_write(batch, &own, &mut ids).await {
+            // Ids the batch did not use (refused posts, a write that lost its race) go back.
+            Ok(outcome) => {
+                self.room_counters.give_back(&ids);
+                Ok(outcome)
+            }
+            // After an error the write may or may not have happened: its ids are dropped, never
+            // handed out twice.
+            Err(error) => Err(error),
+        }
+    }
+
+    /// [`Store::try_guarded`] with `ids` in hand; removes from `ids` the ones it wrote.
+    async fn decide_and_write(
+        &self,
+        batch: &Batch<'_>,
+        own: &[usize],
+        ids: &mut Vec<i64>,
+    ) -> Result<Option<Vec<Decided>>, StoreError> {
+        let posts = batch.posts;
         let mut rooms: Vec<i64> = own.iter().map(|&i| posts[i].room_id).collect();
         rooms.sort_unstable();
         rooms.dedup();
@@ -199,7 +269,7 @@ impl Store {
                 .filter(|&&i| !posts[i].key.is_empty())
                 .map(|&i| (posts[i].user_id, posts[i].key.clone()))
                 .collect(),
-            count: own.len(),
+            count: own.len().saturating_sub(ids.len()),
         };
         let read: String = sqlx::query_scalar("SELECT post_batch_read($1::jsonb)::text")
             .bind(to_json(&request)?)
@@ -238,9 +308,10 @@ impl Store {
             .collect();
 
         let members: HashSet<(i64, i64)> = read.members.iter().copied().collect();
+        ids.extend(read.ids);
         let mut decided: Vec<Decided> = (0..posts.len()).map(|_| None).collect();
         let mut writes: Vec<usize> = Vec::with_capacity(own.len());
-        for &i in &own {
+        for &i in own {
             let post = &posts[i];
             decided[i] = if let Some((fingerprint, response)) =
                 stored.get(&(post.user_id, post.key.as_str()))
@@ -259,14 +330,18 @@ impl Store {
         if writes.is_empty() {
             return Ok(Some(decided));
         }
-        if read.ids.len() < writes.len() {
+        if ids.len() < writes.len() {
             return Err(malformed("fewer message ids than posts"));
         }
 
         // Each room's counters move once, by its number of new messages, from what this node's
         // batches in flight will leave them at; the batch's order decides seqs within the room.
         let mut remembered = self.room_counters.rooms.lock().await;
-        let mut write = WriteRequest::default();
+        batch.ordered();
+        let mut write = WriteRequest {
+            refill: self.room_counters.shortfall(),
+            ..WriteRequest::default()
+        };
         let mut next: HashMap<i64, (i64, i64)> = HashMap::new();
         for (room, count) in batch.per_room(&writes) {
             let (seq, cursor) = remembered.reserve(room, counters[&room], count);
@@ -278,7 +353,8 @@ impl Store {
             });
             next.insert(room, (seq + 1, cursor + 1));
         }
-        for (&i, &id) in writes.iter().zip(&read.ids) {
+        let written_ids: Vec<i64> = ids.drain(..writes.len()).collect();
+        for (&i, &id) in writes.iter().zip(&written_ids) {
             let post = &posts[i];
             let slot = next
                 .get_mut(&post.room_id)
@@ -314,15 +390,29 @@ impl Store {
             decided[i] = Some(Ok(outcome));
         }
 
-        let written: Result<bool, sqlx::Error> =
-            sqlx::query_scalar("SELECT post_batch_write($1::jsonb)")
+        let written: Result<Option<String>, sqlx::Error> =
+            sqlx::query_scalar("SELECT post_batch_write_refill($1::jsonb)::text")
                 .bind(to_json(&write)?)
                 .fetch_one(&self.pool)
                 .await;
         match written {
-            Ok(true) => Ok(Some(decided)),
-            Ok(false) => {
+            Ok(Some(reply)) => {
+                // The batch is committed whatever the reply says: an unreadable one costs the
+                // refill, never the batch.
+                match serde_json::from_str::<WriteReply>(&reply) {
+                    Ok(reply) => self.room_counters.add_ids(reply.ids),
+                    Err(error) => {
+                        malformed(error);
+                    }
+                }
+                Ok(Some(decided))
+            }
+            Ok(None) => {
                 remembered.forget(write.rooms.iter().map(|room| room.id));
+                // Nothing was written: the batch's ids are still fresh.
+                let mut unused = written_ids;
+                unused.append(ids);
+                *ids = unused;
                 Ok(None)
             }
             Err(error) => {
@@ -360,6 +450,20 @@ mod tests {
         // A failed write forgets the room: the next batch expects what it read.
         counters.forget([1]);
         assert_eq!(counters.reserve(1, (16, 19), 1), (16, 19));
+    }
+
+    #[test]
+    fn ids_are_handed_out_in_the_order_they_were_fetched() {
+        let counters = RoomCounters::default();
+        assert_eq!(counters.shortfall(), ID_STOCK);
+        counters.add_ids(vec![10, 11, 12, 13]);
+        assert_eq!(counters.shortfall(), ID_STOCK - 4);
+        let taken = counters.take_ids(3);
+        assert_eq!(taken, [10, 11, 12]);
+        // A batch that used only the first id gives the rest back ahead of the stock.
+        counters.give_back(&taken[1..]);
+        assert_eq!(counters.take_ids(10), [11, 12, 13]);
+        assert!(counters.take_ids(1).is_empty());
     }
 
     #[test]

@@ -41,6 +41,8 @@ impl Store {
     /// Writes `batch` in one transaction that locks its rooms first. `Err` means nothing was
     /// written.
     pub(super) async fn post_locked(&self, batch: &Batch<'_>) -> Result<Vec<Decided>, StoreError> {
+        // One transaction decides and writes the whole batch: it is in line from the start.
+        batch.ordered();
         let posts = batch.posts;
         let mut decided: Vec<Decided> = (0..posts.len()).map(|_| None).collect();
 
