@@ -17,6 +17,7 @@
 //! changes what a post means, only what it costs.
 
 mod guarded;
+mod known;
 mod locked;
 
 pub(crate) use guarded::RoomCounters;

@@ -35,7 +35,8 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use switchboard_proto::v1 as wire;
 
-use super::{Batch, Decided};
+use super::known::Known;
+use super::{Batch, Decided, NewPost};
 use crate::store::messages::replayed;
 use crate::store::rooms::{not_a_member, room_not_found};
 use crate::store::{Store, StoreError};
@@ -51,6 +52,10 @@ const REMEMBERED_ROOMS: usize = 10_000;
 /// migration `0005_post_batch_ids.sql`): two of the largest batches.
 const ID_STOCK: usize = 256;
 
+/// Batches that read first after a batch that skipped its read lost its race: another database
+/// node is writing to the same rooms, so what this node remembers keeps going stale.
+const READS_AFTER_A_STALE_SKIP: u32 = 16;
+
 /// Where this node's batches in flight leave each room's `(last_seq, last_cursor)`, behind the
 /// lock that puts this node's writes in order.
 ///
@@ -63,6 +68,10 @@ pub(crate) struct RoomCounters {
     rooms: tokio::sync::Mutex<Remembered>,
     /// Fresh message ids fetched ahead, oldest first.
     ids: std::sync::Mutex<VecDeque<i64>>,
+    /// What earlier reads told this node (see [`Known`]).
+    known: std::sync::Mutex<Known>,
+    /// Batches still to read first, after a skipped read went stale.
+    reads_to_come: std::sync::atomic::AtomicU32,
 }
 
 impl RoomCounters {
@@ -94,6 +103,62 @@ impl RoomCounters {
     fn add_ids(&self, ids: Vec<i64>) {
         self.stock().extend(ids);
     }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the next batch may skip its read (see [`READS_AFTER_A_STALE_SKIP`]).
+    fn may_skip_read(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.reads_to_come
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_err()
+    }
+
+    fn skipped_read_went_stale(&self) {
+        self.reads_to_come.store(
+            READS_AFTER_A_STALE_SKIP,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Everything `posts[own]` needs, if this node knows it without a read: each room's
+    /// counters as its last write left them, each author's membership at those counters, and
+    /// each member's user.
+    fn known_facts(
+        &self,
+        remembered: &Remembered,
+        posts: &[NewPost],
+        own: &[usize],
+    ) -> Option<Facts> {
+        let known = self.known();
+        let mut facts = Facts::default();
+        for &i in own {
+            let post = &posts[i];
+            let counters = *remembered.0.get(&post.room_id)?;
+            facts.counters.insert(post.room_id, counters);
+            if known.is_member(post.room_id, post.user_id, counters)? {
+                facts.members.insert((post.room_id, post.user_id));
+                facts
+                    .authors
+                    .insert(post.user_id, known.author_of(post.user_id)?.clone());
+            }
+        }
+        Some(facts)
+    }
+}
+
+/// What a batch is decided from: read, or known from earlier reads.
+#[derive(Default)]
+struct Facts {
+    /// `(last_seq, last_cursor)` of each room that exists.
+    counters: HashMap<i64, (i64, i64)>,
+    /// The `(room, user)` pairs of the batch that are memberships.
+    members: HashSet<(i64, i64)>,
+    /// `(user, key)` -> `(fingerprint, response as hex)` of the keys already stored.
+    stored: HashMap<(i64, String), (String, String)>,
+    authors: HashMap<i64, wire::User>,
 }
 
 #[derive(Debug, Default)]
@@ -211,8 +276,10 @@ impl Store {
     /// Writes `batch` with guarded writes, falling back to the locking transaction when they
     /// keep losing races. `Err` means nothing was written.
     pub(super) async fn post_guarded(&self, batch: &Batch<'_>) -> Result<Vec<Decided>, StoreError> {
-        for _ in 0..ATTEMPTS {
-            if let Some(decided) = self.try_guarded(batch).await? {
+        for attempt in 0..ATTEMPTS {
+            // Only a first attempt may skip its read: a retry reads what changed.
+            let skip_read = attempt == 0 && self.room_counters.may_skip_read();
+            if let Some(decided) = self.try_guarded(batch, skip_read).await? {
                 return Ok(decided);
             }
         }
@@ -223,12 +290,20 @@ impl Store {
         self.post_locked(batch).await
     }
 
-    /// One read, one guarded write. `None` when the write found the counters moved and wrote
-    /// nothing.
-    async fn try_guarded(&self, batch: &Batch<'_>) -> Result<Option<Vec<Decided>>, StoreError> {
+    /// One read (skipped when `skip_read` and everything it would tell is known), one guarded
+    /// write. `None` when the write found the counters moved (or, with the read skipped, a key
+    /// already stored) and wrote nothing.
+    async fn try_guarded(
+        &self,
+        batch: &Batch<'_>,
+        skip_read: bool,
+    ) -> Result<Option<Vec<Decided>>, StoreError> {
         let own: Vec<usize> = batch.own().collect();
         let mut ids = self.room_counters.take_ids(own.len());
-        match self.decide_and_write(batch, &own, &mut ids).await {
+        match self
+            .decide_and_write(batch, &own, &mut ids, skip_read)
+            .await
+        {
             // Ids the batch did not use (refused posts, a write that lost its race) go back.
             Ok(outcome) => {
                 self.room_counters.give_back(&ids);
@@ -246,81 +321,38 @@ impl Store {
         batch: &Batch<'_>,
         own: &[usize],
         ids: &mut Vec<i64>,
+        skip_read: bool,
     ) -> Result<Option<Vec<Decided>>, StoreError> {
         let posts = batch.posts;
-        let mut rooms: Vec<i64> = own.iter().map(|&i| posts[i].room_id).collect();
-        rooms.sort_unstable();
-        rooms.dedup();
-        let mut users: Vec<i64> = own.iter().map(|&i| posts[i].user_id).collect();
-        users.sort_unstable();
-        users.dedup();
-        let mut members: Vec<(i64, i64)> = own
-            .iter()
-            .map(|&i| (posts[i].room_id, posts[i].user_id))
-            .collect();
-        members.sort_unstable();
-        members.dedup();
-        let request = ReadRequest {
-            rooms,
-            members,
-            users,
-            keys: own
-                .iter()
-                .filter(|&&i| !posts[i].key.is_empty())
-                .map(|&i| (posts[i].user_id, posts[i].key.clone()))
-                .collect(),
-            count: own.len().saturating_sub(ids.len()),
+        // A batch that skips its read takes its place in the write order at once: the counters
+        // it expects are where the write before it leaves them.
+        let mut known = None;
+        if skip_read && ids.len() >= own.len() {
+            let remembered = self.room_counters.rooms.lock().await;
+            if let Some(facts) = self.room_counters.known_facts(&remembered, posts, own) {
+                known = Some((remembered, facts));
+            }
+        }
+        let (in_line, facts) = match known {
+            Some((remembered, facts)) => (Some(remembered), facts),
+            None => (None, self.read_facts(batch, own, ids).await?),
         };
-        let read: String = sqlx::query_scalar("SELECT post_batch_read($1::jsonb)::text")
-            .bind(to_json(&request)?)
-            .fetch_one(&self.pool)
-            .await?;
-        let read: ReadReply = serde_json::from_str(&read).map_err(malformed)?;
+        let read = in_line.is_none();
 
-        let counters: HashMap<i64, (i64, i64)> = read
-            .rooms
-            .iter()
-            .map(|&(room, seq, cursor)| (room, (seq, cursor)))
-            .collect();
-        let stored: HashMap<(i64, &str), (&str, &str)> = read
-            .keys
-            .iter()
-            .map(|(user, key, fingerprint, response)| {
-                (
-                    (*user, key.as_str()),
-                    (fingerprint.as_str(), response.as_str()),
-                )
-            })
-            .collect();
-        let authors: HashMap<i64, wire::User> = read
-            .users
-            .into_iter()
-            .map(|(id, username, created_at_ms)| {
-                (
-                    id,
-                    wire::User {
-                        id,
-                        username,
-                        created_at_ms,
-                    },
-                )
-            })
-            .collect();
-
-        let members: HashSet<(i64, i64)> = read.members.iter().copied().collect();
-        ids.extend(read.ids);
         let mut decided: Vec<Decided> = (0..posts.len()).map(|_| None).collect();
         let mut writes: Vec<usize> = Vec::with_capacity(own.len());
         for &i in own {
             let post = &posts[i];
-            decided[i] = if let Some((fingerprint, response)) =
-                stored.get(&(post.user_id, post.key.as_str()))
-            {
+            let stored = match facts.stored.is_empty() {
+                true => None,
+                false => facts.stored.get(&(post.user_id, post.key.clone())),
+            };
+            decided[i] = if let Some((fingerprint, response)) = stored {
                 let response = hex::decode(response).map_err(malformed)?;
                 Some(replayed(fingerprint, &batch.fingerprints[i], &response))
-            } else if !counters.contains_key(&post.room_id) {
+            } else if !facts.counters.contains_key(&post.room_id) {
                 Some(Err(room_not_found()))
-            } else if !members.contains(&(post.room_id, post.user_id)) {
+            } else if !facts.members.contains(&(post.room_id, post.user_id)) {
                 Some(Err(not_a_member()))
             } else {
                 writes.push(i);
@@ -336,7 +368,10 @@ impl Store {
 
         // Each room's counters move once, by its number of new messages, from what this node's
         // batches in flight will leave them at; the batch's order decides seqs within the room.
-        let mut remembered = self.room_counters.rooms.lock().await;
+        let mut remembered = match in_line {
+            Some(remembered) => remembered,
+            None => self.room_counters.rooms.lock().await,
+        };
         batch.ordered();
         let mut write = WriteRequest {
             refill: self.room_counters.shortfall(),
@@ -344,7 +379,7 @@ impl Store {
         };
         let mut next: HashMap<i64, (i64, i64)> = HashMap::new();
         for (room, count) in batch.per_room(&writes) {
-            let (seq, cursor) = remembered.reserve(room, counters[&room], count);
+            let (seq, cursor) = remembered.reserve(room, facts.counters[&room], count);
             write.rooms.push(RoomBump {
                 id: room,
                 seq,
@@ -361,7 +396,13 @@ impl Store {
                 .ok_or_else(|| StoreError::rejected("internal", "room counters lost"))?;
             let (seq, cursor) = *slot;
             *slot = (seq + 1, cursor + 1);
-            let outcome = batch.written(i, id, seq, cursor, authors.get(&post.user_id).cloned());
+            let outcome = batch.written(
+                i,
+                id,
+                seq,
+                cursor,
+                facts.authors.get(&post.user_id).cloned(),
+            );
             write.messages.push(MessageRow {
                 id,
                 room_id: post.room_id,
@@ -409,7 +450,19 @@ impl Store {
             }
             Ok(None) => {
                 remembered.forget(write.rooms.iter().map(|room| room.id));
+                if !read {
+                    self.room_counters.skipped_read_went_stale();
+                }
                 // Nothing was written: the batch's ids are still fresh.
+                let mut unused = written_ids;
+                unused.append(ids);
+                *ids = unused;
+                Ok(None)
+            }
+            // A key stored before this batch, which only a read would have found: the write
+            // rolled back, and the next attempt reads.
+            Err(error) if !read && is_unique_violation(&error) => {
+                remembered.forget(write.rooms.iter().map(|room| room.id));
                 let mut unused = written_ids;
                 unused.append(ids);
                 *ids = unused;
@@ -421,6 +474,96 @@ impl Store {
             }
         }
     }
+
+    /// Reads what `posts[own]` needs to be decided, adds the fresh message ids it asked for
+    /// to `ids`, and remembers what stays true (see [`Known`]).
+    async fn read_facts(
+        &self,
+        batch: &Batch<'_>,
+        own: &[usize],
+        ids: &mut Vec<i64>,
+    ) -> Result<Facts, StoreError> {
+        let posts = batch.posts;
+        let mut rooms: Vec<i64> = own.iter().map(|&i| posts[i].room_id).collect();
+        rooms.sort_unstable();
+        rooms.dedup();
+        let mut users: Vec<i64> = own.iter().map(|&i| posts[i].user_id).collect();
+        users.sort_unstable();
+        users.dedup();
+        let mut members: Vec<(i64, i64)> = own
+            .iter()
+            .map(|&i| (posts[i].room_id, posts[i].user_id))
+            .collect();
+        members.sort_unstable();
+        members.dedup();
+        let request = ReadRequest {
+            rooms,
+            members,
+            users,
+            keys: own
+                .iter()
+                .filter(|&&i| !posts[i].key.is_empty())
+                .map(|&i| (posts[i].user_id, posts[i].key.clone()))
+                .collect(),
+            count: own.len().saturating_sub(ids.len()),
+        };
+        let read: String = sqlx::query_scalar("SELECT post_batch_read($1::jsonb)::text")
+            .bind(to_json(&request)?)
+            .fetch_one(&self.pool)
+            .await?;
+        let read: ReadReply = serde_json::from_str(&read).map_err(malformed)?;
+
+        let counters: HashMap<i64, (i64, i64)> = read
+            .rooms
+            .iter()
+            .map(|&(room, seq, cursor)| (room, (seq, cursor)))
+            .collect();
+        let stored: HashMap<(i64, String), (String, String)> = read
+            .keys
+            .into_iter()
+            .map(|(user, key, fingerprint, response)| ((user, key), (fingerprint, response)))
+            .collect();
+        let authors: HashMap<i64, wire::User> = read
+            .users
+            .into_iter()
+            .map(|(id, username, created_at_ms)| {
+                (
+                    id,
+                    wire::User {
+                        id,
+                        username,
+                        created_at_ms,
+                    },
+                )
+            })
+            .collect();
+
+        let members: HashSet<(i64, i64)> = read.members.iter().copied().collect();
+        ids.extend(read.ids);
+        let mut known = self.room_counters.known();
+        for &(room, user) in &request.members {
+            if let Some(&at) = counters.get(&room) {
+                known.membership(room, user, at, members.contains(&(room, user)));
+            }
+        }
+        for author in authors.values() {
+            known.author(author.clone());
+        }
+        drop(known);
+        Ok(Facts {
+            counters,
+            members,
+            stored,
+            authors,
+        })
+    }
+}
+
+/// Whether `error` is a unique constraint refusing a row.
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|error| error.is_unique_violation())
 }
 
 fn to_json(value: &impl Serialize) -> Result<String, StoreError> {
