@@ -13,7 +13,7 @@ mod reports;
 mod rooms;
 
 pub(crate) use messages::PostOutcome;
-use post_batch::RoomCounters;
+use post_batch::BatchMemory;
 pub(crate) use post_batch::{NewPost, Turn};
 
 use std::sync::Arc;
@@ -85,7 +85,7 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     /// Where this node's batches of posts in flight leave each room (PostgreSQL only).
-    room_counters: Arc<RoomCounters>,
+    batch_memory: Arc<BatchMemory>,
 }
 
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -135,7 +135,7 @@ impl Store {
         Ok(Self {
             pool,
             backend,
-            room_counters: Arc::default(),
+            batch_memory: Arc::default(),
         })
     }
 

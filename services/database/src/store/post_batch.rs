@@ -20,7 +20,7 @@ mod guarded;
 mod known;
 mod locked;
 
-pub(crate) use guarded::RoomCounters;
+pub(crate) use guarded::BatchMemory;
 
 use std::collections::HashMap;
 

@@ -10,7 +10,7 @@
 //! the batch expects* and inserts everything. The lock is held for that one statement and its
 //! commit.
 //!
-//! Batches pipeline: the next batch is read while the one before it writes. [`RoomCounters`]
+//! Batches pipeline: the next batch is read while the one before it writes. [`BatchMemory`]
 //! remembers where this node's batch in flight leaves each room, so the next batch expects those
 //! counters rather than the ones it read. A write whose expectation is wrong (another writer got
 //! there first, or the batch before it failed) writes nothing and the batch is decided again
@@ -56,15 +56,16 @@ const ID_STOCK: usize = 256;
 /// node is writing to the same rooms, so what this node remembers keeps going stale.
 const READS_AFTER_A_STALE_SKIP: u32 = 16;
 
-/// Where this node's batches in flight leave each room's `(last_seq, last_cursor)`, behind the
-/// lock that puts this node's writes in order.
+/// What this node's batches carry from one to the next: where the batches in flight leave each
+/// room's `(last_seq, last_cursor)`, behind the lock that puts this node's writes in order; the
+/// stock of message ids; and what earlier reads told it.
 ///
 /// Writes are sent one at a time, in the order their counters were reserved: two writes racing
 /// to PostgreSQL could arrive in the wrong order, and the later batch's guard would then fail
 /// against counters the earlier one has not moved yet. Reads, the larger part of deciding a
 /// batch, still overlap the write before them.
 #[derive(Debug, Default)]
-pub(crate) struct RoomCounters {
+pub(crate) struct BatchMemory {
     rooms: tokio::sync::Mutex<Remembered>,
     /// Fresh message ids fetched ahead, oldest first.
     ids: std::sync::Mutex<VecDeque<i64>>,
@@ -74,7 +75,7 @@ pub(crate) struct RoomCounters {
     reads_to_come: std::sync::atomic::AtomicU32,
 }
 
-impl RoomCounters {
+impl BatchMemory {
     fn stock(&self) -> std::sync::MutexGuard<'_, VecDeque<i64>> {
         self.ids.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -278,7 +279,7 @@ impl Store {
     pub(super) async fn post_guarded(&self, batch: &Batch<'_>) -> Result<Vec<Decided>, StoreError> {
         for attempt in 0..ATTEMPTS {
             // Only a first attempt may skip its read: a retry reads what changed.
-            let skip_read = attempt == 0 && self.room_counters.may_skip_read();
+            let skip_read = attempt == 0 && self.batch_memory.may_skip_read();
             if let Some(decided) = self.try_guarded(batch, skip_read).await? {
                 return Ok(decided);
             }
@@ -299,14 +300,14 @@ impl Store {
         skip_read: bool,
     ) -> Result<Option<Vec<Decided>>, StoreError> {
         let own: Vec<usize> = batch.own().collect();
-        let mut ids = self.room_counters.take_ids(own.len());
+        let mut ids = self.batch_memory.take_ids(own.len());
         match self
             .decide_and_write(batch, &own, &mut ids, skip_read)
             .await
         {
             // Ids the batch did not use (refused posts, a write that lost its race) go back.
             Ok(outcome) => {
-                self.room_counters.give_back(&ids);
+                self.batch_memory.give_back(&ids);
                 Ok(outcome)
             }
             // After an error the write may or may not have happened: its ids are dropped, never
@@ -328,8 +329,8 @@ impl Store {
         // it expects are where the write before it leaves them.
         let mut known = None;
         if skip_read && ids.len() >= own.len() {
-            let remembered = self.room_counters.rooms.lock().await;
-            if let Some(facts) = self.room_counters.known_facts(&remembered, posts, own) {
+            let remembered = self.batch_memory.rooms.lock().await;
+            if let Some(facts) = self.batch_memory.known_facts(&remembered, posts, own) {
                 known = Some((remembered, facts));
             }
         }
@@ -370,11 +371,11 @@ impl Store {
         // batches in flight will leave them at; the batch's order decides seqs within the room.
         let mut remembered = match in_line {
             Some(remembered) => remembered,
-            None => self.room_counters.rooms.lock().await,
+            None => self.batch_memory.rooms.lock().await,
         };
         batch.ordered();
         let mut write = WriteRequest {
-            refill: self.room_counters.shortfall(),
+            refill: self.batch_memory.shortfall(),
             ..WriteRequest::default()
         };
         let mut next: HashMap<i64, (i64, i64)> = HashMap::new();
@@ -441,7 +442,7 @@ impl Store {
                 // The batch is committed whatever the reply says: an unreadable one costs the
                 // refill, never the batch.
                 match serde_json::from_str::<WriteReply>(&reply) {
-                    Ok(reply) => self.room_counters.add_ids(reply.ids),
+                    Ok(reply) => self.batch_memory.add_ids(reply.ids),
                     Err(error) => {
                         malformed(error);
                     }
@@ -451,21 +452,16 @@ impl Store {
             Ok(None) => {
                 remembered.forget(write.rooms.iter().map(|room| room.id));
                 if !read {
-                    self.room_counters.skipped_read_went_stale();
+                    self.batch_memory.skipped_read_went_stale();
                 }
-                // Nothing was written: the batch's ids are still fresh.
-                let mut unused = written_ids;
-                unused.append(ids);
-                *ids = unused;
+                unwritten(ids, written_ids);
                 Ok(None)
             }
             // A key stored before this batch, which only a read would have found: the write
             // rolled back, and the next attempt reads.
             Err(error) if !read && is_unique_violation(&error) => {
                 remembered.forget(write.rooms.iter().map(|room| room.id));
-                let mut unused = written_ids;
-                unused.append(ids);
-                *ids = unused;
+                unwritten(ids, written_ids);
                 Ok(None)
             }
             Err(error) => {
@@ -540,7 +536,7 @@ impl Store {
 
         let members: HashSet<(i64, i64)> = read.members.iter().copied().collect();
         ids.extend(read.ids);
-        let mut known = self.room_counters.known();
+        let mut known = self.batch_memory.known();
         for &(room, user) in &request.members {
             if let Some(&at) = counters.get(&room) {
                 known.membership(room, user, at, members.contains(&(room, user)));
@@ -557,6 +553,12 @@ impl Store {
             authors,
         })
     }
+}
+
+/// Puts the ids of a write that wrote nothing back in front of `ids`: they are still fresh.
+fn unwritten(ids: &mut Vec<i64>, mut written_ids: Vec<i64>) {
+    written_ids.append(ids);
+    *ids = written_ids;
 }
 
 /// Whether `error` is a unique constraint refusing a row.
@@ -597,7 +599,7 @@ mod tests {
 
     #[test]
     fn ids_are_handed_out_in_the_order_they_were_fetched() {
-        let counters = RoomCounters::default();
+        let counters = BatchMemory::default();
         assert_eq!(counters.shortfall(), ID_STOCK);
         counters.add_ids(vec![10, 11, 12, 13]);
         assert_eq!(counters.shortfall(), ID_STOCK - 4);
