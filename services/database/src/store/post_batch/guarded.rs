@@ -1,5 +1,5 @@
-//! A batch on PostgreSQL as one read and one guarded write (the functions of migration
-//! `0004_post_batch.sql`), each a single autocommit statement.
+//! A batch on PostgreSQL as one read and one guarded write (the functions of migrations
+//! `0004_post_batch.sql` and `0005_post_batch_ids.sql`), each a single autocommit statement.
 //!
 //! Why: a room's posts serialize on its row, which holds the room's counters. Locking the row
 //! first and then reading and writing under it keeps the lock for six round trips and a commit,
@@ -15,6 +15,10 @@
 //! counters rather than the ones it read. A write whose expectation is wrong (another writer got
 //! there first, or the batch before it failed) writes nothing and the batch is decided again
 //! from a fresh read.
+//!
+//! A batch whose every fact the node already knows from earlier reads (see [`Known`]) skips its
+//! read: it expects the counters its node's last write left, and is decided again from a read if
+//! the write finds them moved or a key already stored.
 //!
 //! Message ids come from a stock the node keeps, refilled by each write in its own transaction.
 //! Taking them in the read made one read in two wait for a WAL flush (a logged `nextval` gives
