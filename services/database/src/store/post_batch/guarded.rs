@@ -161,8 +161,8 @@ struct Facts {
     counters: HashMap<i64, (i64, i64)>,
     /// The `(room, user)` pairs of the batch that are memberships.
     members: HashSet<(i64, i64)>,
-    /// `(user, key)` -> `(fingerprint, response as hex)` of the keys already stored.
-    stored: HashMap<(i64, String), (String, String)>,
+    /// user -> key -> `(fingerprint, response as hex)` of the keys already stored.
+    stored: HashMap<i64, HashMap<String, (String, String)>>,
     authors: HashMap<i64, wire::User>,
 }
 
@@ -348,10 +348,10 @@ impl Store {
         let mut writes: Vec<usize> = Vec::with_capacity(own.len());
         for &i in own {
             let post = &posts[i];
-            let stored = match facts.stored.is_empty() {
-                true => None,
-                false => facts.stored.get(&(post.user_id, post.key.clone())),
-            };
+            let stored = facts
+                .stored
+                .get(&post.user_id)
+                .and_then(|keys| keys.get(&post.key));
             decided[i] = if let Some((fingerprint, response)) = stored {
                 let response = hex::decode(response).map_err(malformed)?;
                 Some(replayed(fingerprint, &batch.fingerprints[i], &response))
@@ -518,11 +518,13 @@ impl Store {
             .iter()
             .map(|&(room, seq, cursor)| (room, (seq, cursor)))
             .collect();
-        let stored: HashMap<(i64, String), (String, String)> = read
-            .keys
-            .into_iter()
-            .map(|(user, key, fingerprint, response)| ((user, key), (fingerprint, response)))
-            .collect();
+        let mut stored: HashMap<i64, HashMap<String, (String, String)>> = HashMap::new();
+        for (user, key, fingerprint, response) in read.keys {
+            stored
+                .entry(user)
+                .or_default()
+                .insert(key, (fingerprint, response));
+        }
         let authors: HashMap<i64, wire::User> = read
             .users
             .into_iter()
