@@ -24,7 +24,7 @@ use anyhow::{Context, bail, ensure};
 use bytes::{BufMut, Bytes, BytesMut};
 use rand::Rng;
 use switchboard::{
-    CallOptions, Cookie, Node, NodeBuilder, NodeConfig, Request, Service, ServiceError,
+    CallOptions, Cookie, Immediate, Node, NodeBuilder, NodeConfig, Request, Service, ServiceError,
 };
 
 use crate::cli::{RunOptions, ServerKind};
@@ -53,27 +53,22 @@ const ADVERTISE_TIMEOUT: Duration = Duration::from_secs(10);
 const CAST_BURST: usize = 64;
 
 /// An `echo` service answering `<name>|<payload>`, and `received` with the count in `received`.
+/// It never waits, so it is an [`Immediate`] service: local calls run it in place.
 pub(crate) fn service(name: &str, received: Arc<AtomicU64>) -> impl Service {
     let prefix = Bytes::from(format!("{name}|"));
-    move |request: Request| {
-        let prefix = prefix.clone();
-        let received = received.clone();
-        async move {
-            match &*request.method {
-                "received" => Ok(Bytes::from(received.load(Ordering::Relaxed).to_string())),
-                "fail" => Err(ServiceError::new(
-                    "asked_to_fail",
-                    "the caller asked for an error",
-                )),
-                _ => {
-                    let mut reply = BytesMut::with_capacity(prefix.len() + request.payload.len());
-                    reply.put_slice(&prefix);
-                    reply.put_slice(&request.payload);
-                    Ok(reply.freeze())
-                }
-            }
+    Immediate(move |request: Request| match &*request.method {
+        "received" => Ok(Bytes::from(received.load(Ordering::Relaxed).to_string())),
+        "fail" => Err(ServiceError::new(
+            "asked_to_fail",
+            "the caller asked for an error",
+        )),
+        _ => {
+            let mut reply = BytesMut::with_capacity(prefix.len() + request.payload.len());
+            reply.put_slice(&prefix);
+            reply.put_slice(&request.payload);
+            Ok(reply.freeze())
         }
-    }
+    })
 }
 
 /// `serve-node`: a node on a loopback port hosting `echo` and joining group `echo`, until killed.

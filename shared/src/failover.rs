@@ -21,7 +21,7 @@ use crate::methods;
 use crate::metrics::{CallSeries, Locality};
 use crate::node::NodeInner;
 use crate::registry;
-use crate::service::{ByteString, Request};
+use crate::service::{Answer, ByteString, Request};
 
 /// How a call behaves.
 #[derive(Debug, Clone, Default)]
@@ -107,11 +107,12 @@ pub(crate) async fn call(
             payload,
             trace_id: options.trace_id.unwrap_or_default(),
         };
-        let mut future = local.handle(request);
+        let mut future = match local.answer(request) {
+            Answer::Now(result) => return counted(series, result),
+            Answer::Later(future) => future,
+        };
         if let Some(result) = future.as_mut().now_or_never() {
-            let result = result.map_err(NodeError::Service);
-            series[Locality::Local as usize].count(outcome(&result));
-            return result;
+            return counted(series, result);
         }
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(timeout, future).await {
@@ -207,6 +208,16 @@ pub(crate) async fn call(
             }
         }
     }
+}
+
+/// A local call's result, counted but not timed (it never waited).
+fn counted(
+    series: &[CallSeries; 2],
+    result: Result<Bytes, crate::ServiceError>,
+) -> Result<Bytes, NodeError> {
+    let result = result.map_err(NodeError::Service);
+    series[Locality::Local as usize].count(outcome(&result));
+    result
 }
 
 fn record(series: &CallSeries, result: &Result<Bytes, NodeError>, started: std::time::Instant) {

@@ -43,4 +43,4 @@ pub use eventually::eventually;
 pub use failover::{CallOptions, new_trace_id};
 pub use node::{Node, NodeBuilder};
 pub use registry::{NodeInfo, PeerState};
-pub use service::{ByteString, GroupMember, Request, Service};
+pub use service::{Answer, ByteString, GroupMember, Immediate, Request, Service};
