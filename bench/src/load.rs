@@ -4,7 +4,9 @@
 //! adds slices up. Only operations that start and finish inside the measured window are counted
 //! and timed, so a rate is never inflated by work done during the warm-up, and the few
 //! operations straddling a boundary (at most `in_flight` at each end) are left out rather than
-//! half counted.
+//! half counted. Every operation is timed, except that a loop whose operations take under a
+//! microsecond times one in 16 (reading the clock would otherwise be a large part of what it
+//! measures); rates always count every operation.
 //!
 //! [`open_loop`] is for scenarios that fault a server under load: operations are issued at a
 //! fixed rate, each in a task of its own, whatever earlier ones are doing, and every one is
@@ -23,6 +25,15 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::stats::Tally;
+
+/// An operation timed under this many nanoseconds makes its loop time only one operation in
+/// [`SAMPLE_EVERY`] until a timed one takes longer: reading the clock twice costs tens of
+/// nanoseconds, a large part of an operation that short (a local call), and would otherwise
+/// be measured as part of it. Slower operations are each timed.
+const FAST_NANOS: u64 = 1_000;
+
+/// One operation in this many is timed while operations are fast (see [`FAST_NANOS`]).
+const SAMPLE_EVERY: u32 = 16;
 
 const WARMING: u8 = 0;
 const MEASURING: u8 = 1;
@@ -66,25 +77,33 @@ where
             let phase = phase.clone();
             tokio::spawn(async move {
                 let mut samples: Vec<u64> = Vec::with_capacity(4096);
-                // One clock read per operation: an operation starts when the previous one ended,
-                // unless the task gave the worker up in between.
-                let mut started = Instant::now();
+                let mut ops: u64 = 0;
+                // Operations to run untimed before the next timed one (see `SAMPLE_EVERY`).
+                let mut untimed: u32 = 0;
                 loop {
                     let started_in = phase.load(Ordering::Relaxed);
                     if started_in == STOPPED {
-                        return Ok::<_, anyhow::Error>(samples);
+                        return Ok::<_, anyhow::Error>((ops, samples));
                     }
+                    let started = (untimed == 0).then(Instant::now);
                     operation(client).await?;
-                    let finished = Instant::now();
-                    if started_in == MEASURING && phase.load(Ordering::Relaxed) == MEASURING {
-                        samples.push((finished - started).as_nanos() as u64);
+                    let counted =
+                        started_in == MEASURING && phase.load(Ordering::Relaxed) == MEASURING;
+                    ops += u64::from(counted);
+                    match started {
+                        Some(started) => {
+                            let nanos = started.elapsed().as_nanos() as u64;
+                            if counted {
+                                samples.push(nanos);
+                            }
+                            untimed = if nanos < FAST_NANOS { SAMPLE_EVERY - 1 } else { 0 };
+                        }
+                        None => untimed -= 1,
                     }
                     // An operation that completes without ever waiting (a local call) would
                     // otherwise keep the worker forever, and with it the timer this loop's
                     // window depends on: hand the worker back once the task's budget is spent.
-                    let yields = !tokio::task::coop::has_budget_remaining();
                     tokio::task::consume_budget().await;
-                    started = if yields { Instant::now() } else { finished };
                 }
             })
         })
@@ -96,10 +115,13 @@ where
     phase.store(STOPPED, Ordering::Relaxed);
     let elapsed = started.elapsed();
     let mut samples = Vec::new();
+    let mut ops = 0;
     for task in tasks {
-        samples.extend(task.await.context("a load task panicked")??);
+        let (task_ops, task_samples) = task.await.context("a load task panicked")??;
+        ops += task_ops;
+        samples.extend(task_samples);
     }
-    Ok(Tally::timed(samples, elapsed))
+    Ok(Tally::sampled(ops, samples, elapsed))
 }
 
 /// One operation of an open-loop run.

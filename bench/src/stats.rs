@@ -26,6 +26,17 @@ impl Tally {
         }
     }
 
+    /// A slice of `ops` operations of which some were timed, `samples` their latencies: every
+    /// operation equally likely to be one of them.
+    pub(crate) fn sampled(ops: u64, samples: Vec<u64>, elapsed: Duration) -> Self {
+        Self {
+            ops,
+            samples,
+            elapsed,
+            timed: true,
+        }
+    }
+
     /// A slice in which operations were only counted.
     pub(crate) fn counted(ops: u64, elapsed: Duration) -> Self {
         Self {
@@ -52,7 +63,10 @@ impl Tally {
     /// The point measured over every slice added so far.
     pub(crate) fn measurement(mut self) -> Measurement {
         if self.timed {
-            Measurement::from_samples(&mut self.samples, self.elapsed)
+            Measurement {
+                ops: self.ops,
+                ..Measurement::from_samples(&mut self.samples, self.elapsed)
+            }
         } else {
             Measurement::rate(self.ops, self.elapsed)
         }
