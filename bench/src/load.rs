@@ -96,7 +96,11 @@ where
                             if counted {
                                 samples.push(nanos);
                             }
-                            untimed = if nanos < FAST_NANOS { SAMPLE_EVERY - 1 } else { 0 };
+                            untimed = if nanos < FAST_NANOS {
+                                SAMPLE_EVERY - 1
+                            } else {
+                                0
+                            };
                         }
                         None => untimed -= 1,
                     }

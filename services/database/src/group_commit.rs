@@ -126,8 +126,9 @@ async fn commit_loop(
 
 /// Writes one batch, publishes its events and answers its callers.
 ///
-/// The committer publishes, not the callers' handlers: it knows the commit order, and live
-/// clients that see events out of order take it for a gap and read the event log to fill it.
+/// The committer publishes, not the callers' handlers, and the store hands it the events only
+/// once the batches before it have published theirs: live clients that see events out of order
+/// take it for a gap and read the event log to fill it.
 async fn commit(
     store: &Store,
     node: &Node,
@@ -136,11 +137,11 @@ async fn commit(
     metrics: &CommitMetrics,
 ) {
     let (posts, answers): (Vec<NewPost>, Vec<Answer>) = batch.into_iter().unzip();
-    match store.post_messages(&posts, turn).await {
+    match store
+        .post_messages(&posts, turn, &|event| publish(node, event))
+        .await
+    {
         Ok(outcomes) => {
-            for event in outcomes.iter().flatten().filter_map(|o| o.event.as_ref()) {
-                publish(node, event);
-            }
             for (answer, outcome) in answers.into_iter().zip(outcomes) {
                 // A caller that stopped waiting still had its post committed; a retry with its
                 // idempotency key gets the same answer.

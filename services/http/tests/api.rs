@@ -736,3 +736,60 @@ async fn sse_resume_with_last_event_id_misses_nothing(backend: Backend) {
         .unwrap();
     assert_eq!(future.next().await.unwrap().event, "reset");
 }
+
+/// The guard of a batch write on PostgreSQL (migration `0006_post_batch_in_turn.sql`), called
+/// directly: it moves no room's counters unless every room of the batch holds the counters the
+/// batch expects, tells a room short by posts alone ('behind': a write sent earlier has not
+/// landed) from one that moved otherwise, and moves every room once all hold.
+#[tokio::test]
+async fn a_batch_guard_moves_no_room_unless_every_room_holds_what_it_expects() {
+    use sqlx::Connection;
+    let Some(cluster) = Cluster::start(Backend::Postgres, 1, 1).await else {
+        return;
+    };
+    let owner = cluster.api(0).register("guard_owner").await;
+    let first = owner.create_room("guard_first").await;
+    let second = owner.create_room("guard_second").await;
+    let mut db = sqlx::AnyConnection::connect(&cluster.url).await.unwrap();
+    let counters = |room: i64| {
+        sqlx::query_as::<_, (i64, i64)>("SELECT last_seq, last_cursor FROM rooms WHERE id = $1")
+            .bind(room)
+    };
+    let (seq, cursor) = counters(first).fetch_one(&mut db).await.unwrap();
+    let (seq2, cursor2) = counters(second).fetch_one(&mut db).await.unwrap();
+    let batch = |second_expected: (i64, i64)| {
+        json!({"rooms": [
+            {"id": first, "seq": seq, "cursor": cursor, "count": 2},
+            {"id": second, "seq": second_expected.0, "cursor": second_expected.1, "count": 1},
+        ]})
+        .to_string()
+    };
+    async fn guard(db: &mut sqlx::AnyConnection, batch: String) -> String {
+        sqlx::query_scalar("SELECT post_batch_guard($1::jsonb)")
+            .bind(batch)
+            .fetch_one(db)
+            .await
+            .unwrap()
+    }
+    // The second room moved by something other than posts (its cursor alone is off).
+    assert_eq!(guard(&mut db, batch((seq2, cursor2 - 1))).await, "moved");
+    // The second room is short of what the batch expects by one post.
+    assert_eq!(
+        guard(&mut db, batch((seq2 + 1, cursor2 + 1))).await,
+        "behind"
+    );
+    assert_eq!(
+        counters(first).fetch_one(&mut db).await.unwrap(),
+        (seq, cursor),
+        "a batch that wrote nothing moved no room"
+    );
+    assert_eq!(guard(&mut db, batch((seq2, cursor2))).await, "written");
+    assert_eq!(
+        counters(first).fetch_one(&mut db).await.unwrap(),
+        (seq + 2, cursor + 2)
+    );
+    assert_eq!(
+        counters(second).fetch_one(&mut db).await.unwrap(),
+        (seq2 + 1, cursor2 + 1)
+    );
+}

@@ -17,6 +17,7 @@
 //! changes what a post means, only what it costs.
 
 mod guarded;
+mod in_turn;
 mod known;
 mod locked;
 
@@ -42,6 +43,18 @@ pub(crate) struct NewPost {
 /// What became of one post of a batch; `None` while undecided, and for repeats (see
 /// [`Batch::repeats`]), which answer as the post they repeat.
 type Decided = Option<Result<PostOutcome, StoreError>>;
+
+/// Hands a committed post's event to live clients; a batch calls it in commit order.
+pub(crate) type Publish<'a> = &'a (dyn Fn(&wire::RoomEvent) + Sync);
+
+/// Publishes the events of every post `decided` wrote.
+fn publish_all(decided: &[Decided], publish: Publish<'_>) {
+    for outcome in decided.iter().flatten().flatten() {
+        if let Some(event) = &outcome.event {
+            publish(event);
+        }
+    }
+}
 
 /// A batch of posts being decided.
 struct Batch<'a> {
@@ -190,18 +203,24 @@ impl<'a> Batch<'a> {
 }
 
 impl Store {
-    /// Posts every message of `posts` at once. The answers are in the order of `posts`; `Err`
-    /// means nothing was written and each post should be tried on its own. `turn` is dropped
-    /// once the batch's write is next in line (see [`Turn`]), or when it returns.
+    /// Posts every message of `posts` at once and hands the events of those written to
+    /// `publish`, in commit order. The answers are in the order of `posts`; `Err` means nothing
+    /// was written and each post should be tried on its own. `turn` is dropped once the batch's
+    /// write is next in line (see [`Turn`]), or when it returns.
     pub(crate) async fn post_messages(
         &self,
         posts: &[NewPost],
         turn: Turn,
+        publish: Publish<'_>,
     ) -> Result<Vec<Result<PostOutcome, StoreError>>, StoreError> {
         let batch = Batch::new(posts, turn);
         let decided = match self.backend {
-            Backend::Postgres => self.post_guarded(&batch).await?,
-            Backend::Sqlite => self.post_locked(&batch).await?,
+            Backend::Postgres => self.post_guarded(&batch, publish).await?,
+            Backend::Sqlite => {
+                let decided = self.post_locked(&batch).await?;
+                publish_all(&decided, publish);
+                decided
+            }
         };
         Ok(batch.answers(decided))
     }

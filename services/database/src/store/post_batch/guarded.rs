@@ -10,11 +10,12 @@
 //! the batch expects* and inserts everything. The lock is held for that one statement and its
 //! commit.
 //!
-//! Batches pipeline: the next batch is read while the one before it writes. [`BatchMemory`]
-//! remembers where this node's batch in flight leaves each room, so the next batch expects those
-//! counters rather than the ones it read. A write whose expectation is wrong (another writer got
-//! there first, or the batch before it failed) writes nothing and the batch is decided again
-//! from a fresh read.
+//! Batches pipeline: the next batch is decided, and its write sent, while the one before it
+//! writes and commits (see [`super::in_turn`] for the order). [`BatchMemory`] remembers where
+//! this node's batches in flight leave each room, so the next batch expects those counters
+//! rather than the ones it read. A write whose expectation is wrong (another writer got there
+//! first, or the batch before it failed) writes nothing and the batch is decided again from a
+//! fresh read.
 //!
 //! A batch whose every fact the node already knows from earlier reads (see [`Known`]) skips its
 //! read: it expects the counters its node's last write left, and is decided again from a read if
@@ -39,8 +40,9 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use switchboard_proto::v1 as wire;
 
+use super::in_turn::{InTurn, WriteOrder};
 use super::known::Known;
-use super::{Batch, Decided, NewPost};
+use super::{Batch, Decided, NewPost, Publish, publish_all};
 use crate::store::messages::replayed;
 use crate::store::rooms::{not_a_member, room_not_found};
 use crate::store::{Store, StoreError};
@@ -61,13 +63,9 @@ const ID_STOCK: usize = 256;
 const READS_AFTER_A_STALE_SKIP: u32 = 16;
 
 /// What this node's batches carry from one to the next: where the batches in flight leave each
-/// room's `(last_seq, last_cursor)`, behind the lock that puts this node's writes in order; the
-/// stock of message ids; and what earlier reads told it.
-///
-/// Writes are sent one at a time, in the order their counters were reserved: two writes racing
-/// to PostgreSQL could arrive in the wrong order, and the later batch's guard would then fail
-/// against counters the earlier one has not moved yet. Reads, the larger part of deciding a
-/// batch, still overlap the write before them.
+/// room's `(last_seq, last_cursor)` and the order of their writes, behind one lock, so that a
+/// batch's counters and its place in the order are taken together; the stock of message ids;
+/// and what earlier reads told it.
 #[derive(Debug, Default)]
 pub(crate) struct BatchMemory {
     rooms: tokio::sync::Mutex<Remembered>,
@@ -166,8 +164,9 @@ struct Facts {
     authors: HashMap<i64, wire::User>,
 }
 
+/// Where this node's batches leave each room's counters, and the order of their writes.
 #[derive(Debug, Default)]
-struct Remembered(HashMap<i64, (i64, i64)>);
+struct Remembered(HashMap<i64, (i64, i64)>, WriteOrder);
 
 impl Remembered {
     /// Reserves `count` seqs and cursors in `room` for a batch whose read found the room at
@@ -224,7 +223,13 @@ struct ReadReply {
     ids: Vec<i64>,
 }
 
-/// What `post_batch_write_refill` answers when it wrote the batch.
+/// How `post_batch_write_in_turn` went: `written`, `behind` or `moved`.
+#[derive(Deserialize)]
+struct WriteStatus {
+    status: String,
+}
+
+/// What `post_batch_write_in_turn` answers when it wrote the batch.
 #[derive(Deserialize)]
 struct WriteReply {
     /// Fresh message ids for the batches to come.
@@ -280,11 +285,15 @@ struct KeyRow<'a> {
 impl Store {
     /// Writes `batch` with guarded writes, falling back to the locking transaction when they
     /// keep losing races. `Err` means nothing was written.
-    pub(super) async fn post_guarded(&self, batch: &Batch<'_>) -> Result<Vec<Decided>, StoreError> {
+    pub(super) async fn post_guarded(
+        &self,
+        batch: &Batch<'_>,
+        publish: Publish<'_>,
+    ) -> Result<Vec<Decided>, StoreError> {
         for attempt in 0..ATTEMPTS {
             // Only a first attempt may skip its read: a retry reads what changed.
             let skip_read = attempt == 0 && self.batch_memory.may_skip_read();
-            if let Some(decided) = self.try_guarded(batch, skip_read).await? {
+            if let Some(decided) = self.try_guarded(batch, skip_read, publish).await? {
                 return Ok(decided);
             }
         }
@@ -292,7 +301,9 @@ impl Store {
             posts = batch.posts.len(),
             "guarded writes kept losing races; locking the rooms instead"
         );
-        self.post_locked(batch).await
+        let decided = self.post_locked(batch).await?;
+        publish_all(&decided, publish);
+        Ok(decided)
     }
 
     /// One read (skipped when `skip_read` and everything it would tell is known), one guarded
@@ -302,11 +313,12 @@ impl Store {
         &self,
         batch: &Batch<'_>,
         skip_read: bool,
+        publish: Publish<'_>,
     ) -> Result<Option<Vec<Decided>>, StoreError> {
         let own: Vec<usize> = batch.own().collect();
         let mut ids = self.batch_memory.take_ids(own.len());
         match self
-            .decide_and_write(batch, &own, &mut ids, skip_read)
+            .decide_and_write(batch, &own, &mut ids, skip_read, publish)
             .await
         {
             // Ids the batch did not use (refused posts, a write that lost its race) go back.
@@ -327,6 +339,7 @@ impl Store {
         own: &[usize],
         ids: &mut Vec<i64>,
         skip_read: bool,
+        publish: Publish<'_>,
     ) -> Result<Option<Vec<Decided>>, StoreError> {
         let posts = batch.posts;
         // A batch that skips its read takes its place in the write order at once: the counters
@@ -393,6 +406,10 @@ impl Store {
             });
             next.insert(room, (seq + 1, cursor + 1));
         }
+        // The counters are reserved and the batch has its place in the write order: the next
+        // batch may reserve after it while this one encodes and writes.
+        let mut in_turn = remembered.1.join();
+        drop(remembered);
         let written_ids: Vec<i64> = ids.drain(..writes.len()).collect();
         for (&i, &id) in writes.iter().zip(&written_ids) {
             let post = &posts[i];
@@ -436,12 +453,9 @@ impl Store {
             decided[i] = Some(Ok(outcome));
         }
 
-        let written: Result<Option<String>, sqlx::Error> =
-            sqlx::query_scalar("SELECT post_batch_write_refill($1::jsonb)::text")
-                .bind(to_json(&write)?)
-                .fetch_one(&self.pool)
-                .await;
-        match written {
+        let write_json = to_json(&write)?;
+        let rooms = || write.rooms.iter().map(|room| room.id);
+        match self.write_in_turn(&write_json, &mut in_turn).await {
             Ok(Some(reply)) => {
                 // The batch is committed whatever the reply says: an unreadable one costs the
                 // refill, never the batch.
@@ -451,10 +465,14 @@ impl Store {
                         malformed(error);
                     }
                 }
+                // Events go out in commit order: the batch before this one publishes first.
+                in_turn.before_finished().await;
+                publish_all(&decided, publish);
+                in_turn.written();
                 Ok(Some(decided))
             }
             Ok(None) => {
-                remembered.forget(write.rooms.iter().map(|room| room.id));
+                self.batch_memory.rooms.lock().await.forget(rooms());
                 if !read {
                     self.batch_memory.skipped_read_went_stale();
                 }
@@ -464,15 +482,47 @@ impl Store {
             // A key stored before this batch, which only a read would have found: the write
             // rolled back, and the next attempt reads.
             Err(error) if !read && is_unique_violation(&error) => {
-                remembered.forget(write.rooms.iter().map(|room| room.id));
+                self.batch_memory.rooms.lock().await.forget(rooms());
                 unwritten(ids, written_ids);
                 Ok(None)
             }
             Err(error) => {
-                remembered.forget(write.rooms.iter().map(|room| room.id));
+                self.batch_memory.rooms.lock().await.forget(rooms());
                 Err(error.into())
             }
         }
+    }
+
+    /// Sends a batch's write once the write before it is on its way, and again if it overtook
+    /// that write on the way to PostgreSQL. `Some(reply)` when written; `None` when the rooms'
+    /// counters moved and nothing was written.
+    async fn write_in_turn(
+        &self,
+        write: &str,
+        in_turn: &mut InTurn,
+    ) -> Result<Option<String>, sqlx::Error> {
+        in_turn.before_sent().await;
+        in_turn.sent();
+        for _ in 0..ATTEMPTS {
+            let reply: String =
+                sqlx::query_scalar("SELECT post_batch_write_in_turn($1::jsonb)::text")
+                    .bind(write)
+                    .fetch_one(&self.pool)
+                    .await?;
+            match serde_json::from_str::<WriteStatus>(&reply) {
+                Ok(WriteStatus { status }) if status == "written" => return Ok(Some(reply)),
+                // Overtook the write before it: again once that one is written, if it is.
+                Ok(WriteStatus { status }) if status == "behind" => {
+                    if !in_turn.before_finished().await {
+                        return Ok(None);
+                    }
+                }
+                Ok(_) => return Ok(None),
+                // Whether it wrote is unknown: an error, as for a lost connection.
+                Err(error) => return Err(sqlx::Error::Protocol(error.to_string())),
+            }
+        }
+        Ok(None)
     }
 
     /// Reads what `posts[own]` needs to be decided, adds the fresh message ids it asked for
