@@ -139,7 +139,7 @@ impl BatchMemory {
         let mut facts = Facts::default();
         for &i in own {
             let post = &posts[i];
-            let counters = *remembered.0.get(&post.room_id)?;
+            let counters = *remembered.counters.get(&post.room_id)?;
             facts.counters.insert(post.room_id, counters);
             if known.is_member(post.room_id, post.user_id, counters)? {
                 facts.members.insert((post.room_id, post.user_id));
@@ -166,7 +166,11 @@ struct Facts {
 
 /// Where this node's batches leave each room's counters, and the order of their writes.
 #[derive(Debug, Default)]
-struct Remembered(HashMap<i64, (i64, i64)>, WriteOrder);
+struct Remembered {
+    /// `(last_seq, last_cursor)` of each room as the batches in flight leave it.
+    counters: HashMap<i64, (i64, i64)>,
+    writes: WriteOrder,
+}
 
 impl Remembered {
     /// Reserves `count` seqs and cursors in `room` for a batch whose read found the room at
@@ -175,16 +179,16 @@ impl Remembered {
     /// A batch of this node still in flight leaves the room further on than `read`; its end is
     /// used when it has the same cursor-minus-seq difference as `read` (only posts in between).
     fn reserve(&mut self, room: i64, read: (i64, i64), count: i64) -> (i64, i64) {
-        let expected = match self.0.get(&room) {
+        let expected = match self.counters.get(&room) {
             Some(&(seq, cursor)) if seq >= read.0 && cursor - seq == read.1 - read.0 => {
                 (seq, cursor)
             }
             _ => read,
         };
-        if self.0.len() >= REMEMBERED_ROOMS && !self.0.contains_key(&room) {
-            self.0.clear();
+        if self.counters.len() >= REMEMBERED_ROOMS && !self.counters.contains_key(&room) {
+            self.counters.clear();
         }
-        self.0
+        self.counters
             .insert(room, (expected.0 + count, expected.1 + count));
         expected
     }
@@ -192,7 +196,7 @@ impl Remembered {
     /// Forgets `rooms`: a write expecting their counters failed, so what follows it is unknown.
     fn forget(&mut self, rooms: impl IntoIterator<Item = i64>) {
         for room in rooms {
-            self.0.remove(&room);
+            self.counters.remove(&room);
         }
     }
 }
@@ -408,7 +412,7 @@ impl Store {
         }
         // The counters are reserved and the batch has its place in the write order: the next
         // batch may reserve after it while this one encodes and writes.
-        let mut in_turn = remembered.1.join();
+        let mut in_turn = remembered.writes.join();
         drop(remembered);
         let written_ids: Vec<i64> = ids.drain(..writes.len()).collect();
         for (&i, &id) in writes.iter().zip(&written_ids) {
