@@ -120,10 +120,9 @@ impl Application {
         let revocations = sessions.clone();
         node.register_service(
             names::HTTP_SESSIONS,
-            move |request: switchboard::Request| {
-                let answer = revocations.serve(&request);
-                async move { answer }
-            },
+            switchboard::Immediate(move |request: switchboard::Request| {
+                revocations.serve(&request)
+            }),
         );
         let timeout = Duration::from_millis(settings.request_timeout_ms.max(1));
         let state = AppState::new(Pieces {
