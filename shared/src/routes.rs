@@ -11,15 +11,7 @@
 //! cached (a generation counter, bumped on every change, is checked on insert). A call racing a
 //! change can still pick a link that has just closed; the link refuses it as never sent and
 //! failover moves on, exactly as without the cache.
-//!
-//! Each thread also keeps copies of the routes it used last. The shared map costs a lock taken
-//! and released and a hash per call: a tenth of a local call's instructions, and more of its
-//! time for the lock's two atomic operations. A thread's own copy costs a short scan. The copies are dropped, on every thread, whenever any node's routes are
-//! (a process-wide epoch, bumped on every change, is compared on every lookup), so a thread
-//! never uses a route the shared map no longer holds. A copy keeps its route's links and
-//! service alive until its thread next looks a route up or exits.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -53,55 +45,11 @@ impl Route {
     }
 }
 
-/// Bumped, process-wide, whenever any node's routes are dropped: every thread's copies made
-/// before are stale.
-static EPOCH: AtomicU64 = AtomicU64::new(0);
-
-/// Tells apart the route caches of the nodes of one process, for the per-thread copies.
-static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(0);
-
-/// How many routes a thread keeps copies of.
-const NEAR_CAPACITY: usize = 16;
-
-thread_local! {
-    static NEAR: RefCell<Near> = const {
-        RefCell::new(Near {
-            epoch: 0,
-            routes: Vec::new(),
-        })
-    };
-}
-
-/// One thread's copies of routes, all from the same epoch.
-struct Near {
-    epoch: u64,
-    /// (cache id, route); the route's `name` is its service.
-    routes: Vec<(u64, Arc<Route>)>,
-}
-
-/// When a route was resolved: read before reading the registry, and passed to
-/// [`Routes::insert`] so a route resolved across a change is not kept.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Generation {
-    generation: u64,
-    epoch: u64,
-}
-
 /// The cache of routes, by service.
+#[derive(Default)]
 pub(crate) struct Routes {
     map: RwLock<FastMap<String, Arc<Route>>>,
     generation: AtomicU64,
-    id: u64,
-}
-
-impl Default for Routes {
-    fn default() -> Self {
-        Self {
-            map: RwLock::default(),
-            generation: AtomicU64::new(0),
-            id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
-        }
-    }
 }
 
 impl std::fmt::Debug for Routes {
@@ -113,41 +61,29 @@ impl std::fmt::Debug for Routes {
 }
 
 impl Routes {
-    /// The cached route to `service`: this thread's copy, or the shared one.
+    /// The cached route to `service`.
     pub(crate) fn get(&self, service: &str) -> Option<Arc<Route>> {
-        let epoch = EPOCH.load(Ordering::Acquire);
-        if let Some(route) = self.near(epoch, service) {
-            return Some(route);
-        }
-        let route = self
-            .map
+        self.map
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(service)
-            .cloned()?;
-        self.keep_near(epoch, &route);
-        Some(route)
+            .cloned()
     }
 
     /// The generation to pass to [`Routes::insert`]: read it before reading the registry.
-    pub(crate) fn generation(&self) -> Generation {
-        Generation {
-            generation: self.generation.load(Ordering::Acquire),
-            epoch: EPOCH.load(Ordering::Acquire),
-        }
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Caches `route` unless the registry changed since `generation` was read. Routes without
     /// any provider are not cached, so names nobody serves never fill the map.
-    pub(crate) fn insert(&self, service: &str, generation: Generation, route: &Arc<Route>) {
+    pub(crate) fn insert(&self, service: &str, generation: u64, route: &Arc<Route>) {
         if !route.has_provider() {
             return;
         }
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        if self.generation.load(Ordering::Acquire) == generation.generation {
+        if self.generation.load(Ordering::Acquire) == generation {
             map.insert(service.to_owned(), route.clone());
-            drop(map);
-            self.keep_near(generation.epoch, route);
         }
     }
 
@@ -155,52 +91,7 @@ impl Routes {
     pub(crate) fn clear(&self) {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
-        // Under the lock: a lookup that read the old epoch may still find a route in the map
-        // until it is cleared, but its copy carries that old epoch and is never used.
-        EPOCH.fetch_add(1, Ordering::AcqRel);
         map.clear();
-    }
-
-    /// This thread's copy of the route to `service`, if it was made in `epoch`.
-    fn near(&self, epoch: u64, service: &str) -> Option<Arc<Route>> {
-        NEAR.with(|near| {
-            // Borrowed mutably only inside `keep_near`, which runs no other code meanwhile; a
-            // borrow that failed anyway would only mean a trip to the shared map.
-            let near = near.try_borrow().ok()?;
-            if near.epoch != epoch {
-                return None;
-            }
-            near.routes
-                .iter()
-                .find(|(id, route)| *id == self.id && route.name == service.as_bytes())
-                .map(|(_, route)| route.clone())
-        })
-    }
-
-    /// Keeps a copy of `route`, current as of `epoch`, on this thread.
-    fn keep_near(&self, epoch: u64, route: &Arc<Route>) {
-        // Copies dropped here are dropped after the borrow ends: dropping a route may drop a
-        // service, and nothing it runs may find this thread's copies borrowed.
-        let dropped = NEAR.with(|near| {
-            let Ok(mut near) = near.try_borrow_mut() else {
-                return Vec::new();
-            };
-            let mut dropped = Vec::new();
-            if near.epoch != epoch {
-                if epoch < near.epoch {
-                    // Resolved before a change this thread already saw: stale.
-                    return dropped;
-                }
-                dropped = std::mem::take(&mut near.routes);
-                near.epoch = epoch;
-            }
-            if near.routes.len() == NEAR_CAPACITY {
-                dropped.push(near.routes.remove(0));
-            }
-            near.routes.push((self.id, route.clone()));
-            dropped
-        });
-        drop(dropped);
     }
 }
 
@@ -239,26 +130,5 @@ mod tests {
         let routes = Routes::default();
         routes.insert("nobody", routes.generation(), &route(false));
         assert!(routes.get("nobody").is_none());
-    }
-
-    #[test]
-    fn a_thread_never_uses_its_copy_of_a_route_dropped_since() {
-        let routes = Routes::default();
-        let other = Routes::default();
-        routes.insert("echo", routes.generation(), &route(true));
-        other.insert("echo", other.generation(), &route(true));
-        let kept = routes.get("echo").expect("cached");
-        assert!(Arc::ptr_eq(&kept, &routes.get("echo").unwrap()));
-        assert!(
-            !Arc::ptr_eq(&kept, &other.get("echo").unwrap()),
-            "each node's copies are its own"
-        );
-        // A change to another node's routes makes this thread drop every copy, but a route the
-        // shared map still holds is found again there.
-        other.clear();
-        assert!(other.get("echo").is_none());
-        assert!(Arc::ptr_eq(&kept, &routes.get("echo").unwrap()));
-        routes.clear();
-        assert!(routes.get("echo").is_none(), "the copy went with the route");
     }
 }
