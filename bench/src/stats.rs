@@ -18,12 +18,7 @@ pub(crate) struct Tally {
 impl Tally {
     /// A slice in which every operation was timed.
     pub(crate) fn timed(samples: Vec<u64>, elapsed: Duration) -> Self {
-        Self {
-            ops: samples.len() as u64,
-            samples,
-            elapsed,
-            timed: true,
-        }
+        Self::sampled(samples.len() as u64, samples, elapsed)
     }
 
     /// A slice of `ops` operations of which some were timed, `samples` their latencies: every

@@ -227,16 +227,13 @@ struct ReadReply {
     ids: Vec<i64>,
 }
 
-/// How `post_batch_write_in_turn` went: `written`, `behind` or `moved`.
-#[derive(Deserialize)]
-struct WriteStatus {
-    status: String,
-}
-
-/// What `post_batch_write_in_turn` answers when it wrote the batch.
+/// What `post_batch_write_in_turn` answers.
 #[derive(Deserialize)]
 struct WriteReply {
-    /// Fresh message ids for the batches to come.
+    /// `written`, `behind` or `moved`.
+    status: String,
+    /// When written, fresh message ids for the batches to come.
+    #[serde(default)]
     ids: Vec<i64>,
 }
 
@@ -460,15 +457,8 @@ impl Store {
         let write_json = to_json(&write)?;
         let rooms = || write.rooms.iter().map(|room| room.id);
         match self.write_in_turn(&write_json, &mut in_turn).await {
-            Ok(Some(reply)) => {
-                // The batch is committed whatever the reply says: an unreadable one costs the
-                // refill, never the batch.
-                match serde_json::from_str::<WriteReply>(&reply) {
-                    Ok(reply) => self.batch_memory.add_ids(reply.ids),
-                    Err(error) => {
-                        malformed(error);
-                    }
-                }
+            Ok(Some(ids)) => {
+                self.batch_memory.add_ids(ids);
                 // Events go out in commit order: the batch before this one publishes first.
                 in_turn.before_finished().await;
                 publish_all(&decided, publish);
@@ -498,13 +488,13 @@ impl Store {
     }
 
     /// Sends a batch's write once the write before it is on its way, and again if it overtook
-    /// that write on the way to PostgreSQL. `Some(reply)` when written; `None` when the rooms'
-    /// counters moved and nothing was written.
+    /// that write on the way to PostgreSQL. `Some(fresh ids)` when written; `None` when the
+    /// rooms' counters moved and nothing was written.
     async fn write_in_turn(
         &self,
         write: &str,
         in_turn: &mut InTurn,
-    ) -> Result<Option<String>, sqlx::Error> {
+    ) -> Result<Option<Vec<i64>>, sqlx::Error> {
         in_turn.before_sent().await;
         in_turn.sent();
         for _ in 0..ATTEMPTS {
@@ -513,10 +503,10 @@ impl Store {
                     .bind(write)
                     .fetch_one(&self.pool)
                     .await?;
-            match serde_json::from_str::<WriteStatus>(&reply) {
-                Ok(WriteStatus { status }) if status == "written" => return Ok(Some(reply)),
+            match serde_json::from_str::<WriteReply>(&reply) {
+                Ok(reply) if reply.status == "written" => return Ok(Some(reply.ids)),
                 // Overtook the write before it: again once that one is written, if it is.
-                Ok(WriteStatus { status }) if status == "behind" => {
+                Ok(reply) if reply.status == "behind" => {
                     if !in_turn.before_finished().await {
                         return Ok(None);
                     }
