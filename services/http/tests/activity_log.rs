@@ -136,7 +136,7 @@ async fn activity_is_logged_filterable_tailable_and_free_of_secrets() {
         "wrong-but-secret-pw",
         token.as_str(),
         ADMIN_TOKEN,
-        COOKIE,
+        cluster.cookie.as_str(),
         "forged-token-xyz",
     ] {
         assert!(!text.contains(secret), "a secret reached the log: {secret}");

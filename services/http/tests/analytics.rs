@@ -39,12 +39,18 @@ async fn analytics_node_process() {
     child_main(switchboard_analytics::start).await;
 }
 
-fn spawn_analytics(name: &str, seed: &str) -> ChildNode {
+fn spawn_analytics(name: &str, cluster: &Cluster) -> ChildNode {
     let env = [(
         "SWITCHBOARD_ANALYTICS_RECONCILE_MS",
         RECONCILE_MS.to_string(),
     )];
-    ChildNode::spawn("analytics_node_process", name, seed, COOKIE, &env)
+    ChildNode::spawn(
+        "analytics_node_process",
+        name,
+        &cluster.seed,
+        &cluster.cookie,
+        &env,
+    )
 }
 
 /// Starts an in-process analytics replica and waits until it has bootstrapped (it advertises
@@ -64,7 +70,7 @@ async fn add_replica_reconciling(cluster: &Cluster, name: &str, reconcile_ms: u6
     let settings = AnalyticsSettings {
         analytics_reconcile_ms: reconcile_ms,
     };
-    let node = switchboard_analytics::serve(config, cookie(), settings)
+    let node = switchboard_analytics::serve(config, cluster.node_cookie(), settings)
         .await
         .unwrap();
     wait_until_serving(cluster, name).await;
@@ -783,7 +789,7 @@ async fn killing_an_analytics_process_under_query_traffic_changes_no_figure(back
     };
     let http = cluster.https[0].0.clone();
     let local = add_replica(&cluster, "analytics-local@test").await;
-    let mut process = spawn_analytics("analytics-process@test", &cluster.seed);
+    let mut process = spawn_analytics("analytics-process@test", &cluster);
     wait_until_serving(&cluster, "analytics-process@test").await;
 
     let api = cluster.api(0);

@@ -20,12 +20,17 @@ async fn database_node_process() {
     child_main(switchboard_database::start).await;
 }
 
-fn spawn_database(name: &str, url: &str, seed: &str, data_dir: &std::path::Path) -> ChildNode {
+fn spawn_database(
+    name: &str,
+    cluster: &Cluster,
+    seed: &str,
+    data_dir: &std::path::Path,
+) -> ChildNode {
     let env = [
         ("SWITCHBOARD_DATA_DIR", data_dir.display().to_string()),
-        ("DATABASE_URL", url.to_owned()),
+        ("DATABASE_URL", cluster.url.clone()),
     ];
-    ChildNode::spawn("database_node_process", name, seed, COOKIE, &env)
+    ChildNode::spawn("database_node_process", name, seed, &cluster.cookie, &env)
 }
 
 on_both_backends!(killing_one_of_two_database_nodes_loses_and_duplicates_nothing);
@@ -42,8 +47,8 @@ async fn killing_one_of_two_database_nodes_loses_and_duplicates_nothing(backend:
     switchboard_database::Store::connect(&cluster.url, 2)
         .await
         .unwrap();
-    let mut first = spawn_database("db-a@test", &cluster.url, http.address(), dir.path());
-    let _second = spawn_database("db-b@test", &cluster.url, http.address(), dir.path());
+    let mut first = spawn_database("db-a@test", &cluster, http.address(), dir.path());
+    let _second = spawn_database("db-b@test", &cluster, http.address(), dir.path());
     let both_up = switchboard::eventually(DEADLINE, || async {
         http.nodes()
             .iter()

@@ -208,7 +208,7 @@ async fn moderation_end_to_end() {
         "bare_node_process",
         "victim@test",
         http.address(),
-        COOKIE,
+        &cluster.cookie,
         &[],
     );
     let joined = switchboard::eventually(DEADLINE, || async {

@@ -18,7 +18,6 @@ use switchboard_database::Store;
 use switchboard_database::configuration::{DatabaseSettings, default_sqlite_url};
 use switchboard_http::{Application, HttpSettings};
 
-pub const COOKIE: &str = "chat-test-cookie-0123456789";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -64,8 +63,11 @@ fn node_config(name: &str, seeds: &[String]) -> NodeConfig {
     }
 }
 
-pub fn cookie() -> Cookie {
-    Cookie::new(COOKIE).unwrap()
+/// A cookie of its own for each test cluster. Tests run side by side in one process, and a
+/// port one test's node gave up can be bound by another test's node: with one shared cookie a
+/// node reconnecting to its dead peer's address would join the other test's cluster.
+fn fresh_cookie() -> String {
+    format!("chat-test-cookie-{:032x}", rand::rng().random::<u128>())
 }
 
 /// Installs the process-wide tracing subscriber with the activity layer, as every node binary
@@ -99,6 +101,8 @@ pub struct Cluster {
     pub logs: Vec<Node>,
     pub reportings: Vec<Node>,
     pub seed: String,
+    /// This cluster's cookie (see [`fresh_cookie`]); child node processes are given it too.
+    pub cookie: String,
     _dir: tempfile::TempDir,
 }
 
@@ -123,6 +127,7 @@ impl Cluster {
             logs: Vec::new(),
             reportings: Vec::new(),
             seed: String::new(),
+            cookie: fresh_cookie(),
             _dir: dir,
         };
         for _ in 0..databases {
@@ -145,7 +150,7 @@ impl Cluster {
             .collect();
         let node = switchboard_database::serve(
             node_config(&format!("database{index}@test"), &seeds),
-            cookie(),
+            self.node_cookie(),
             store,
             &DatabaseSettings::default(),
         )
@@ -166,7 +171,7 @@ impl Cluster {
                 &format!("log{index}@test"),
                 std::slice::from_ref(&self.seed),
             ),
-            cookie(),
+            self.node_cookie(),
         )
         .await
         .unwrap();
@@ -182,7 +187,7 @@ impl Cluster {
                 &format!("reporting{index}@test"),
                 std::slice::from_ref(&self.seed),
             ),
-            cookie(),
+            self.node_cookie(),
             thresholds,
         )
         .await
@@ -200,7 +205,7 @@ impl Cluster {
         let node = NodeBuilder::new(
             "http",
             node_config(&format!("http{index}@test"), &seeds),
-            cookie(),
+            self.node_cookie(),
         )
         .start()
         .await
@@ -265,6 +270,11 @@ impl Cluster {
         })
         .await;
         assert!(meshed, "the cluster never formed a full mesh");
+    }
+
+    /// This cluster's cookie, for a node joining it.
+    pub fn node_cookie(&self) -> Cookie {
+        Cookie::new(&self.cookie).unwrap()
     }
 
     /// A client of http node `index`.
