@@ -42,8 +42,24 @@ use crate::cli::{Command, Family, RunOptions, ServerKind};
 use crate::placement::Placement;
 use crate::table::Report;
 
+/// Logs warnings and errors (or what `RUST_LOG` asks for) to stderr, stdout being the report's.
+///
+/// The bench's nodes and servers then run as a node binary does, under a subscriber whose
+/// level lets tracing skip the libraries' trace spans and events where they are written. With
+/// no subscriber at all, each of them would be turned into a `log` record instead (sqlx turns on
+/// tracing's `log` feature), a cost no deployed node pays.
+fn log_to_stderr() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    log_to_stderr();
     match cli::parse(&args)? {
         Command::Help => {
             table::write_stdout(cli::USAGE)?;

@@ -18,8 +18,9 @@ use switchboard_proto::names;
 use switchboard_proto::v1::{AppendReply, LogBatch, LogEntry};
 use tokio::sync::mpsc;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterFn, Filtered, LevelFilter};
 use tracing_subscriber::layer::Context;
 
 use crate::failover::CallOptions;
@@ -65,6 +66,9 @@ pub fn buffer(capacity: usize) -> (ActivityLayer, ActivityReceiver) {
     )
 }
 
+/// The filter that keeps a layer to activity alone (see [`is_activity`]).
+pub type ActivityFilter = FilterFn<fn(&Metadata<'_>) -> bool>;
+
 impl ActivityLayer {
     /// Queues an entry directly (the layer does this for tracing events); never blocks.
     pub fn record(&self, entry: LogEntry) {
@@ -72,17 +76,32 @@ impl ActivityLayer {
             self.dropped.inc();
         }
     }
+
+    /// The layer behind its own filter, as a process installs it.
+    ///
+    /// The filter decides once per callsite, and tells tracing that nothing below INFO is
+    /// wanted. Without it this layer would want every span and event, so the subscriber's
+    /// level would be TRACE and each trace span of h2 (several per frame read or written) and
+    /// each of sqlx's statement logs would be built and recorded on every node, to be dropped.
+    pub fn filtered<S: Subscriber>(self) -> Filtered<Self, ActivityFilter, S> {
+        let filter: ActivityFilter = FilterFn::new(is_activity as fn(&Metadata<'_>) -> bool)
+            .with_max_level_hint(LevelFilter::INFO);
+        self.with_filter(filter)
+    }
+}
+
+/// Whether a callsite is activity: an event that is a warning or an error, or carries a `kind`
+/// field, and not one of this module's own (which would feed back into the buffer).
+fn is_activity(metadata: &Metadata<'_>) -> bool {
+    metadata.is_event()
+        && (*metadata.level() <= Level::WARN || metadata.fields().field("kind").is_some())
+        && !metadata.target().starts_with(module_path!())
 }
 
 impl<S: Subscriber> Layer<S> for ActivityLayer {
+    /// Records an event the filter let through (see [`ActivityLayer::filtered`]).
     fn on_event(&self, event: &Event<'_>, _context: Context<'_, S>) {
         let metadata = event.metadata();
-        let notable = *metadata.level() <= Level::WARN;
-        if (!notable && metadata.fields().field("kind").is_none())
-            || metadata.target().starts_with(module_path!())
-        {
-            return;
-        }
         let mut visitor = Fields::default();
         event.record(&mut visitor);
         let mut message = visitor.message;
@@ -304,6 +323,33 @@ pub fn ship(node: &Node, receiver: ActivityReceiver) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn only_notable_and_kind_events_reach_the_buffer_and_spans_below_info_are_skipped() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let (layer, mut receiver) = buffer(16);
+        let layer = layer.filtered();
+        // Below INFO nothing is wanted, so tracing can skip such callsites where they are written.
+        assert_eq!(
+            Layer::<tracing_subscriber::Registry>::max_level_hint(&layer),
+            Some(LevelFilter::INFO)
+        );
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(!tracing::enabled!(Level::DEBUG));
+            // This module's own events are never activity, so these name another target.
+            tracing::info!(target: "chat", "plain information");
+            tracing::debug!(target: "chat", kind = "too_quiet", "below the level");
+            tracing::info!(target: "chat", kind = "room_created", "a kind");
+            tracing::warn!(target: "chat", "a warning");
+            tracing::warn!("from the activity module itself");
+        });
+        let mut kinds = Vec::new();
+        while let Ok(entry) = receiver.rx.try_recv() {
+            kinds.push(entry.kind);
+        }
+        assert_eq!(kinds, ["room_created", "log"]);
+    }
 
     #[test]
     fn secrets_are_redacted_by_name_and_by_shape() {

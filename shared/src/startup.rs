@@ -19,7 +19,7 @@ where
     Fut: Future<Output = Result<Node, NodeError>>,
 {
     let (layer, activity) = activity::buffer(activity::BUFFER);
-    telemetry::init(LogFormat::from_env(), vec![Box::new(layer)]);
+    telemetry::init(LogFormat::from_env(), vec![Box::new(layer.filtered())]);
     let config = NodeConfig::from_env()?;
     let cookie = Cookie::from_env()?;
     let node = start(config, cookie).await?;

@@ -77,7 +77,7 @@ pub fn record_activity() -> switchboard::activity::ActivityReceiver {
     use tracing_subscriber::util::SubscriberInitExt;
     let (layer, receiver) = switchboard::activity::buffer(switchboard::activity::BUFFER);
     tracing_subscriber::registry()
-        .with(layer)
+        .with(layer.filtered())
         .try_init()
         .unwrap();
     receiver
