@@ -4,14 +4,13 @@
 
 use std::sync::Arc;
 
-use futures::FutureExt;
 use switchboard_proto::v1::{self as wire, frame::Kind};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::error::NodeError;
 use crate::lane::{FrameReader, LaneSender};
 use crate::link::Link;
-use crate::node::{InboundCall, NodeInner};
+use crate::node::{InboundCall, NodeInner, Served};
 use crate::service::{ByteString, Request};
 
 /// Who is on the other end of a lane and how to answer them.
@@ -118,37 +117,37 @@ fn text(bytes: bytes::Bytes, what: &str) -> Result<ByteString, String> {
 }
 
 fn serve_call(node: &Arc<NodeInner>, context: &LaneContext, id: u64, call: InboundCall) {
-    let reply = context.reply.clone();
+    let reply = &context.reply;
     let Ok(permit) = context.inbound_calls.clone().try_acquire_owned() else {
         let error = NodeError::Overloaded("too many concurrent calls from one peer".into());
         let _ = reply.try_send(Ok(reply_frame(id, Err(error))));
         return;
     };
-    let node = node.clone();
-    let peer = context.peer.clone();
-    let mut serve = Box::pin(async move { node.serve_call(&peer, call).await });
-    // Most handlers answer on their first poll: reply from the receive loop then, and pay for a
-    // task only when the handler has to wait.
-    if let Some(result) = serve.as_mut().now_or_never() {
-        match reply.try_send(Ok(reply_frame(id, result))) {
+    // Most handlers answer at once: reply from the receive loop then, and pay for a task only
+    // when the handler has to wait.
+    match node.serve_call(&context.peer, call) {
+        Served::Now(result) => match reply.try_send(Ok(reply_frame(id, result))) {
             Ok(()) => drop(permit),
             Err(mpsc::error::TrySendError::Full(frame)) => {
                 // A reply is owed and must not be dropped: wait for queue space in a task.
+                let reply = reply.clone();
                 tokio::spawn(async move {
                     let _ = reply.send(frame).await;
                     drop(permit);
                 });
             }
             Err(mpsc::error::TrySendError::Closed(_)) => drop(permit),
+        },
+        Served::Later(serve) => {
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let result = serve.await;
+                // Waits for queue space: a reply is owed and must not be dropped.
+                let _ = reply.send(Ok(reply_frame(id, result))).await;
+                drop(permit);
+            });
         }
-        return;
     }
-    tokio::spawn(async move {
-        let result = serve.await;
-        // Waits for queue space: a reply is owed and must not be dropped.
-        let _ = reply.send(Ok(reply_frame(id, result))).await;
-        drop(permit);
-    });
 }
 
 fn reply_frame(id: u64, result: Result<bytes::Bytes, NodeError>) -> wire::Frame {

@@ -65,21 +65,42 @@ pub fn new_trace_id() -> String {
 ///
 /// Every remote call makes one, so it must cost next to nothing: a per-thread fast generator
 /// (seeded once from the OS-backed thread RNG: trace ids need uniqueness, not secrecy) and a
-/// table lookup per hex digit, instead of `format!` or `hex` over a cryptographic RNG. The digits
-/// are owned by a shared buffer from the start, so the copy on the wire is a reference to them.
+/// table lookup per hex digit, instead of `format!` or `hex` over a cryptographic RNG. Ids are
+/// written [`TRACE_IDS_PER_BLOCK`] at a time into one shared buffer and handed out as slices of
+/// it, so an id costs a reference count rather than an allocation and a free, and the copy on the
+/// wire is a reference to the same digits.
 fn fresh_trace_id() -> ByteString {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     thread_local! {
-        static TRACE_IDS: std::cell::RefCell<rand::rngs::SmallRng> =
-            std::cell::RefCell::new(rand::SeedableRng::from_rng(&mut rand::rng()));
+        static TRACE_IDS: std::cell::RefCell<(rand::rngs::SmallRng, Bytes)> =
+            std::cell::RefCell::new((rand::SeedableRng::from_rng(&mut rand::rng()), Bytes::new()));
     }
-    let bits = TRACE_IDS.with(|rng| rng.borrow_mut().random::<u64>());
-    let mut digits = [0u8; 16];
-    for (index, digit) in digits.iter_mut().enumerate() {
-        *digit = DIGITS[((bits >> (60 - 4 * index)) & 0xf) as usize];
+    TRACE_IDS.with(|ids| {
+        let (rng, block) = &mut *ids.borrow_mut();
+        if block.is_empty() {
+            *block = trace_id_block(rng);
+        }
+        // Hex digits are ASCII, so this never falls back to the empty default.
+        ByteString::try_from(block.split_to(TRACE_ID_DIGITS)).unwrap_or_default()
+    })
+}
+
+/// Hex digits in a trace id (64 random bits).
+const TRACE_ID_DIGITS: usize = 16;
+
+/// Trace ids written at once into one buffer.
+const TRACE_IDS_PER_BLOCK: usize = 256;
+
+/// [`TRACE_IDS_PER_BLOCK`] fresh trace ids, back to back.
+fn trace_id_block(rng: &mut rand::rngs::SmallRng) -> Bytes {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut block = Vec::with_capacity(TRACE_ID_DIGITS * TRACE_IDS_PER_BLOCK);
+    for _ in 0..TRACE_IDS_PER_BLOCK {
+        let bits = rng.random::<u64>();
+        block.extend(
+            (0..TRACE_ID_DIGITS).map(|index| DIGITS[((bits >> (60 - 4 * index)) & 0xf) as usize]),
+        );
     }
-    // Hex digits are ASCII, so this never falls back to the empty default.
-    ByteString::try_from(Bytes::from_owner(digits)).unwrap_or_default()
+    Bytes::from(block)
 }
 
 pub(crate) async fn call(
@@ -285,15 +306,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trace_ids_are_sixteen_fresh_hex_digits() {
-        let first = new_trace_id();
-        let second = new_trace_id();
-        assert_eq!(first.len(), 16);
-        assert!(
-            first
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        );
-        assert_ne!(first, second);
+    fn trace_ids_are_sixteen_fresh_hex_digits_across_blocks() {
+        let count = 3 * TRACE_IDS_PER_BLOCK + 1;
+        let ids: std::collections::HashSet<ByteString> =
+            (0..count).map(|_| fresh_trace_id()).collect();
+        assert_eq!(ids.len(), count, "every id is fresh");
+        for id in &ids {
+            assert_eq!(id.len(), 16);
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+        }
+        assert_eq!(new_trace_id().len(), 16);
     }
 }

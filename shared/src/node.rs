@@ -4,7 +4,9 @@
 //! errors either way.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -30,7 +32,7 @@ use crate::link::Link;
 use crate::metrics::Metrics;
 use crate::registry::{Local, NodeInfo, Peer, PeerState};
 use crate::routes::{FastMap, Route, Routes};
-use crate::service::{ByteString, Request, Service, SharedGroupMember, SharedService};
+use crate::service::{Answer, ByteString, Request, Service, SharedGroupMember, SharedService};
 use crate::system;
 
 /// A call that arrived over a link, its names checked to be UTF-8.
@@ -40,6 +42,15 @@ pub(crate) struct InboundCall {
     pub(crate) request: Request,
     /// The caller's remaining deadline; 0 when it gave none.
     pub(crate) timeout_ms: u32,
+}
+
+/// How a call that arrived over a link is answered.
+pub(crate) enum Served {
+    /// At once: the handler never waited, so no task or boxed future was needed.
+    Now(Result<Bytes, NodeError>),
+    /// The answer to come, counted as the node's in-flight work and bounded by the call's
+    /// deadline.
+    Later(Pin<Box<dyn Future<Output = Result<Bytes, NodeError>> + Send>>),
 }
 
 /// The state behind a [`Node`] handle, shared with its tasks.
@@ -575,12 +586,9 @@ impl NodeInner {
             .collect()
     }
 
-    /// Serves a call that arrived over a link.
-    pub(crate) async fn serve_call(
-        &self,
-        peer: &str,
-        call: InboundCall,
-    ) -> Result<Bytes, NodeError> {
+    /// Serves a call that arrived over a link: answered on the spot when its handler can (see
+    /// [`crate::Service::answer`]), otherwise a future for the lane to run as a task.
+    pub(crate) fn serve_call(self: &Arc<Self>, peer: &str, call: InboundCall) -> Served {
         let InboundCall {
             service,
             request,
@@ -588,35 +596,42 @@ impl NodeInner {
         } = call;
         let span = tracing::info_span!("serve", node = %self.name, trace_id = %request.trace_id, service = %service, method = %request.method, caller = %peer);
         if service == system::SERVICE {
-            return system::handle(self, request).await;
+            let node = self.clone();
+            return Served::Later(Box::pin(
+                async move { system::handle(&node, request).await }.instrument(span),
+            ));
         }
         if self.stopping.load(Ordering::Relaxed) {
-            return Err(NodeError::ShuttingDown);
+            return Served::Now(Err(NodeError::ShuttingDown));
         }
         let Some(handler) = self.local_service(&service) else {
-            return Err(NodeError::NoProvider {
+            return Served::Now(Err(NodeError::NoProvider {
                 service: service.to_string(),
-            });
+            }));
+        };
+        let future = match span.in_scope(|| handler.answer(request)) {
+            Answer::Now(result) => return Served::Now(result.map_err(NodeError::Service)),
+            Answer::Later(future) => future,
         };
         let timeout = if timeout_ms == 0 {
             self.config.call_timeout()
         } else {
             Duration::from_millis(timeout_ms.into())
         };
-        let mut work = self
-            .work
-            .track_future(handler.handle(request).instrument(span));
+        let mut work = self.work.track_future(future.instrument(span));
         // A handler that answers on its first poll never touches the timer wheel.
         if let Some(result) = (&mut work).now_or_never() {
-            return result.map_err(NodeError::Service);
+            return Served::Now(result.map_err(NodeError::Service));
         }
-        match tokio::time::timeout(timeout, work).await {
-            Ok(result) => result.map_err(NodeError::Service),
-            Err(_) => Err(NodeError::Timeout {
-                service: service.to_string(),
-                timeout,
-            }),
-        }
+        Served::Later(Box::pin(async move {
+            match tokio::time::timeout(timeout, work).await {
+                Ok(result) => result.map_err(NodeError::Service),
+                Err(_) => Err(NodeError::Timeout {
+                    service: service.to_string(),
+                    timeout,
+                }),
+            }
+        }))
     }
 
     /// Runs a cast that arrived over a link (or locally) in a task of its own.
