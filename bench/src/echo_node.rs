@@ -36,6 +36,9 @@ use crate::table::{seconds, thousands};
 /// The service and group the runtime scenarios use, as the testnode names them.
 pub(crate) const ECHO: &str = "echo";
 
+/// The method of [`ECHO`] that answers with the payload alone, the work the baselines' echoes do.
+const PLAIN: &str = "plain";
+
 /// The node name of a `serve-node` server unless `SWITCHBOARD_NODE_NAME` names it otherwise
 /// (the failover scenarios run two, which must be told apart).
 pub(crate) const SERVER_NAME: &str = "bench-server";
@@ -52,11 +55,14 @@ const ADVERTISE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Group messages sent between yields to the scheduler, so the link's writer gets to run.
 const CAST_BURST: usize = 64;
 
-/// An `echo` service answering `<name>|<payload>`, and `received` with the count in `received`.
-/// It never waits, so it is an [`Immediate`] service: local calls run it in place.
+/// An `echo` service: method [`PLAIN`] answers with the payload itself, as the tonic and
+/// JSON/HTTP baselines' echoes do; `received` with the count in `received`; any other method
+/// `<name>|<payload>`, which tells the failover scenarios which provider served a call. It never
+/// waits, so it is an [`Immediate`] service: local calls run it in place.
 pub(crate) fn service(name: &str, received: Arc<AtomicU64>) -> impl Service {
     let prefix = Bytes::from(format!("{name}|"));
     Immediate(move |request: Request| match &*request.method {
+        PLAIN => Ok(request.payload),
         "received" => Ok(Bytes::from(received.load(Ordering::Relaxed).to_string())),
         "fail" => Err(ServiceError::new(
             "asked_to_fail",
@@ -270,10 +276,15 @@ pub(crate) async fn call(
     Ok(reply)
 }
 
-/// One call to `echo` with default options, for a load loop: it takes its node and payload by
-/// value so that a loop's closure can hand it clones.
+/// One plain echo with default options, for a load loop: it takes its node and payload by
+/// value so that a loop's closure can hand it clones. Like the baselines, it checks the reply's
+/// length.
 pub(crate) async fn echo_once(node: Node, payload: Bytes) -> anyhow::Result<()> {
-    call(&node, payload, CallOptions::default()).await?;
+    let expected = payload.len();
+    let reply = node
+        .call(ECHO, PLAIN, payload, CallOptions::default())
+        .await?;
+    ensure!(reply.len() == expected, "a wrong echo");
     Ok(())
 }
 

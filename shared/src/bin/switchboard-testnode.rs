@@ -1,6 +1,7 @@
 //! A node that hosts an `echo` service and joins the `echo` process group: the stand-in peer for
 //! the runtime's multi-process tests and for `switchboard-bench`. `echo` answers
-//! `<node name>|<payload>`, so a caller can tell which provider served it.
+//! `<node name>|<payload>`, so a caller can tell which provider served it; its method `plain`
+//! answers with the payload alone, the work a baseline's echo does.
 //!
 //! Configured like every node (`SWITCHBOARD_*`); `SWITCHBOARD_TESTNODE_WORKERS` sets its tokio
 //! worker count so benchmarks control it deliberately.
@@ -44,6 +45,7 @@ async fn run() -> anyhow::Result<()> {
         let casts = casts.clone();
         async move {
             match &*request.method {
+                "plain" => Ok(request.payload),
                 // How many group messages this node received: lets a bench check delivery.
                 "received" => Ok(Bytes::from(casts.load(Ordering::Relaxed).to_string())),
                 "fail" => Err(ServiceError::new(
