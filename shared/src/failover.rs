@@ -136,7 +136,8 @@ pub(crate) async fn call(
             return counted(series, result);
         }
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(timeout, future).await {
+        // Boxed, as the cold paths of a remote call below are, to keep every call's future small.
+        let result = match Box::pin(tokio::time::timeout(timeout, future)).await {
             Ok(result) => result.map_err(NodeError::Service),
             Err(_) => Err(NodeError::Timeout {
                 service: service.to_owned(),
@@ -164,13 +165,7 @@ pub(crate) async fn call(
         let Some(link) = registry::choose(providers) else {
             // During a failover, wait (within the deadline) for a provider to appear or return.
             if !excluded.is_empty() && tokio::time::Instant::now() < deadline {
-                let changed = node.registry_changed.notified();
-                let pause = tokio::time::sleep(Duration::from_millis(20));
-                tokio::select! {
-                    _ = changed => {}
-                    _ = pause => {}
-                    _ = tokio::time::sleep_until(deadline) => {}
-                }
+                Box::pin(registry_change(node, deadline)).await;
                 if !node.remote_providers(service, only, &[]).is_empty() {
                     excluded.clear();
                 }
@@ -228,6 +223,20 @@ pub(crate) async fn call(
                 return result;
             }
         }
+    }
+}
+
+/// Waits for the registry to change, for at most 20 ms, and never past `deadline`.
+///
+/// A call awaits it boxed: it runs only during a failover, and its three futures held in the
+/// call's own future would make every call's future larger, to be built and moved each time.
+async fn registry_change(node: &NodeInner, deadline: tokio::time::Instant) {
+    let changed = node.registry_changed.notified();
+    let pause = tokio::time::sleep(Duration::from_millis(20));
+    tokio::select! {
+        _ = changed => {}
+        _ = pause => {}
+        _ = tokio::time::sleep_until(deadline) => {}
     }
 }
 

@@ -6,6 +6,8 @@
 //! stream. Heartbeats run on the control lane, apart from data, so a busy or large transfer never
 //! makes a healthy peer look dead.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,7 @@ use crate::lane::{
     BULK_THRESHOLD, BatchingStream, FrameReader, LANES, LaneSender, Urgency, size_bound,
 };
 use crate::node::NodeInner;
-use crate::replies::Replies;
+use crate::replies::{Replies, Reply};
 
 /// How long a dial, handshake included, may take. A frozen peer accepts TCP but never answers.
 pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -57,6 +59,16 @@ pub(crate) struct Link {
 
 /// Decrements the in-flight count however a call ends.
 struct InFlight<'a>(&'a AtomicUsize);
+
+/// The wait for room in a full lane queue.
+type SpaceWait<'a> = Pin<Box<dyn Future<Output = Result<(), NodeError>> + Send + 'a>>;
+
+/// A call registered and queued (or waiting for room in the queue), counted in flight.
+struct Queued<'a> {
+    reply: Reply<'a>,
+    in_flight: InFlight<'a>,
+    wait: Option<SpaceWait<'a>>,
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -114,22 +126,44 @@ impl Link {
     }
 
     /// Sends a call and waits for its reply until `deadline`.
-    pub(crate) async fn call(
+    ///
+    /// Not an `async fn`: the call is registered and queued at once, so the returned future
+    /// holds only what waiting needs (the reply's slot and, when the queue was full, a boxed wait
+    /// for space), not the call and its frame. A call's future is built and moved on every call,
+    /// and all of its bytes are copied each time.
+    pub(crate) fn call(
+        &self,
+        call: wire::Call,
+        deadline: tokio::time::Instant,
+    ) -> impl Future<Output = Result<Bytes, NodeError>> + Send + '_ {
+        let queued = self.queue_call(call, deadline);
+        async move {
+            let Queued {
+                reply,
+                in_flight: _in_flight,
+                wait,
+            } = queued?;
+            if let Some(wait) = wait {
+                wait.await?;
+            }
+            // A timeout comes back without the service's name: the caller knows it and adds it.
+            reply.await
+        }
+    }
+
+    /// Registers a call for its reply and queues its frame, or, when the queue is full, returns
+    /// the wait for space (never past the caller's deadline): backpressure.
+    fn queue_call(
         &self,
         mut call: wire::Call,
         deadline: tokio::time::Instant,
-    ) -> Result<Bytes, NodeError> {
-        let down = |maybe_applied| NodeError::NodeDown {
-            node: self.peer.clone(),
-            reason: "noconnection".into(),
-            maybe_applied,
-        };
+    ) -> Result<Queued<'_>, NodeError> {
         if self.closed.is_cancelled() {
-            return Err(down(false));
+            return Err(self.down());
         }
         // Dropping `reply` on any early return below gives its slot back.
         let Some((id, reply)) = self.replies.register(deadline) else {
-            return Err(down(false));
+            return Err(self.down());
         };
         call.id = id;
         let frame = wire::Frame {
@@ -137,27 +171,39 @@ impl Link {
         };
         let size = self.check_size(&frame)?;
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _guard = InFlight(&self.in_flight);
-        // Backpressure: with room in the queue the frame goes at once; otherwise wait for space,
-        // but never past the caller's deadline.
+        let in_flight = InFlight(&self.in_flight);
         let lane = self.lane_for(size);
-        let queued = match lane.try_send(Ok(frame)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(down(false)),
+        let wait = match lane.try_send(Ok(frame)) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.down()),
             Err(mpsc::error::TrySendError::Full(frame)) => {
-                match timeout_at(deadline, lane.send(frame)).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(_)) => Err(down(false)),
-                    Err(_) => Err(NodeError::Overloaded(format!(
-                        "the queue to {} stayed full until the deadline",
-                        self.peer
-                    ))),
-                }
+                let wait: SpaceWait<'_> = Box::pin(async move {
+                    match timeout_at(deadline, lane.send(frame)).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(_)) => Err(self.down()),
+                        Err(_) => Err(NodeError::Overloaded(format!(
+                            "the queue to {} stayed full until the deadline",
+                            self.peer
+                        ))),
+                    }
+                });
+                Some(wait)
             }
         };
-        queued?;
-        // A timeout comes back without the service's name: the caller knows it and adds it.
-        reply.await
+        Ok(Queued {
+            reply,
+            in_flight,
+            wait,
+        })
+    }
+
+    /// A call that never reached the peer: the link is down.
+    fn down(&self) -> NodeError {
+        NodeError::NodeDown {
+            node: self.peer.clone(),
+            reason: "noconnection".into(),
+            maybe_applied: false,
+        }
     }
 
     /// Fails every call whose deadline has passed with `Timeout`.
