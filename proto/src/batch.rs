@@ -288,7 +288,9 @@ fn bytes_len(bytes: &[u8]) -> usize {
 
 /// Reads a batch as `Batch::decode` would; `bytes` and names in the frames are slices of `bytes`.
 pub fn decode(bytes: Bytes) -> Result<Batch, DecodeError> {
-    let mut frames = Vec::new();
+    // Counted first, so the frames are placed once: a vector grown frame by frame copies every
+    // frame already read each time it doubles.
+    let mut frames = Vec::with_capacity(frame_count(&bytes));
     let mut cursor = Cursor::new(&bytes);
     while !cursor.is_empty() {
         let Some(range) = cursor.key(FRAMES).and_then(|()| cursor.len_delimited()) else {
@@ -302,6 +304,21 @@ pub fn decode(bytes: Bytes) -> Result<Batch, DecodeError> {
         frames.push(frame);
     }
     Ok(Batch { frames })
+}
+
+/// How many frames `bytes` holds, as far as it reads as a plain list of them (a batch that
+/// does not is left to prost, which counts for itself).
+fn frame_count(bytes: &[u8]) -> usize {
+    let mut cursor = Cursor::new(bytes);
+    let mut count = 0;
+    while cursor
+        .key(FRAMES)
+        .and_then(|()| cursor.len_delimited())
+        .is_some()
+    {
+        count += 1;
+    }
+    count
 }
 
 /// A call or a reply frame at `range` of `bytes`, if it is laid out as [`encode`] writes it.

@@ -3,9 +3,10 @@
 //! one peer turns into `Overloaded` replies instead of unbounded memory.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use switchboard_proto::v1::{self as wire, frame::Kind};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::error::NodeError;
 use crate::lane::{FrameReader, LaneSender};
@@ -22,7 +23,7 @@ pub(crate) struct LaneContext {
     pub(crate) reply: LaneSender,
     /// Set on the dialer's side: replies arriving here complete this link's calls.
     pub(crate) link: Option<Arc<Link>>,
-    pub(crate) inbound_calls: Arc<Semaphore>,
+    pub(crate) inbound_calls: Arc<CallLimit>,
 }
 
 /// Reads frames until the stream ends; returns why it ended.
@@ -118,7 +119,7 @@ fn text(bytes: bytes::Bytes, what: &str) -> Result<ByteString, String> {
 
 fn serve_call(node: &Arc<NodeInner>, context: &LaneContext, id: u64, call: InboundCall) {
     let reply = &context.reply;
-    let Ok(permit) = context.inbound_calls.clone().try_acquire_owned() else {
+    let Some(place) = context.inbound_calls.enter() else {
         let error = NodeError::Overloaded("too many concurrent calls from one peer".into());
         let _ = reply.try_send(Ok(reply_frame(id, Err(error))));
         return;
@@ -127,26 +128,82 @@ fn serve_call(node: &Arc<NodeInner>, context: &LaneContext, id: u64, call: Inbou
     // when the handler has to wait.
     match node.serve_call(&context.peer, call) {
         Served::Now(result) => match reply.try_send(Ok(reply_frame(id, result))) {
-            Ok(()) => drop(permit),
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(frame)) => {
                 // A reply is owed and must not be dropped: wait for queue space in a task.
                 let reply = reply.clone();
+                let place = place.keep(&context.inbound_calls);
                 tokio::spawn(async move {
                     let _ = reply.send(frame).await;
-                    drop(permit);
+                    drop(place);
                 });
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => drop(permit),
         },
         Served::Later(serve) => {
             let reply = reply.clone();
+            let place = place.keep(&context.inbound_calls);
             tokio::spawn(async move {
                 let result = serve.await;
                 // Waits for queue space: a reply is owed and must not be dropped.
                 let _ = reply.send(Ok(reply_frame(id, result))).await;
-                drop(permit);
+                drop(place);
             });
         }
+    }
+}
+
+/// The calls from one peer being served at once, bounded so that a flood turns into
+/// `Overloaded` replies instead of unbounded memory.
+///
+/// A counter, not a semaphore: nothing ever waits for a place, and giving a semaphore's permit
+/// back takes its waiters' lock, on every call.
+#[derive(Debug)]
+pub(crate) struct CallLimit {
+    serving: AtomicUsize,
+    max: usize,
+}
+
+impl CallLimit {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            serving: AtomicUsize::new(0),
+            max: max.max(1),
+        }
+    }
+
+    /// A place for one more call, unless `max` are being served.
+    fn enter(&self) -> Option<Place<'_>> {
+        if self.serving.fetch_add(1, Ordering::Relaxed) >= self.max {
+            self.serving.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Place(self))
+    }
+}
+
+/// A call's place in its [`CallLimit`], given back when dropped.
+struct Place<'a>(&'a CallLimit);
+
+impl Place<'_> {
+    /// The same place, held by a task that outlives the receive loop's borrow.
+    fn keep(self, limit: &Arc<CallLimit>) -> KeptPlace {
+        std::mem::forget(self);
+        KeptPlace(limit.clone())
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.serving.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A [`Place`] owned by a task.
+struct KeptPlace(Arc<CallLimit>);
+
+impl Drop for KeptPlace {
+    fn drop(&mut self) {
+        self.0.serving.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -166,6 +223,20 @@ fn reply_frame(id: u64, result: Result<bytes::Bytes, NodeError>) -> wire::Frame 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_limit_refuses_past_its_maximum_and_frees_places_when_they_end() {
+        let limit = Arc::new(CallLimit::new(2));
+        let first = limit.enter().unwrap();
+        let second = limit.enter().unwrap().keep(&limit);
+        assert!(limit.enter().is_none(), "a third call is refused");
+        drop(first);
+        let third = limit.enter().unwrap();
+        assert!(limit.enter().is_none());
+        drop(second);
+        drop(third);
+        assert_eq!(limit.serving.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn names_from_the_wire_must_be_utf8() {

@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use switchboard_proto::v1::{self as wire, Lane, frame::Kind};
-use tokio::sync::Semaphore;
 
-use crate::dispatch::{LaneContext, run_lane};
+use crate::dispatch::{CallLimit, LaneContext, run_lane};
 use crate::error::NodeError;
 use crate::events::ClusterEvent;
 use crate::handshake::HandshakeError;
@@ -257,7 +256,7 @@ impl NodeInner {
 
     /// Starts the receive loops of an installed link's lanes and its heartbeat detector.
     fn run_link(self: &Arc<Self>, link: Arc<Link>, readers: Vec<FrameReader>) {
-        let inbound_calls = Arc::new(Semaphore::new(self.config.max_inbound_calls.max(1)));
+        let inbound_calls = Arc::new(CallLimit::new(self.config.max_inbound_calls));
         for (index, reader) in readers.into_iter().enumerate() {
             let context = LaneContext {
                 peer: link.peer.as_str().into(),

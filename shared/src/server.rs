@@ -16,14 +16,14 @@ use futures::Stream;
 use switchboard_proto::v1::{self as wire, frame::Kind, node_server};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::bulk::{self, Opening};
-use crate::dispatch::{LaneContext, run_lane};
+use crate::dispatch::{CallLimit, LaneContext, run_lane};
 use crate::handshake::{self, HandshakeError, Party, Role, Transcript};
 use crate::lane::{BatchingStream, FrameReader, LaneSender};
 use crate::link::DIAL_TIMEOUT;
@@ -253,7 +253,7 @@ async fn accept(
         incarnation: hello.incarnation,
         reply: tx,
         link: None,
-        inbound_calls: Arc::new(Semaphore::new(node.config.max_inbound_calls.max(1))),
+        inbound_calls: Arc::new(CallLimit::new(node.config.max_inbound_calls)),
     };
     tokio::select! {
         _ = run_lane(node.clone(), context, reader) => {}
