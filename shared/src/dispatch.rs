@@ -1,6 +1,7 @@
 //! The receive loop of a lane, shared by both ends of a link: it reads frames and hands each to
-//! the node. Calls run as tasks of their own, bounded per lane by a semaphore so a flood from
-//! one peer turns into `Overloaded` replies instead of unbounded memory.
+//! the node. A call whose handler answers at once is answered from the loop; one that waits runs
+//! as a task of its own. The calls served at once are bounded per lane ([`CallLimit`]), so a flood
+//! from one peer turns into `Overloaded` replies instead of unbounded memory.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -174,10 +175,14 @@ impl CallLimit {
     /// A place for one more call, unless `max` are being served.
     fn enter(&self) -> Option<Place<'_>> {
         if self.serving.fetch_add(1, Ordering::Relaxed) >= self.max {
-            self.serving.fetch_sub(1, Ordering::Relaxed);
+            self.leave();
             return None;
         }
         Some(Place(self))
+    }
+
+    fn leave(&self) {
+        self.serving.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -194,7 +199,7 @@ impl Place<'_> {
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
-        self.0.serving.fetch_sub(1, Ordering::Relaxed);
+        self.0.leave();
     }
 }
 
@@ -203,7 +208,7 @@ struct KeptPlace(Arc<CallLimit>);
 
 impl Drop for KeptPlace {
     fn drop(&mut self) {
-        self.0.serving.fetch_sub(1, Ordering::Relaxed);
+        self.0.leave();
     }
 }
 

@@ -60,6 +60,12 @@ pub(crate) struct Link {
 /// Decrements the in-flight count however a call ends.
 struct InFlight<'a>(&'a AtomicUsize);
 
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The wait for room in a full lane queue.
 type SpaceWait<'a> = Pin<Box<dyn Future<Output = Result<(), NodeError>> + Send + 'a>>;
 
@@ -68,12 +74,6 @@ struct Queued<'a> {
     reply: Reply<'a>,
     in_flight: InFlight<'a>,
     wait: Option<SpaceWait<'a>>,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl Link {
