@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 use switchboard::ServiceError;
 
 /// Why a store operation failed.
@@ -88,6 +88,9 @@ pub struct Store {
     batch_memory: Arc<BatchMemory>,
 }
 
+/// How long a PostgreSQL connection may sit idle in the pool before it is pinged on its way out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -121,9 +124,24 @@ impl Store {
                     .connect(url)
                     .await?
             }
+            // A connection is pinged before it is handed out only if it sat idle for a while:
+            // pinging every one is a round trip to PostgreSQL, and a wake-up of its backend, per
+            // statement (a tenth of the database node's CPU under load). One in steady use has
+            // just answered; one that died since fails its statement, and every caller of the
+            // store treats that as any other database error.
             Backend::Postgres => {
                 options
                     .max_connections(max_connections)
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for < PING_AFTER_IDLE {
+                                return Ok(true);
+                            }
+                            conn.ping().await?;
+                            Ok(true)
+                        })
+                    })
                     .connect(url)
                     .await?
             }
