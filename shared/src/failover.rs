@@ -111,9 +111,9 @@ pub(crate) async fn call(
     payload: Bytes,
     options: CallOptions,
 ) -> Result<Bytes, NodeError> {
-    let timeout = options
-        .timeout
-        .unwrap_or_else(|| node.config.call_timeout());
+    // Worked out only where it is needed: a local call answered at once never is.
+    let asked = options.timeout;
+    let timeout = || asked.unwrap_or_else(|| node.config.call_timeout());
     let route = node.route(service);
     let series = &route.series;
     if only.is_none_or(|o| o == node.name)
@@ -136,6 +136,7 @@ pub(crate) async fn call(
             return counted(series, result);
         }
         let started = std::time::Instant::now();
+        let timeout = timeout();
         // Boxed, as the cold paths of a remote call below are, to keep every call's future small.
         let result = match Box::pin(tokio::time::timeout(timeout, future)).await {
             Ok(result) => result.map_err(NodeError::Service),
@@ -147,6 +148,7 @@ pub(crate) async fn call(
         record(&series[Locality::Local as usize], &result, started);
         return result;
     }
+    let timeout = timeout();
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::from_std(started) + timeout;
     let trace_id = options.trace_id.unwrap_or_else(fresh_trace_id);
