@@ -196,6 +196,10 @@ async fn logout_invalidates_the_token_on_every_http_node(backend: Backend) {
     let Some(cluster) = Cluster::start(backend, 1, 2).await else {
         return;
     };
+    // Node A tells the http nodes it can see; one that has not met A yet keeps the session for
+    // up to its cache lifetime. That is the product's contract, so the test waits for A and B to
+    // have met before it logs out.
+    cluster.wait_for_mesh().await;
     let on_a = cluster.api(0).register("bob").await;
     let on_b = on_a.on(&cluster.https[1].1);
     assert_eq!(on_b.get("/v1/me").await.status, StatusCode::OK);
