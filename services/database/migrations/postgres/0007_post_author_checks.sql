@@ -6,6 +6,7 @@
 -- went there (`perf record -a` over the bench's chat point: AfterTriggerEndQuery). The checks
 -- could never fail: a post is only written by a member of its room (a batch by what its read
 -- found, which its guard proves still holds; a single post by its transaction's own check), a
--- membership's foreign key checks its user, and users are never deleted. The rooms' checks went the same way in 0004.
+-- membership's foreign key checks its user, and users are never deleted. The rooms' checks went
+-- the same way in 0004.
 ALTER TABLE messages DROP CONSTRAINT messages_author_id_fkey;
 ALTER TABLE idempotency_keys DROP CONSTRAINT idempotency_keys_user_id_fkey;
