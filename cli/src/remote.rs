@@ -166,7 +166,7 @@ pub(crate) async fn call(
         .node
         .call(
             service,
-            method,
+            method.to_owned(),
             payload.into_bytes(),
             CallOptions::default(),
         )

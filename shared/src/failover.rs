@@ -17,7 +17,7 @@ use switchboard_proto::v1::{self as wire, frame::Kind};
 use crate::error::NodeError;
 use crate::events::ClusterEvent;
 use crate::lane::Urgency;
-use crate::methods;
+use crate::methods::Method;
 use crate::metrics::{CallSeries, Locality};
 use crate::node::NodeInner;
 use crate::registry;
@@ -107,7 +107,7 @@ pub(crate) async fn call(
     node: &Arc<NodeInner>,
     only: Option<&str>,
     service: &str,
-    method: &str,
+    method: Method,
     payload: Bytes,
     options: CallOptions,
 ) -> Result<Bytes, NodeError> {
@@ -124,7 +124,7 @@ pub(crate) async fn call(
         // such a call is counted but not timed, because reading the clock twice would cost
         // more than the call itself. Calls that wait are timed.
         let request = Request {
-            method: methods::method(method),
+            method: method.into_name(),
             payload,
             trace_id: options.trace_id.unwrap_or_default(),
         };
@@ -152,7 +152,7 @@ pub(crate) async fn call(
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::from_std(started) + timeout;
     let trace_id = options.trace_id.unwrap_or_else(fresh_trace_id);
-    let method = methods::method(method);
+    let method = method.into_name();
     let mut excluded: Vec<(String, u64)> = Vec::new();
     loop {
         // The first attempt takes the cached route; a failover (or a call to one named node)
@@ -272,11 +272,11 @@ fn outcome(result: &Result<Bytes, NodeError>) -> usize {
 pub(crate) fn cast(
     node: &Arc<NodeInner>,
     service: &str,
-    method: &str,
+    method: Method,
     payload: Bytes,
 ) -> Result<(), NodeError> {
     let request = Request {
-        method: methods::method(method),
+        method: method.into_name(),
         payload,
         trace_id: fresh_trace_id(),
     };

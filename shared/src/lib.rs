@@ -41,6 +41,7 @@ pub use error::{NodeError, ServiceError};
 pub use events::ClusterEvent;
 pub use eventually::eventually;
 pub use failover::{CallOptions, new_trace_id};
+pub use methods::Method;
 pub use node::{Node, NodeBuilder};
 pub use registry::{NodeInfo, PeerState};
 pub use service::{Answer, ByteString, GroupMember, Immediate, Request, Service};

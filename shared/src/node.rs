@@ -29,6 +29,7 @@ use crate::events::ClusterEvent;
 use crate::failover::CallOptions;
 use crate::lane::Urgency;
 use crate::link::Link;
+use crate::methods::Method;
 use crate::metrics::Metrics;
 use crate::registry::{Local, NodeInfo, Peer, PeerState};
 use crate::routes::{FastMap, Route, Routes};
@@ -323,11 +324,19 @@ impl Node {
     pub async fn call(
         &self,
         service: &str,
-        method: &str,
+        method: impl Into<Method>,
         payload: impl Into<Bytes>,
         options: CallOptions,
     ) -> Result<Bytes, NodeError> {
-        crate::failover::call(&self.inner, None, service, method, payload.into(), options).await
+        crate::failover::call(
+            &self.inner,
+            None,
+            service,
+            method.into(),
+            payload.into(),
+            options,
+        )
+        .await
     }
 
     /// Calls `service` on one named node only (no failover), e.g. the built-in `switchboard.node`
@@ -336,7 +345,7 @@ impl Node {
         &self,
         node: &str,
         service: &str,
-        method: &str,
+        method: impl Into<Method>,
         payload: impl Into<Bytes>,
         options: CallOptions,
     ) -> Result<Bytes, NodeError> {
@@ -344,7 +353,7 @@ impl Node {
             &self.inner,
             Some(node),
             service,
-            method,
+            method.into(),
             payload.into(),
             options,
         )
@@ -355,7 +364,7 @@ impl Node {
     pub async fn call_message<Req, Resp>(
         &self,
         service: &str,
-        method: &str,
+        method: impl Into<Method>,
         request: &Req,
         options: CallOptions,
     ) -> Result<Resp, NodeError>
@@ -374,18 +383,23 @@ impl Node {
     pub fn cast(
         &self,
         service: &str,
-        method: &str,
+        method: impl Into<Method>,
         payload: impl Into<Bytes>,
     ) -> Result<(), NodeError> {
-        crate::failover::cast(&self.inner, service, method, payload.into())
+        crate::failover::cast(&self.inner, service, method.into(), payload.into())
     }
 
     /// Delivers `method` to every member of `group` on every node, this one included. Returns
     /// how many nodes it was queued for. Members on a peer whose queue is full miss it and the
     /// drop is counted (`casts_total{outcome="dropped"}`).
-    pub fn broadcast(&self, group: &str, method: &str, payload: impl Into<Bytes>) -> usize {
+    pub fn broadcast(
+        &self,
+        group: &str,
+        method: impl Into<Method>,
+        payload: impl Into<Bytes>,
+    ) -> usize {
         self.inner
-            .broadcast(group, method, payload.into(), Urgency::Prompt)
+            .broadcast(group, method.into(), payload.into(), Urgency::Prompt)
     }
 
     /// As [`Node::broadcast`], for traffic nobody waits on (activity tails, statistics). To
@@ -396,11 +410,11 @@ impl Node {
     pub fn broadcast_background(
         &self,
         group: &str,
-        method: &str,
+        method: impl Into<Method>,
         payload: impl Into<Bytes>,
     ) -> usize {
         self.inner
-            .broadcast(group, method, payload.into(), Urgency::Background)
+            .broadcast(group, method.into(), payload.into(), Urgency::Background)
     }
 
     /// Every member this node knows, itself first.
@@ -655,9 +669,9 @@ impl NodeInner {
         }
     }
 
-    fn broadcast(&self, group: &str, method: &str, payload: Bytes, urgency: Urgency) -> usize {
+    fn broadcast(&self, group: &str, method: Method, payload: Bytes, urgency: Urgency) -> usize {
         let message = Request {
-            method: crate::methods::method(method),
+            method: method.into_name(),
             payload,
             trace_id: ByteString::new(),
         };

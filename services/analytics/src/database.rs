@@ -26,7 +26,7 @@ impl Database {
         Self { node }
     }
 
-    async fn call<Req, Resp>(&self, method: &str, request: &Req) -> Result<Resp, NodeError>
+    async fn call<Req, Resp>(&self, method: &'static str, request: &Req) -> Result<Resp, NodeError>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,

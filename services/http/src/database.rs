@@ -26,7 +26,7 @@ impl Database {
 
     async fn call<Req, Resp>(
         &self,
-        method: &str,
+        method: &'static str,
         request: &Req,
         idempotent: bool,
     ) -> Result<Resp, NodeError>

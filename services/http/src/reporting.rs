@@ -23,7 +23,7 @@ impl Reporting {
 
     async fn call<Req, Resp>(
         &self,
-        method: &str,
+        method: &'static str,
         request: &Req,
         idempotent: bool,
     ) -> Result<Resp, NodeError>

@@ -28,7 +28,7 @@ impl ServiceClient {
     /// Calls `method` with protobuf messages on both sides.
     pub(crate) async fn call<Req, Resp>(
         &self,
-        method: &str,
+        method: &'static str,
         request: &Req,
         idempotent: bool,
     ) -> Result<Resp, NodeError>
@@ -43,7 +43,7 @@ impl ServiceClient {
     /// As [`ServiceClient::call`], with a deadline of its own.
     pub(crate) async fn call_within<Req, Resp>(
         &self,
-        method: &str,
+        method: &'static str,
         request: &Req,
         idempotent: bool,
         timeout: Duration,

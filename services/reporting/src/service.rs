@@ -35,7 +35,7 @@ impl ReportingService {
 
     async fn database<Req: Message, Resp: Message + Default>(
         &self,
-        method: &str,
+        method: &'static str,
         request: &Req,
         idempotent: bool,
         trace_id: &str,
