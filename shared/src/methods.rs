@@ -38,18 +38,6 @@ impl From<String> for Method {
     }
 }
 
-impl From<ByteString> for Method {
-    fn from(name: ByteString) -> Self {
-        Self(name)
-    }
-}
-
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
