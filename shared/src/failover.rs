@@ -21,7 +21,8 @@ use crate::methods::Method;
 use crate::metrics::{CallSeries, Locality};
 use crate::node::NodeInner;
 use crate::registry;
-use crate::service::{Answer, ByteString, Request};
+use crate::routes::Route;
+use crate::service::{Answer, ByteString, Request, ServiceFuture, SharedService};
 
 /// How a call behaves.
 #[derive(Debug, Clone, Default)]
@@ -103,52 +104,80 @@ fn trace_id_block(rng: &mut rand::rngs::SmallRng) -> Bytes {
     Bytes::from(block)
 }
 
-pub(crate) async fn call(
+/// How a call to a provider on this node began.
+pub(crate) enum LocalCall {
+    /// The handler answered at once: the call's result, counted.
+    Answered(Result<Bytes, NodeError>),
+    /// The handler has to wait: finish the call with [`finish_local`].
+    Waiting(ServiceFuture),
+}
+
+/// Starts a call to `local`, the provider of `route` on this node.
+///
+/// In-process: no trace id is made up (the handler's own calls make theirs), and a handler that
+/// answers on its first poll never touches the timer wheel or the clock: such a call is counted
+/// but not timed, because reading the clock twice would cost more than the call itself.
+///
+/// A plain function, not part of the future of a remote call: a local call answered at once
+/// never builds that future (nor drops it), which was a sixth of what such a call cost.
+pub(crate) fn start_local(
+    route: &Route,
+    local: &SharedService,
+    method: Method,
+    payload: Bytes,
+    trace_id: Option<ByteString>,
+) -> LocalCall {
+    let request = Request {
+        method: method.into_name(),
+        payload,
+        trace_id: trace_id.unwrap_or_default(),
+    };
+    let mut future = match local.answer(request) {
+        Answer::Now(result) => return LocalCall::Answered(counted(&route.series, result)),
+        Answer::Later(future) => future,
+    };
+    match future.as_mut().now_or_never() {
+        Some(result) => LocalCall::Answered(counted(&route.series, result)),
+        None => LocalCall::Waiting(future),
+    }
+}
+
+/// Waits for a local handler that did not answer at once, within the call's deadline; timed.
+pub(crate) async fn finish_local(
+    node: &NodeInner,
+    service: &str,
+    route: &Route,
+    future: ServiceFuture,
+    timeout: Option<Duration>,
+) -> Result<Bytes, NodeError> {
+    let started = std::time::Instant::now();
+    let timeout = timeout.unwrap_or_else(|| node.config.call_timeout());
+    let result = match tokio::time::timeout(timeout, future).await {
+        Ok(result) => result.map_err(NodeError::Service),
+        Err(_) => Err(NodeError::Timeout {
+            service: service.to_owned(),
+            timeout,
+        }),
+    };
+    record(&route.series[Locality::Local as usize], &result, started);
+    result
+}
+
+/// Calls `service` (whose cached route is `route`) on a remote provider, or only on node
+/// `only`, failing over as the module says.
+pub(crate) async fn call_remote(
     node: &Arc<NodeInner>,
     only: Option<&str>,
+    route: Arc<Route>,
     service: &str,
     method: Method,
     payload: Bytes,
     options: CallOptions,
 ) -> Result<Bytes, NodeError> {
-    // Worked out only where it is needed: a local call answered at once never is.
-    let asked = options.timeout;
-    let timeout = || asked.unwrap_or_else(|| node.config.call_timeout());
-    let route = node.route(service);
     let series = &route.series;
-    if only.is_none_or(|o| o == node.name)
-        && let Some(local) = &route.local
-    {
-        // In-process: no trace id is made up (the handler's own calls make theirs), and a
-        // handler that answers on its first poll never touches the timer wheel or the clock:
-        // such a call is counted but not timed, because reading the clock twice would cost
-        // more than the call itself. Calls that wait are timed.
-        let request = Request {
-            method: method.into_name(),
-            payload,
-            trace_id: options.trace_id.unwrap_or_default(),
-        };
-        let mut future = match local.answer(request) {
-            Answer::Now(result) => return counted(series, result),
-            Answer::Later(future) => future,
-        };
-        if let Some(result) = future.as_mut().now_or_never() {
-            return counted(series, result);
-        }
-        let started = std::time::Instant::now();
-        let timeout = timeout();
-        // Boxed, as the cold paths of a remote call below are, to keep every call's future small.
-        let result = match Box::pin(tokio::time::timeout(timeout, future)).await {
-            Ok(result) => result.map_err(NodeError::Service),
-            Err(_) => Err(NodeError::Timeout {
-                service: service.to_owned(),
-                timeout,
-            }),
-        };
-        record(&series[Locality::Local as usize], &result, started);
-        return result;
-    }
-    let timeout = timeout();
+    let timeout = options
+        .timeout
+        .unwrap_or_else(|| node.config.call_timeout());
     let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::from_std(started) + timeout;
     let trace_id = options.trace_id.unwrap_or_else(fresh_trace_id);

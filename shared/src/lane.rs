@@ -2,7 +2,9 @@
 //! writer and the frame reader.
 //!
 //! Writers coalesce every frame already queued into one `Batch` per write (bounded in bytes),
-//! which is what lets a busy link amortise HTTP/2 and syscall costs over many small messages.
+//! which is what lets a busy link amortise HTTP/2 and syscall costs over many small messages. On
+//! a busy lane a frame that finds the queue otherwise empty waits one scheduler turn for the
+//! frames that are about to follow it; on an idle lane it goes at once.
 //! Queues are bounded: a full lane queue is backpressure for a call and `Overloaded` for a cast.
 
 use std::collections::VecDeque;
@@ -85,6 +87,10 @@ pub(crate) struct BatchingStream {
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     pending_error: Option<tonic::Status>,
     done: bool,
+    /// A frame taken while it was alone in the queue, held for one scheduler turn.
+    held: Option<Frame>,
+    /// Frames in the batch this stream yielded last.
+    last_batch: usize,
 }
 
 impl std::fmt::Debug for BatchingStream {
@@ -102,6 +108,17 @@ impl BatchingStream {
             cancelled: Box::pin(token.cancelled_owned()),
             pending_error: None,
             done: false,
+            held: None,
+            last_batch: 0,
+        }
+    }
+
+    /// The next item of the queue; once cancelled, only what is queued already.
+    fn next(&mut self, cx: &mut Context<'_>, cancelled: bool) -> Poll<Option<Outbound>> {
+        if cancelled {
+            Poll::Ready(self.rx.try_recv().ok())
+        } else {
+            self.rx.poll_recv(cx)
         }
     }
 }
@@ -121,25 +138,32 @@ impl Stream for BatchingStream {
         // Once cancelled, what is already queued (a goodbye, owed replies) still goes out, then
         // the stream ends; nothing queued later is waited for.
         let cancelled = this.cancelled.as_mut().poll(cx).is_ready();
-        let next = if cancelled {
-            match this.rx.try_recv() {
-                Ok(item) => Poll::Ready(Some(item)),
-                Err(_) => Poll::Ready(None),
-            }
-        } else {
-            this.rx.poll_recv(cx)
-        };
-        let first = match next {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => {
-                this.done = true;
-                return Poll::Ready(None);
-            }
-            Poll::Ready(Some(Err(status))) => {
-                this.done = true;
-                return Poll::Ready(Some(Err(status)));
-            }
-            Poll::Ready(Some(Ok(frame))) => frame,
+        let first = match this.held.take() {
+            Some(frame) => frame,
+            None => match this.next(cx, cancelled) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(status))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    if !cancelled && this.last_batch > 1 && this.rx.is_empty() {
+                        // Busy, and this frame is alone: the tasks that are ready to run (the
+                        // callers that just got their replies, the rest of the batch the peer
+                        // sent) would each queue a frame a moment after this write. Hold it
+                        // for one turn of the scheduler so that they share it. Idle, a frame
+                        // goes at once, so a lone call pays nothing.
+                        this.held = Some(frame);
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    frame
+                }
+            },
         };
         let mut bytes = size_bound(&first);
         // Sized for what is queued now, up to a typical batch: a small batch never regrows, and
@@ -159,6 +183,7 @@ impl Stream for BatchingStream {
                 Err(_) => break,
             }
         }
+        this.last_batch = frames.len();
         Poll::Ready(Some(Ok(Batch { frames })))
     }
 }
@@ -205,6 +230,87 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use switchboard_proto::v1::{Call, Cast, GroupCast, Heartbeat};
+
+    fn call(id: u64) -> Frame {
+        Frame {
+            kind: Some(Kind::Call(Call {
+                id,
+                ..Call::default()
+            })),
+        }
+    }
+
+    fn ids(batch: &Batch) -> Vec<u64> {
+        batch
+            .frames
+            .iter()
+            .map(|frame| match &frame.kind {
+                Some(Kind::Call(call)) => call.id,
+                _ => u64::MAX,
+            })
+            .collect()
+    }
+
+    /// Polls `stream` once, as its task would.
+    fn poll_once(stream: &mut BatchingStream) -> Poll<Option<Result<Batch, tonic::Status>>> {
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        Pin::new(stream).poll_next(&mut cx)
+    }
+
+    #[tokio::test]
+    async fn an_idle_lane_writes_a_lone_frame_at_once() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut stream = BatchingStream::new(rx, CancellationToken::new());
+        tx.try_send(Ok(call(1))).unwrap();
+        let Poll::Ready(Some(Ok(batch))) = poll_once(&mut stream) else {
+            panic!("a lone frame on an idle lane waited");
+        };
+        assert_eq!(ids(&batch), [1]);
+    }
+
+    #[tokio::test]
+    async fn a_busy_lane_holds_a_lone_frame_for_the_frames_that_follow() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut stream = BatchingStream::new(rx, CancellationToken::new());
+        tx.try_send(Ok(call(1))).unwrap();
+        tx.try_send(Ok(call(2))).unwrap();
+        let Poll::Ready(Some(Ok(batch))) = poll_once(&mut stream) else {
+            panic!("queued frames were not written");
+        };
+        assert_eq!(ids(&batch), [1, 2]);
+        tx.try_send(Ok(call(3))).unwrap();
+        assert!(
+            poll_once(&mut stream).is_pending(),
+            "a lone frame on a busy lane went without waiting a turn"
+        );
+        tx.try_send(Ok(call(4))).unwrap();
+        let Poll::Ready(Some(Ok(batch))) = poll_once(&mut stream) else {
+            panic!("the held frame was not written on the next turn");
+        };
+        assert_eq!(
+            ids(&batch),
+            [3, 4],
+            "the held frame and its follower share a write"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_held_frame_still_goes_out_when_the_lane_closes() {
+        let (tx, rx) = mpsc::channel(8);
+        let token = CancellationToken::new();
+        let mut stream = BatchingStream::new(rx, token.clone());
+        tx.try_send(Ok(call(1))).unwrap();
+        tx.try_send(Ok(call(2))).unwrap();
+        assert!(poll_once(&mut stream).is_ready());
+        tx.try_send(Ok(call(3))).unwrap();
+        assert!(poll_once(&mut stream).is_pending());
+        token.cancel();
+        let Poll::Ready(Some(Ok(batch))) = poll_once(&mut stream) else {
+            panic!("the held frame was dropped when the lane closed");
+        };
+        assert_eq!(ids(&batch), [3]);
+        assert!(matches!(poll_once(&mut stream), Poll::Ready(None)));
+    }
 
     /// The bound must never undercount, or an oversized frame could slip past the size check.
     #[test]
