@@ -6,6 +6,8 @@
 //! call is retried only when it certainly never ran, and otherwise returns the error, so the
 //! caller is never misled into applying a request twice.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,25 +144,29 @@ pub(crate) fn start_local(
     }
 }
 
-/// Waits for a local handler that did not answer at once, within the call's deadline; timed.
-pub(crate) async fn finish_local(
-    node: &NodeInner,
-    service: &str,
-    route: &Route,
+/// The rest of a local call whose handler has to wait: the wait within the call's deadline,
+/// timed. Boxed, as the cold paths of a remote call are, so that a caller's future holds only a
+/// pointer to it.
+pub(crate) fn finish_local<'a>(
+    node: &'a NodeInner,
+    service: &'a str,
+    route: &'a Route,
     future: ServiceFuture,
     timeout: Option<Duration>,
-) -> Result<Bytes, NodeError> {
-    let started = std::time::Instant::now();
-    let timeout = timeout.unwrap_or_else(|| node.config.call_timeout());
-    let result = match tokio::time::timeout(timeout, future).await {
-        Ok(result) => result.map_err(NodeError::Service),
-        Err(_) => Err(NodeError::Timeout {
-            service: service.to_owned(),
-            timeout,
-        }),
-    };
-    record(&route.series[Locality::Local as usize], &result, started);
-    result
+) -> Pin<Box<dyn Future<Output = Result<Bytes, NodeError>> + Send + 'a>> {
+    Box::pin(async move {
+        let started = std::time::Instant::now();
+        let timeout = timeout.unwrap_or_else(|| node.config.call_timeout());
+        let result = match tokio::time::timeout(timeout, future).await {
+            Ok(result) => result.map_err(NodeError::Service),
+            Err(_) => Err(NodeError::Timeout {
+                service: service.to_owned(),
+                timeout,
+            }),
+        };
+        record(&route.series[Locality::Local as usize], &result, started);
+        result
+    })
 }
 
 /// Calls `service` (whose cached route is `route`) on a remote provider, or only on node
