@@ -257,8 +257,8 @@ mod tests {
         Pin::new(stream).poll_next(&mut cx)
     }
 
-    #[tokio::test]
-    async fn an_idle_lane_writes_a_lone_frame_at_once() {
+    #[test]
+    fn an_idle_lane_writes_a_lone_frame_at_once() {
         let (tx, rx) = mpsc::channel(8);
         let mut stream = BatchingStream::new(rx, CancellationToken::new());
         tx.try_send(Ok(call(1))).unwrap();
@@ -268,8 +268,8 @@ mod tests {
         assert_eq!(ids(&batch), [1]);
     }
 
-    #[tokio::test]
-    async fn a_busy_lane_holds_a_lone_frame_for_the_frames_that_follow() {
+    #[test]
+    fn a_busy_lane_holds_a_lone_frame_for_the_frames_that_follow() {
         let (tx, rx) = mpsc::channel(8);
         let mut stream = BatchingStream::new(rx, CancellationToken::new());
         tx.try_send(Ok(call(1))).unwrap();
@@ -294,8 +294,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_held_frame_still_goes_out_when_the_lane_closes() {
+    #[test]
+    fn a_held_frame_still_goes_out_when_the_lane_closes() {
         let (tx, rx) = mpsc::channel(8);
         let token = CancellationToken::new();
         let mut stream = BatchingStream::new(rx, token.clone());
