@@ -5,6 +5,11 @@
 //! an idempotent call is retried on another provider within the same deadline; a non-idempotent
 //! call is retried only when it certainly never ran, and otherwise returns the error, so the
 //! caller is never misled into applying a request twice.
+//!
+//! A call that finds no provider at all waits for one, within its deadline (gRPC's
+//! wait-for-ready): the only database node restarting under its supervisor is a pause, not an
+//! error, for every call made meanwhile. Nothing has been sent while a call waits, so waiting is
+//! safe for any call; one that must not wait sets [`CallOptions::fail_fast`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +40,9 @@ pub struct CallOptions {
     pub idempotent: bool,
     /// Trace id to carry; a fresh one is made when empty.
     pub trace_id: Option<ByteString>,
+    /// Fail with `NoProvider` at once when no provider is up, instead of waiting (within the
+    /// deadline) for one to come up. Calls to one named node never wait.
+    pub fail_fast: bool,
 }
 
 impl CallOptions {
@@ -55,6 +63,12 @@ impl CallOptions {
     /// Carries an existing trace id.
     pub fn trace(mut self, trace_id: impl Into<ByteString>) -> Self {
         self.trace_id = Some(trace_id.into());
+        self
+    }
+
+    /// Fails at once when no provider is up (see [`CallOptions::fail_fast`]).
+    pub fn fail_fast(mut self) -> Self {
+        self.fail_fast = true;
         self
     }
 }
@@ -189,24 +203,42 @@ pub(crate) async fn call_remote(
     let trace_id = options.trace_id.unwrap_or_else(fresh_trace_id);
     let method = method.into_name();
     let mut excluded: Vec<(String, u64)> = Vec::new();
+    // Set once the call has waited for a provider: from then on it resolves afresh.
+    let mut waited = false;
     loop {
-        // The first attempt takes the cached route; a failover (or a call to one named node)
-        // resolves afresh, leaving out the providers that already failed.
+        // The first attempt takes the cached route; a failover, a wait for a provider (or a call
+        // to one named node) resolves afresh, leaving out the providers that already failed.
         let resolved;
-        let providers = if only.is_none() && excluded.is_empty() {
+        let providers = if only.is_none() && excluded.is_empty() && !waited {
             &route.remote
         } else {
             resolved = node.remote_providers(service, only, &excluded);
             &resolved
         };
         let Some(link) = registry::choose(providers) else {
-            // During a failover, wait (within the deadline) for a provider to appear or return.
-            if !excluded.is_empty() && tokio::time::Instant::now() < deadline {
+            // Wait (within the deadline) for a provider to appear or return: during a failover,
+            // and, unless the call is to one named node or fails fast, when there was none to
+            // begin with.
+            let may_wait = !excluded.is_empty() || (only.is_none() && !options.fail_fast);
+            if may_wait && tokio::time::Instant::now() < deadline {
+                if !waited {
+                    waited = true;
+                    node.metrics
+                        .provider_waits
+                        .with_label_values(&[service])
+                        .inc();
+                }
                 Box::pin(registry_change(node, deadline)).await;
                 if !node.remote_providers(service, only, &[]).is_empty() {
                     excluded.clear();
                 }
                 continue;
+            }
+            if waited {
+                node.metrics
+                    .provider_waits_expired
+                    .with_label_values(&[service])
+                    .inc();
             }
             let error = NodeError::NoProvider {
                 service: service.to_owned(),
@@ -216,7 +248,7 @@ pub(crate) async fn call_remote(
             return result;
         };
         // The first attempt has (all but nanoseconds of) the whole timeout; spare it a clock read.
-        let remaining = if excluded.is_empty() {
+        let remaining = if excluded.is_empty() && !waited {
             timeout
         } else {
             deadline.saturating_duration_since(tokio::time::Instant::now())

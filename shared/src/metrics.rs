@@ -23,6 +23,8 @@ pub struct Metrics {
     pub(crate) handshake_failures: IntCounter,
     pub(crate) node_down: IntCounterVec,
     pub(crate) failovers: IntCounterVec,
+    pub(crate) provider_waits: IntCounterVec,
+    pub(crate) provider_waits_expired: IntCounterVec,
     pub(crate) queued_frames: IntGauge,
     /// Resolved call series per service, so the call path does no label lookups.
     series: Arc<RwLock<crate::routes::FastMap<String, Arc<[CallSeries; 2]>>>>,
@@ -141,6 +143,22 @@ impl Metrics {
             &["service"],
         )
         .expect("metric");
+        let provider_waits = IntCounterVec::new(
+            Opts::new(
+                "provider_waits_total",
+                "Calls that found no provider up and waited for one within their deadline",
+            ),
+            &["service"],
+        )
+        .expect("metric");
+        let provider_waits_expired = IntCounterVec::new(
+            Opts::new(
+                "provider_waits_expired_total",
+                "Calls whose deadline passed while they waited for a provider",
+            ),
+            &["service"],
+        )
+        .expect("metric");
         let queued_frames = IntGauge::new(
             "queued_frames",
             "Frames waiting in outbound lane queues, all links",
@@ -155,6 +173,8 @@ impl Metrics {
             Box::new(handshake_failures.clone()),
             Box::new(node_down.clone()),
             Box::new(failovers.clone()),
+            Box::new(provider_waits.clone()),
+            Box::new(provider_waits_expired.clone()),
             Box::new(queued_frames.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
@@ -169,6 +189,8 @@ impl Metrics {
             handshake_failures,
             node_down,
             failovers,
+            provider_waits,
+            provider_waits_expired,
             queued_frames,
             series: Arc::default(),
         }

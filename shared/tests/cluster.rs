@@ -107,13 +107,68 @@ async fn the_same_call_gives_the_same_result_locally_and_remotely() {
         other => panic!("expected service errors, got {other:?}"),
     }
     let missing = b
-        .call("nowhere", "x", "", CallOptions::default())
+        .call("nowhere", "x", "", CallOptions::default().fail_fast())
         .await
         .unwrap_err();
     assert!(
         matches!(missing, NodeError::NoProvider { .. }),
         "{missing:?}"
     );
+}
+
+#[tokio::test]
+async fn a_call_with_no_provider_waits_for_one_within_its_deadline() {
+    let a = bare_node("a@test", &[]).await;
+    let b = bare_node("b@test", &[a.address()]).await;
+    assert!(eventually(DEADLINE, || async { sees_up(&b, &["a@test"]) }).await);
+    // Nobody provides echo yet: the call waits, and a provider that comes up answers it.
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move {
+            let options = CallOptions::idempotent().timeout(DEADLINE);
+            b.call("echo", "say", "late", options).await
+        }
+    });
+    assert!(
+        eventually(DEADLINE, || async {
+            b.metrics()
+                .render()
+                .contains("switchboard_provider_waits_total{service=\"echo\",node=\"b@test\"} 1")
+        })
+        .await,
+        "the wait is counted: {}",
+        b.metrics().render()
+    );
+    assert!(!waiting.is_finished(), "still waiting for a provider");
+    a.register_service("echo", echo("a@test"));
+    let reply = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .expect("answered within the deadline")
+        .unwrap()
+        .expect("served by the provider that came up");
+    assert_eq!(&reply[..], b"a@test|late");
+
+    // With no provider ever, the call fails when its deadline passes, and not before.
+    let started = std::time::Instant::now();
+    let options = CallOptions::idempotent().timeout(Duration::from_millis(300));
+    let missing = b.call("nowhere", "x", "", options).await.unwrap_err();
+    assert!(
+        matches!(missing, NodeError::NoProvider { .. }),
+        "{missing:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(b.metrics().render().contains(
+        "switchboard_provider_waits_expired_total{service=\"nowhere\",node=\"b@test\"} 1"
+    ));
+    // A call that must not wait says so.
+    let started = std::time::Instant::now();
+    let options = CallOptions::idempotent().timeout(DEADLINE).fail_fast();
+    let missing = b.call("nowhere", "x", "", options).await.unwrap_err();
+    assert!(
+        matches!(missing, NodeError::NoProvider { .. }),
+        "{missing:?}"
+    );
+    assert!(started.elapsed() < DEADLINE / 2, "failed fast");
 }
 
 #[tokio::test]

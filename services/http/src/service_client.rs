@@ -58,6 +58,7 @@ impl ServiceClient {
             trace_id: Some(request_id::current())
                 .filter(|id| !id.is_empty())
                 .map(Into::into),
+            ..CallOptions::default()
         };
         self.node
             .call_message(self.service, method, request, options)

@@ -208,8 +208,10 @@ async fn too_many_requests_are_429_with_retry_after() {
     assert!(retry >= 1);
 }
 
+/// A call waits for a database node to come up within the request's deadline (5 s), and only
+/// then answers 503: never a hang, never a 500.
 #[tokio::test]
-async fn no_database_provider_is_a_prompt_503() {
+async fn no_database_provider_within_the_deadline_is_a_503() {
     let cluster = Cluster::start(Backend::Sqlite, 0, 1).await.unwrap();
     let api = cluster.api(0);
     let started = std::time::Instant::now();

@@ -44,6 +44,7 @@ impl ReportingService {
             timeout: Some(Duration::from_secs(5)),
             idempotent,
             trace_id: Some(trace_id.into()),
+            ..CallOptions::default()
         };
         Ok(self
             .node
