@@ -14,10 +14,11 @@ use switchboard_proto::v1 as wire;
 /// How to reach a running cluster.
 #[derive(Debug, Args)]
 pub(crate) struct RemoteArgs {
-    /// Any member's inter-node address; default: the one `switchboard up` wrote to the data dir.
+    /// Members' inter-node addresses, comma-separated; the first that answers is used. Default:
+    /// every node `switchboard up` runs, from the data dir.
     #[arg(long)]
     seed: Option<String>,
-    /// The cluster's data directory (for its cookie and seed files).
+    /// The cluster's data directory (for its cookie and seeds files).
     #[arg(long, default_value_os_t = crate::default_data_dir())]
     data_dir: PathBuf,
 }
@@ -28,6 +29,27 @@ struct Session {
     seed: String,
 }
 
+/// The addresses to try: `--seed`, or every node `switchboard up` wrote to the data dir.
+fn seeds(args: &RemoteArgs) -> Result<Vec<String>> {
+    let text = match &args.seed {
+        Some(seed) => seed.clone(),
+        None => std::fs::read_to_string(args.data_dir.join(crate::supervisor::SEEDS_FILE))
+            .context("no --seed given and no running `switchboard up` found in the data dir")?,
+    };
+    let seeds: Vec<String> = text
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if seeds.is_empty() {
+        bail!("no member address to try");
+    }
+    Ok(seeds)
+}
+
+/// Connects to the first member of `seeds` that answers: any live member will do, as a running
+/// cluster may have lost any one node.
 async fn connect(args: &RemoteArgs) -> Result<Session> {
     let cookie = match Cookie::from_env() {
         Ok(cookie) => cookie,
@@ -35,13 +57,7 @@ async fn connect(args: &RemoteArgs) -> Result<Session> {
             "no cookie: set SWITCHBOARD_COOKIE or SWITCHBOARD_COOKIE_FILE, or run where `switchboard up` keeps its data",
         )?,
     };
-    let seed = match &args.seed {
-        Some(seed) => seed.clone(),
-        None => std::fs::read_to_string(args.data_dir.join("seed"))
-            .context("no --seed given and no running `switchboard up` found in the data dir")?
-            .trim()
-            .to_owned(),
-    };
+    let seeds = seeds(args)?;
     let config = NodeConfig {
         node_name: Some(format!("cli-{}@localhost", std::process::id())),
         ..NodeConfig::loopback()
@@ -50,14 +66,17 @@ async fn connect(args: &RemoteArgs) -> Result<Session> {
         .hidden(true)
         .start()
         .await?;
-    let name = match node.connect(&seed).await {
-        Ok(name) => name,
-        Err(NodeError::Handshake(HandshakeError::BadProof)) => {
-            bail!("{seed} refused the handshake: this cookie is not the cluster's")
+    let mut unreachable = Vec::new();
+    for seed in &seeds {
+        match node.connect(seed).await {
+            Ok(name) => return Ok(Session { node, seed: name }),
+            Err(NodeError::Handshake(HandshakeError::BadProof)) => {
+                bail!("{seed} refused the handshake: this cookie is not the cluster's")
+            }
+            Err(error) => unreachable.push(format!("{seed} ({error})")),
         }
-        Err(error) => bail!("cannot reach {seed}: {error}"),
-    };
-    Ok(Session { node, seed: name })
+    }
+    bail!("cannot reach any member: {}", unreachable.join(", "))
 }
 
 async fn members(session: &Session) -> Result<Vec<wire::MemberInfo>> {

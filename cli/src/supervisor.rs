@@ -2,11 +2,19 @@
 //!
 //! Each node is its own OS process running its own binary (found next to this one), talking to
 //! the others over the real inter-node protocol; the database is SQLite in the data directory.
-//! A node that exits unexpectedly is restarted (at most [`MAX_RESTARTS`] times a minute, after
-//! which the whole cluster stops, as an Erlang supervisor gives up). Every node's log is printed
-//! with its name as a prefix. Ctrl-C (or SIGTERM) stops every node gracefully.
+//! Every node keeps one inter-node address for the life of the cluster, chosen before anything
+//! starts, and every node has every other as a seed: a node restarted after a crash (the first
+//! one too) listens where its peers already dial and dials them all itself, so it is back in the
+//! mesh at once. The addresses are written to `<data dir>/seeds`, where the other commands find
+//! the cluster through any live member.
+//!
+//! A node that exits unexpectedly is restarted at once, then with a growing pause if it keeps
+//! failing (at most [`MAX_RESTARTS`] times a minute, after which the whole cluster stops, as an
+//! Erlang supervisor gives up). Every node's log is printed with its name as a prefix. Ctrl-C (or
+//! SIGTERM) stops every node gracefully.
 
 use std::collections::VecDeque;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -24,21 +32,26 @@ use crate::secrets;
 
 /// Restarts allowed per node per minute before the cluster gives up.
 const MAX_RESTARTS: usize = 5;
+/// The longest pause before restarting a node that keeps failing.
+const MAX_RESTART_PAUSE: Duration = Duration::from_secs(2);
 /// How long nodes get to stop gracefully before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
-/// The services in start order: the database first, its address is everyone's seed.
+/// The services in start order: the database first, as every other service needs it.
 const SERVICES: [&str; 5] = ["database", "log", "reporting", "analytics", "http"];
+/// The file in the data directory that lists every node's inter-node address while `up` runs.
+pub(crate) const SEEDS_FILE: &str = "seeds";
 
 /// Options of `switchboard up`.
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
-    /// Where the HTTP API listens.
+    /// Where the HTTP API listens; with `--scale http=N` replica k listens on the k-th port from
+    /// this one (8080, 8081, ...). Port 0 gives each replica a free port of its own.
     #[arg(long, default_value = "127.0.0.1:8080")]
-    http: String,
+    http: SocketAddr,
     /// Where the cluster keeps its database, cookie and node data.
     #[arg(long, default_value_os_t = crate::default_data_dir())]
     data_dir: PathBuf,
-    /// Replicas per service, e.g. `database=2,analytics=2` (default one each).
+    /// Replicas per service, e.g. `http=2,database=2,analytics=2` (default one each).
     #[arg(long, value_parser = parse_scale, default_value = "")]
     scale: Scale,
 }
@@ -83,19 +96,74 @@ fn parse_scale(text: &str) -> Result<Scale, String> {
 #[derive(Debug, Clone)]
 struct NodeSpec {
     name: String,
-    /// Reports its inter-node address when it starts (the first node: everyone's seed).
-    announce: bool,
     binary: PathBuf,
     env: Vec<(String, String)>,
 }
 
-/// What the node tasks report to the supervisor.
-#[derive(Debug)]
-enum Report {
-    /// A node printed its inter-node address.
-    Listening { address: String },
-    /// A node kept failing; the cluster must stop.
-    GaveUp { name: String },
+/// One node of the cluster as planned before anything starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Planned {
+    service: &'static str,
+    name: String,
+    /// Its inter-node address, kept across restarts.
+    address: SocketAddr,
+    /// Its HTTP API address (http nodes only).
+    api: Option<SocketAddr>,
+}
+
+/// The nodes to run: names, inter-node addresses for life, and each http replica's API address.
+///
+/// Every address is checked free here, so a port that is taken is one clear error before any
+/// node starts, never a node that crash-loops.
+fn plan(scale: &Scale, http: SocketAddr) -> Result<Vec<Planned>> {
+    let mut held = Vec::new();
+    let mut planned = Vec::new();
+    for service in SERVICES {
+        for replica in 1..=scale.of(service) {
+            let name = if replica == 1 {
+                format!("{service}@localhost")
+            } else {
+                format!("{service}-{replica}@localhost")
+            };
+            // Bound and held until every port is chosen, so no two nodes get the same one.
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .context("finding a free inter-node port on 127.0.0.1")?;
+            let address = listener.local_addr()?;
+            held.push(listener);
+            let api = if service == "http" {
+                let wanted = api_address(http, replica)?;
+                let listener = TcpListener::bind(wanted).map_err(|error| {
+                    anyhow::anyhow!(
+                        "cannot listen on {wanted} for {name}: {error}; is another `switchboard up` \
+                         running? Choose other ports with --http ADDRESS:PORT"
+                    )
+                })?;
+                let bound = listener.local_addr()?;
+                held.push(listener);
+                Some(bound)
+            } else {
+                None
+            };
+            planned.push(Planned {
+                service,
+                name,
+                address,
+                api,
+            });
+        }
+    }
+    Ok(planned)
+}
+
+/// The API address of http replica `replica` (from 1): the next ports up from `--http`, or a free
+/// port of its own when `--http` names port 0.
+fn api_address(http: SocketAddr, replica: usize) -> Result<SocketAddr> {
+    if http.port() == 0 {
+        return Ok(http);
+    }
+    let port = usize::from(http.port()) + replica - 1;
+    let port = u16::try_from(port).context("--http: the replicas' ports run past 65535")?;
+    Ok(SocketAddr::new(http.ip(), port))
 }
 
 #[allow(clippy::print_stdout, reason = "a command's output is its job")]
@@ -110,10 +178,6 @@ pub(crate) async fn up(args: UpArgs) -> Result<()> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (report_tx, mut report_rx) = mpsc::channel(64);
-    let mut tasks = Vec::new();
-    let mut seed: Option<String> = None;
     for service in SERVICES {
         let binary = here.join(format!("switchboard-{service}"));
         if !binary.exists() {
@@ -122,84 +186,97 @@ pub(crate) async fn up(args: UpArgs) -> Result<()> {
                 binary.display()
             );
         }
-        for replica in 1..=args.scale.of(service) {
-            let name = if replica == 1 {
-                format!("{service}@localhost")
-            } else {
-                format!("{service}-{replica}@localhost")
-            };
-            let mut env = vec![
-                ("SWITCHBOARD_NODE_NAME".into(), name.clone()),
-                (
-                    "SWITCHBOARD_COOKIE_FILE".into(),
-                    cookie_file.display().to_string(),
-                ),
-                ("SWITCHBOARD_LISTEN".into(), "127.0.0.1:0".into()),
-                ("SWITCHBOARD_LOG_FORMAT".into(), "json".into()),
-                (
-                    "SWITCHBOARD_DATA_DIR".into(),
-                    data_dir.join("nodes").join(&name).display().to_string(),
-                ),
-                ("SWITCHBOARD_SEEDS".into(), seed.clone().unwrap_or_default()),
-            ];
-            match service {
-                "database" => env.push((
-                    "DATABASE_URL".into(),
-                    format!(
-                        "sqlite://{}?mode=rwc",
-                        data_dir.join("switchboard.db").display()
-                    ),
-                )),
-                "http" => {
-                    env.push(("SWITCHBOARD_HTTP_LISTEN".into(), args.http.clone()));
-                    env.push(("SWITCHBOARD_ADMIN_TOKEN".into(), admin_token.clone()));
-                }
-                _ => {}
-            }
-            let spec = NodeSpec {
-                announce: seed.is_none(),
-                name,
-                binary: binary.clone(),
-                env,
-            };
-            tasks.push(tokio::spawn(supervise(
-                spec,
-                report_tx.clone(),
-                stop_rx.clone(),
-            )));
-            if seed.is_none() {
-                // Every other node seeds from the first database node: wait for its address.
-                seed = Some(wait_for_address(&mut report_rx).await?);
-                std::fs::write(data_dir.join("seed"), seed.as_deref().unwrap_or_default())?;
-            }
-        }
     }
-    let url = format!("http://{}", args.http);
+    let planned = plan(&args.scale, args.http)?;
+    let addresses: Vec<String> = planned.iter().map(|p| p.address.to_string()).collect();
+    let seeds_file = data_dir.join(SEEDS_FILE);
+    std::fs::write(&seeds_file, addresses.join("\n") + "\n")
+        .with_context(|| format!("writing {}", seeds_file.display()))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (gave_up_tx, mut gave_up_rx) = mpsc::channel(64);
+    let mut tasks = Vec::new();
+    for node in &planned {
+        let seeds: Vec<&str> = addresses
+            .iter()
+            .map(String::as_str)
+            .filter(|a| *a != node.address.to_string())
+            .collect();
+        let mut env = vec![
+            ("SWITCHBOARD_NODE_NAME".into(), node.name.clone()),
+            (
+                "SWITCHBOARD_COOKIE_FILE".into(),
+                cookie_file.display().to_string(),
+            ),
+            ("SWITCHBOARD_LISTEN".into(), node.address.to_string()),
+            ("SWITCHBOARD_LOG_FORMAT".into(), "json".into()),
+            (
+                "SWITCHBOARD_DATA_DIR".into(),
+                data_dir
+                    .join("nodes")
+                    .join(&node.name)
+                    .display()
+                    .to_string(),
+            ),
+            ("SWITCHBOARD_SEEDS".into(), seeds.join(",")),
+        ];
+        match node.service {
+            "database" => env.push((
+                "DATABASE_URL".into(),
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    data_dir.join("switchboard.db").display()
+                ),
+            )),
+            "http" => {
+                let api = node.api.map(|a| a.to_string()).unwrap_or_default();
+                env.push(("SWITCHBOARD_HTTP_LISTEN".into(), api));
+                env.push(("SWITCHBOARD_ADMIN_TOKEN".into(), admin_token.clone()));
+            }
+            _ => {}
+        }
+        let spec = NodeSpec {
+            name: node.name.clone(),
+            binary: here.join(format!("switchboard-{}", node.service)),
+            env,
+        };
+        tasks.push(tokio::spawn(supervise(
+            spec,
+            gave_up_tx.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let urls: Vec<String> = planned
+        .iter()
+        .filter_map(|p| p.api.map(|api| format!("http://{api}")))
+        .collect();
     tokio::select! {
-        ready = wait_until_ready(&url) => {
+        ready = wait_until_ready(&urls) => {
             ready?;
             println!();
-            println!("  Switchboard is up: {url}");
+            println!("  Switchboard is up:");
+            for (node, url) in planned.iter().filter(|p| p.api.is_some()).zip(&urls) {
+                println!("    {url}  ({})", node.name);
+            }
             println!("  Admin token: {admin_token}  (also in {})", data_dir.join("admin-token").display());
-            println!("  Try: curl -s {url}/readyz");
+            println!("  Try: curl -s {}/readyz", urls[0]);
             println!("  Ctrl-C stops the cluster.");
             println!();
         }
-        name = gave_up(&mut report_rx) => {
+        name = gave_up(&mut gave_up_rx) => {
             let _ = stop_tx.send(true);
             join(tasks).await;
-            let _ = std::fs::remove_file(data_dir.join("seed"));
+            let _ = std::fs::remove_file(&seeds_file);
             bail!("{name} keeps failing; the cluster was stopped");
         }
     }
     let reason = tokio::select! {
         _ = switchboard::signal::terminated() => None,
-        name = gave_up(&mut report_rx) => Some(name),
+        name = gave_up(&mut gave_up_rx) => Some(name),
     };
     println!("stopping every node...");
     let _ = stop_tx.send(true);
     join(tasks).await;
-    let _ = std::fs::remove_file(data_dir.join("seed"));
+    let _ = std::fs::remove_file(&seeds_file);
     match reason {
         None => Ok(()),
         Some(name) => bail!("{name} keeps failing; the cluster was stopped"),
@@ -207,13 +284,10 @@ pub(crate) async fn up(args: UpArgs) -> Result<()> {
 }
 
 /// The name of the first node whose supervisor gives up.
-async fn gave_up(reports: &mut mpsc::Receiver<Report>) -> String {
-    loop {
-        match reports.recv().await {
-            Some(Report::GaveUp { name }) => return name,
-            Some(Report::Listening { .. }) => {}
-            None => std::future::pending::<()>().await,
-        }
+async fn gave_up(reports: &mut mpsc::Receiver<String>) -> String {
+    match reports.recv().await {
+        Some(name) => name,
+        None => std::future::pending().await,
     }
 }
 
@@ -223,48 +297,45 @@ async fn join(tasks: Vec<tokio::task::JoinHandle<()>>) {
     }
 }
 
-async fn wait_for_address(reports: &mut mpsc::Receiver<Report>) -> Result<String> {
-    let wait = async {
-        match reports.recv().await {
-            Some(Report::Listening { address }) => Ok(address),
-            Some(Report::GaveUp { name }) => bail!("{name} could not start"),
-            None => bail!("the first node stopped before it listened"),
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), wait)
-        .await
-        .context("the first database node did not start within 60 s")?
-}
-
-async fn wait_until_ready(url: &str) -> Result<()> {
+/// Waits until every http replica's `/readyz` answers 200.
+async fn wait_until_ready(urls: &[String]) -> Result<()> {
     let client = reqwest::Client::new();
-    let ready = switchboard::eventually(Duration::from_secs(120), || async {
-        client
-            .get(format!("{url}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
-    if !ready {
-        bail!("{url}/readyz did not answer 200 within 120 s");
+    for url in urls {
+        let ready = switchboard::eventually(Duration::from_secs(120), || async {
+            client
+                .get(format!("{url}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+        if !ready {
+            bail!("{url}/readyz did not answer 200 within 120 s");
+        }
     }
     Ok(())
 }
 
-/// Runs one node, restarting it when it exits unexpectedly, until the cluster stops.
-async fn supervise(spec: NodeSpec, reports: mpsc::Sender<Report>, mut stop: watch::Receiver<bool>) {
+/// The pause before restart number `recent` (counted within the last minute): none for the
+/// first, as an Erlang supervisor restarts at once, then doubling from 100 ms for a node that
+/// keeps failing.
+fn restart_pause(recent: usize) -> Duration {
+    match recent {
+        0 | 1 => Duration::ZERO,
+        n => (Duration::from_millis(100) * (1 << (n - 2).min(8))).min(MAX_RESTART_PAUSE),
+    }
+}
+
+/// Runs one node, restarting it when it exits unexpectedly, until the cluster stops. Sends the
+/// node's name on `gave_up` when it keeps failing.
+async fn supervise(spec: NodeSpec, gave_up: mpsc::Sender<String>, mut stop: watch::Receiver<bool>) {
     let mut restarts: VecDeque<Instant> = VecDeque::new();
     loop {
-        let mut child = match start(&spec, reports.clone()) {
+        let mut child = match start(&spec) {
             Ok(child) => child,
             Err(error) => {
                 print_line(&spec.name, &format!("cannot start: {error:#}"));
-                let _ = reports
-                    .send(Report::GaveUp {
-                        name: spec.name.clone(),
-                    })
-                    .await;
+                let _ = gave_up.send(spec.name.clone()).await;
                 return;
             }
         };
@@ -280,11 +351,15 @@ async fn supervise(spec: NodeSpec, reports: mpsc::Sender<Report>, mut stop: watc
                 }
                 if restarts.len() > MAX_RESTARTS {
                     print_line(&spec.name, &format!("exited ({status}); too many restarts, giving up"));
-                    let _ = reports.send(Report::GaveUp { name: spec.name.clone() }).await;
+                    let _ = gave_up.send(spec.name.clone()).await;
                     return;
                 }
-                print_line(&spec.name, &format!("exited ({status}); restarting in 1 s"));
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                let pause = restart_pause(restarts.len());
+                print_line(&spec.name, &format!("exited ({status}); restarting in {}", humantime::format_duration(pause)));
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.changed() => return,
+                }
             }
             _ = stop.changed() => {
                 stop_gracefully(&spec.name, &mut child).await;
@@ -294,7 +369,7 @@ async fn supervise(spec: NodeSpec, reports: mpsc::Sender<Report>, mut stop: watc
     }
 }
 
-fn start(spec: &NodeSpec, reports: mpsc::Sender<Report>) -> Result<Child> {
+fn start(spec: &NodeSpec) -> Result<Child> {
     let mut child = Command::new(&spec.binary)
         .envs(spec.env.iter().cloned())
         .env_remove("SWITCHBOARD_COOKIE")
@@ -305,15 +380,11 @@ fn start(spec: &NodeSpec, reports: mpsc::Sender<Report>) -> Result<Child> {
         .spawn()
         .with_context(|| format!("spawning {}", spec.binary.display()))?;
     let name: Arc<str> = spec.name.as_str().into();
-    let announce = spec.announce;
     if let Some(stdout) = child.stdout.take() {
         let name = name.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(address) = started_at(&line).filter(|_| announce) {
-                    let _ = reports.send(Report::Listening { address }).await;
-                }
                 print_line(&name, &render(&line));
             }
         });
@@ -340,15 +411,6 @@ async fn stop_gracefully(name: &str, child: &mut Child) {
         print_line(name, "did not stop in time; killing it");
         let _ = child.kill().await;
     }
-}
-
-/// The inter-node address in a node's "node started" log line.
-fn started_at(line: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    let fields = &value["fields"];
-    (fields["message"] == "node started")
-        .then(|| fields["address"].as_str().map(str::to_owned))
-        .flatten()
 }
 
 /// A JSON log line as one readable line: level, message, then the other fields.
@@ -401,10 +463,45 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_address_in_a_json_log_line() {
+    fn renders_a_json_log_line_on_one_line() {
         let line = r#"{"timestamp":"t","level":"INFO","fields":{"message":"node started","node":"database@localhost","address":"127.0.0.1:4000","incarnation":7},"target":"switchboard::node"}"#;
-        assert_eq!(started_at(line), Some("127.0.0.1:4000".into()));
-        assert_eq!(started_at("plain text"), None);
         assert!(render(line).starts_with("INFO  node started"));
+        assert_eq!(render("plain text"), "plain text");
+    }
+
+    #[test]
+    fn every_node_gets_its_own_ports_and_a_taken_api_port_is_refused() {
+        let scale = parse_scale("http=3,database=2").unwrap();
+        let planned = plan(&scale, "127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(planned.len(), 8);
+        let mut ports: Vec<u16> = planned.iter().map(|p| p.address.port()).collect();
+        ports.extend(planned.iter().filter_map(|p| p.api.map(|a| a.port())));
+        let count = ports.len();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), count, "every port is different: {planned:?}");
+        assert_eq!(planned.iter().filter(|p| p.api.is_some()).count(), 3);
+        assert_eq!(planned[0].name, "database@localhost");
+        assert_eq!(planned[1].name, "database-2@localhost");
+
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let error = plan(&Scale::default(), taken.local_addr().unwrap()).unwrap_err();
+        assert!(error.to_string().contains("cannot listen on"), "{error:#}");
+    }
+
+    #[test]
+    fn replicas_take_the_next_ports_up() {
+        let http: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(api_address(http, 1).unwrap().port(), 8080);
+        assert_eq!(api_address(http, 3).unwrap().port(), 8082);
+        assert!(api_address("127.0.0.1:65535".parse().unwrap(), 2).is_err());
+    }
+
+    #[test]
+    fn a_crashing_node_is_restarted_at_once_then_with_growing_pauses() {
+        assert_eq!(restart_pause(1), Duration::ZERO);
+        assert_eq!(restart_pause(2), Duration::from_millis(100));
+        assert_eq!(restart_pause(3), Duration::from_millis(200));
+        assert_eq!(restart_pause(20), MAX_RESTART_PAUSE);
     }
 }
