@@ -1,0 +1,525 @@
+//! `switchboard up` as a user runs it: the real command starting every service binary as its own
+//! OS process on 127.0.0.1, driven through the chat API, with nodes killed (`kill -9`) under
+//! load. The service binaries must be built next to the `switchboard` binary
+//! (`cargo build --workspace --bins`, which `.ci/test` runs first).
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+/// How long a cluster may take to start, or a node to rejoin, on a busy two-core machine.
+const DEADLINE: Duration = Duration::from_secs(120);
+/// How long a killed node may take to be restarted and seen `up` by every http node again.
+const REJOIN: Duration = Duration::from_secs(30);
+
+/// The clusters here are several processes each: one at a time keeps the machine responsive.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A running `switchboard up`.
+struct Up {
+    child: Child,
+    data_dir: tempfile::TempDir,
+    /// Every http replica's API URL, in replica order.
+    urls: Vec<String>,
+    admin_token: String,
+    /// The most recent lines `up` printed (its own and its nodes'), for failure messages.
+    output: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Up {
+    /// Starts `switchboard up --scale <scale>` with every API on a free port, and waits until it
+    /// says the cluster is up.
+    fn start(scale: &str) -> Up {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(switchboard_binary())
+            .args([
+                "up",
+                "--http",
+                "127.0.0.1:0",
+                "--scale",
+                scale,
+                "--data-dir",
+            ])
+            .arg(data_dir.path())
+            .env_remove("SWITCHBOARD_COOKIE")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(VecDeque::new()));
+        let (urls_tx, urls_rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        keep_lines(stderr, output.clone(), None);
+        keep_lines(stdout, output.clone(), Some(urls_tx));
+        let mut up = Up {
+            child,
+            data_dir,
+            urls: Vec::new(),
+            admin_token: String::new(),
+            output,
+        };
+        match urls_rx.recv_timeout(DEADLINE) {
+            Ok(urls) => up.urls = urls,
+            Err(_) => panic!("`switchboard up` did not come up:\n{}", up.output()),
+        }
+        up.admin_token = std::fs::read_to_string(up.data_dir.path().join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        up
+    }
+
+    fn output(&self) -> String {
+        let lines = self.output.lock().unwrap();
+        lines.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// The process id of node `name` as it runs now (a child of `up`), if it runs.
+    fn node_pid(&self, name: &str) -> Option<i32> {
+        let parent = self.child.id().to_string();
+        let wanted = format!("SWITCHBOARD_NODE_NAME={name}");
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                // The parent pid is the second field after the parenthesised command name.
+                let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+                if ppid != parent {
+                    return None;
+                }
+                let environ = std::fs::read(entry.path().join("environ")).ok()?;
+                environ
+                    .split(|b| *b == 0)
+                    .any(|var| var == wanted.as_bytes())
+                    .then_some(pid)
+            })
+    }
+
+    /// `kill -9` of node `name`; returns the pid it had.
+    fn kill9(&self, name: &str) -> i32 {
+        let pid = self
+            .node_pid(name)
+            .unwrap_or_else(|| panic!("{name} is not running:\n{}", self.output()));
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        pid
+    }
+
+    /// Each node's state as the http node at `url` sees it.
+    async fn cluster(&self, url: &str) -> Option<Vec<(String, String)>> {
+        let reply = reqwest::Client::new()
+            .get(format!("{url}/v1/admin/cluster"))
+            .bearer_auth(&self.admin_token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let body: Value = reply.json().await.ok()?;
+        let nodes = body["nodes"].as_array()?;
+        Some(
+            nodes
+                .iter()
+                .map(|n| {
+                    let field = |k: &str| n[k].as_str().unwrap_or_default().to_owned();
+                    (field("name"), field("state"))
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether every http node sees exactly `names`, each `up` (or itself).
+    async fn all_up(&self, names: &[String]) -> bool {
+        for url in &self.urls {
+            let Some(seen) = self.cluster(url).await else {
+                return false;
+            };
+            let up: HashSet<&str> = seen
+                .iter()
+                .filter(|(_, state)| state == "up" || state == "self")
+                .map(|(name, _)| name.as_str())
+                .collect();
+            if seen.len() != names.len() || names.iter().any(|n| !up.contains(n.as_str())) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Runs `switchboard <args> --data-dir <this cluster's>` to completion.
+    fn command(&self, args: &[&str]) -> std::process::Output {
+        Command::new(switchboard_binary())
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .env_remove("SWITCHBOARD_COOKIE")
+            .env_remove("SWITCHBOARD_COOKIE_FILE")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        // SIGTERM: `up` stops every node gracefully and removes its seeds file.
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let stopped = Instant::now();
+        while stopped.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `switchboard` binary, after checking that the service binaries are beside it.
+fn switchboard_binary() -> PathBuf {
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_switchboard"));
+    let dir = binary.parent().unwrap_or(Path::new("."));
+    for service in ["http", "database", "log", "reporting", "analytics"] {
+        let path = dir.join(format!("switchboard-{service}"));
+        assert!(
+            path.exists(),
+            "{} is missing: run `cargo build --workspace --bins` first (.ci/test does)",
+            path.display()
+        );
+    }
+    binary
+}
+
+/// Keeps the last lines of `stream` in `output`; with `urls`, sends the API URLs once `up`
+/// has printed them.
+fn keep_lines(
+    stream: impl std::io::Read + Send + 'static,
+    output: Arc<Mutex<VecDeque<String>>>,
+    mut urls: Option<std::sync::mpsc::Sender<Vec<String>>>,
+) {
+    std::thread::spawn(move || {
+        let mut found = Vec::new();
+        let mut listing = false;
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if line.trim() == "Switchboard is up:" {
+                listing = true;
+            } else if listing && line.trim_start().starts_with("http://") {
+                found.push(
+                    line.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            } else if listing {
+                listing = false;
+                if let Some(urls) = urls.take() {
+                    let _ = urls.send(std::mem::take(&mut found));
+                }
+            }
+            let mut output = output.lock().unwrap();
+            output.push_back(line);
+            if output.len() > 400 {
+                output.pop_front();
+            }
+        }
+    });
+}
+
+/// A user of the chat API, posting through any of the cluster's http replicas.
+struct User {
+    client: reqwest::Client,
+    urls: Vec<String>,
+    token: String,
+}
+
+impl User {
+    async fn register(urls: &[String], name: &str) -> User {
+        let client = reqwest::Client::new();
+        let reply: Value = client
+            .post(format!("{}/v1/auth/register", urls[0]))
+            .json(&json!({ "username": name, "password": "correct horse battery" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = reply["token"].as_str().expect("a token").to_owned();
+        User {
+            client,
+            urls: urls.to_vec(),
+            token,
+        }
+    }
+
+    async fn create_room(&self, name: &str) -> i64 {
+        let reply: Value = self
+            .client
+            .post(format!("{}/v1/rooms", self.urls[0]))
+            .bearer_auth(&self.token)
+            .header("Idempotency-Key", format!("room-{name}"))
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        reply["id"].as_i64().expect("a room id")
+    }
+
+    /// Posts with an idempotency key, as a careful client does: on a connection error (the http
+    /// replica it talked to died) it sends the same request, same key, to the next replica.
+    /// Any answer other than success is a failed post.
+    async fn post(&self, room: i64, key: &str, body: &str) -> Result<i64, String> {
+        let started = Instant::now();
+        for attempt in 0.. {
+            let url = &self.urls[attempt % self.urls.len()];
+            let sent = self
+                .client
+                .post(format!("{url}/v1/rooms/{room}/messages"))
+                .bearer_auth(&self.token)
+                .header("Idempotency-Key", key)
+                .json(&json!({ "body": body }))
+                .timeout(Duration::from_secs(15))
+                .send()
+                .await;
+            match sent {
+                Ok(reply) if reply.status().is_success() => {
+                    let message: Value = reply.json().await.map_err(|e| e.to_string())?;
+                    return message["id"].as_i64().ok_or(format!("no id in {message}"));
+                }
+                Ok(reply) => {
+                    let status = reply.status();
+                    return Err(format!(
+                        "{status}: {}",
+                        reply.text().await.unwrap_or_default()
+                    ));
+                }
+                Err(error) if started.elapsed() < DEADLINE => {
+                    // Not an answer: the replica went away. Try the next one shortly.
+                    let _ = error;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => return Err(error.to_string()),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Every message of `room`, as (id, seq), oldest first.
+    async fn history(&self, room: i64) -> Vec<(i64, i64)> {
+        let mut stored = Vec::new();
+        let mut after = 0;
+        loop {
+            let page: Value = self
+                .client
+                .get(format!(
+                    "{}/v1/rooms/{room}/messages?after={after}&limit=200",
+                    self.urls[0]
+                ))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let messages = page["messages"].as_array().unwrap();
+            if messages.is_empty() {
+                return stored;
+            }
+            stored.extend(
+                messages
+                    .iter()
+                    .map(|m| (m["id"].as_i64().unwrap(), m["seq"].as_i64().unwrap())),
+            );
+            after = page["next_after"].as_i64().unwrap();
+        }
+    }
+}
+
+/// Posts keyed messages one after another until told to stop; returns the acknowledged ids and
+/// the failures.
+fn post_steadily(
+    user: Arc<User>,
+    room: i64,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<(Vec<i64>, Vec<String>)> {
+    tokio::spawn(async move {
+        let (mut acknowledged, mut failed) = (Vec::new(), Vec::new());
+        let mut i = 0;
+        while !*stop.borrow() {
+            match user
+                .post(room, &format!("post-{i}"), &format!("message {i}"))
+                .await
+            {
+                Ok(id) => acknowledged.push(id),
+                Err(error) => failed.push(format!("post-{i}: {error}")),
+            }
+            i += 1;
+        }
+        (acknowledged, failed)
+    })
+}
+
+/// Every acknowledged post is stored exactly once, and the room's seqs have no gap.
+async fn assert_stored_once(user: &User, room: i64, acknowledged: &[i64]) {
+    let stored = user.history(room).await;
+    let ids: HashSet<i64> = stored.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids.len(), stored.len(), "no message stored twice");
+    assert_eq!(
+        ids,
+        acknowledged.iter().copied().collect::<HashSet<_>>(),
+        "every acknowledged post stored, and nothing else"
+    );
+    let seqs: Vec<i64> = stored.iter().map(|(_, seq)| *seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=stored.len() as i64).collect::<Vec<_>>(),
+        "gapless"
+    );
+}
+
+/// Waits until `name` runs under a pid other than `old`.
+async fn restarted(up: &Up, name: &str, old: i32) -> bool {
+    switchboard::eventually(REJOIN, || async {
+        up.node_pid(name).is_some_and(|pid| pid != old)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_only_database_node_killed_under_keyed_posts_costs_no_post() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let up = Up::start("");
+    let user = Arc::new(User::register(&up.urls, "steady").await);
+    let room = user.create_room("steady").await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let poster = post_steadily(user.clone(), room, stop_rx);
+    // Let some posts through, then take the database away from under them.
+    let posted = || async { user.history(room).await.len() >= 20 };
+    assert!(switchboard::eventually(DEADLINE, posted).await);
+    let old = up.kill9("database@localhost");
+    assert!(
+        restarted(&up, "database@localhost", old).await,
+        "the supervisor restarted it:\n{}",
+        up.output()
+    );
+    // Posts made while it was away waited for it; let more through on the new one.
+    let count = user.history(room).await.len();
+    assert!(
+        switchboard::eventually(DEADLINE, || async {
+            user.history(room).await.len() >= count + 20
+        })
+        .await
+    );
+    stop_tx.send(true).unwrap();
+    let (acknowledged, failed) = poster.await.unwrap();
+    assert_eq!(failed, Vec::<String>::new(), "no post failed");
+    assert_stored_once(&user, room, &acknowledged).await;
+}
+
+#[tokio::test]
+async fn every_node_killed_in_turn_is_back_in_the_mesh_and_no_post_fails() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let up = Up::start("http=2,database=2");
+    assert_eq!(up.urls.len(), 2, "one URL per http replica");
+    assert_ne!(up.urls[0], up.urls[1]);
+    let names: Vec<String> = [
+        "database@localhost",
+        "database-2@localhost",
+        "log@localhost",
+        "reporting@localhost",
+        "analytics@localhost",
+        "http@localhost",
+        "http-2@localhost",
+    ]
+    .map(String::from)
+    .to_vec();
+    assert!(
+        switchboard::eventually(DEADLINE, || up.all_up(&names)).await,
+        "a full mesh: {:?}",
+        up.cluster(&up.urls[0]).await
+    );
+    let user = Arc::new(User::register(&up.urls, "enduring").await);
+    let room = user.create_room("enduring").await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let poster = post_steadily(user.clone(), room, stop_rx);
+    for name in &names {
+        let old = up.kill9(name);
+        assert!(
+            restarted(&up, name, old).await,
+            "{name} restarted:\n{}",
+            up.output()
+        );
+        let started = Instant::now();
+        assert!(
+            switchboard::eventually(REJOIN, || up.all_up(&names)).await,
+            "after {name} was killed, every node is up again: {:?} / {:?}",
+            up.cluster(&up.urls[0]).await,
+            up.cluster(&up.urls[1]).await
+        );
+        eprintln!(
+            "{name}: every http node saw every node up {} ms after the restart",
+            started.elapsed().as_millis()
+        );
+        if name == "database@localhost" {
+            // The first node is no one's only seed: the commands find the cluster without it.
+            let listed = up.command(&["nodes"]);
+            let text = String::from_utf8_lossy(&listed.stdout);
+            assert!(
+                listed.status.success(),
+                "{text}{}",
+                String::from_utf8_lossy(&listed.stderr)
+            );
+            for other in &names {
+                assert!(text.contains(other.as_str()), "{other} listed:\n{text}");
+            }
+        }
+    }
+    stop_tx.send(true).unwrap();
+    let (acknowledged, failed) = poster.await.unwrap();
+    assert_eq!(failed, Vec::<String>::new(), "no post failed");
+    assert!(!acknowledged.is_empty());
+    assert_stored_once(&user, room, &acknowledged).await;
+}
+
+#[tokio::test]
+async fn an_api_port_that_is_taken_is_one_clear_error_before_anything_starts() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(switchboard_binary())
+        .args(["up", "--http", &address, "--data-dir"])
+        .arg(data_dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}")),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains(" | "),
+        "no node started (no node printed anything): {stdout}"
+    );
+    assert!(
+        !data_dir.path().join("seeds").exists(),
+        "nothing written for a cluster that never ran"
+    );
+}
