@@ -5,8 +5,14 @@
 //! operation. Every operation is safe to retry on another database node: reads trivially, posts
 //! through their idempotency key, the rest because they are idempotent by construction (join,
 //! leave, delete) or fail cleanly on a second attempt (register, create room).
+//!
+//! The same holds on this node: an operation that meets a lost or reset database connection (a
+//! PostgreSQL restart, a failover) is run again on a fresh connection, with a short backoff, for
+//! up to [`RETRY_FOR`]; only then does the caller get `unavailable`. A keyed post that may have
+//! committed before its connection died finds its own stored result on the retry.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use switchboard::service::ServiceFuture;
@@ -15,7 +21,14 @@ use switchboard_proto::names;
 use switchboard_proto::v1 as wire;
 
 use crate::group_commit::GroupCommit;
-use crate::store::{NewPost, Store};
+use crate::store::{NewPost, Store, StoreError};
+
+/// How long an operation is retried after lost or reset connections: within the 5 s deadline
+/// callers give a call by default, with time left for the reply.
+const RETRY_FOR: Duration = Duration::from_secs(4);
+/// The first pause before a retry; it doubles up to [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(20);
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// The service a database node hosts.
 #[derive(Debug, Clone)]
@@ -47,7 +60,35 @@ impl DatabaseService {
 impl Service for DatabaseService {
     fn handle(&self, request: Request) -> ServiceFuture {
         let inner = self.inner.clone();
-        Box::pin(async move { inner.dispatch(request).await })
+        Box::pin(async move { inner.dispatch_retrying(request).await })
+    }
+}
+
+/// Why an operation failed: the request itself, or the store (which may be worth a retry).
+#[derive(Debug)]
+enum Failure {
+    Request(ServiceError),
+    Store(StoreError),
+}
+
+impl From<ServiceError> for Failure {
+    fn from(error: ServiceError) -> Self {
+        Failure::Request(error)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::Store(error)
+    }
+}
+
+impl From<Failure> for ServiceError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Request(error) => error,
+            Failure::Store(error) => error.into(),
+        }
     }
 }
 
@@ -56,12 +97,31 @@ fn decode<T: Message + Default>(payload: &[u8]) -> Result<T, ServiceError> {
         .map_err(|e| ServiceError::new("invalid_request", format!("malformed request: {e}")))
 }
 
-fn reply<T: Message>(message: &T) -> Result<Bytes, ServiceError> {
+fn reply<T: Message>(message: &T) -> Result<Bytes, Failure> {
     Ok(message.encode_to_vec().into())
 }
 
 impl Inner {
-    async fn dispatch(&self, request: Request) -> Result<Bytes, ServiceError> {
+    /// Runs the request, again on a fresh connection after a lost or reset one (module doc).
+    async fn dispatch_retrying(&self, request: Request) -> Result<Bytes, ServiceError> {
+        let started = Instant::now();
+        let mut pause = FIRST_RETRY_PAUSE;
+        loop {
+            match self.dispatch(&request).await {
+                Err(Failure::Store(error))
+                    if error.is_transient() && started.elapsed() + pause < RETRY_FOR =>
+                {
+                    self.store.record_reset();
+                    tracing::info!(%error, method = %request.method, "database connection lost; retrying on a fresh one");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                }
+                result => return result.map_err(ServiceError::from),
+            }
+        }
+    }
+
+    async fn dispatch(&self, request: &Request) -> Result<Bytes, Failure> {
         let store = &self.store;
         let payload = &request.payload[..];
         match &*request.method {
@@ -77,7 +137,7 @@ impl Inner {
                         user: Some(user),
                         password_hash,
                     }),
-                    None => Err(ServiceError::new("invalid_credentials", "no such account")),
+                    None => Err(ServiceError::new("invalid_credentials", "no such account").into()),
                 }
             }
             "create_session" => {
@@ -231,7 +291,8 @@ impl Inner {
             other => Err(ServiceError::new(
                 "unknown_method",
                 format!("the database service has no method {other}"),
-            )),
+            )
+            .into()),
         }
     }
 

@@ -10,11 +10,13 @@ mod logs;
 mod messages;
 mod post_batch;
 mod reports;
+mod resets;
 mod rooms;
 
 pub(crate) use messages::PostOutcome;
 use post_batch::BatchMemory;
 pub(crate) use post_batch::{NewPost, Turn};
+use resets::Resets;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,6 +48,12 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether this is a lost, reset or refused connection: the request did nothing wrong, and a
+    /// retry on a fresh connection can succeed.
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Sql(error) if resets::is_transient(error))
+    }
+
     pub(crate) fn rejected(code: &'static str, message: impl Into<String>) -> Self {
         StoreError::Rejected {
             code,
@@ -58,7 +66,7 @@ impl From<StoreError> for ServiceError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Rejected { code, message } => ServiceError::new(code, message),
-            StoreError::Sql(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
+            error if error.is_transient() => {
                 tracing::warn!(error = %error, "database unreachable");
                 ServiceError::new("unavailable", "the database is unreachable")
             }
@@ -86,6 +94,8 @@ pub struct Store {
     backend: Backend,
     /// Where this node's batches of posts in flight leave each room (PostgreSQL only).
     batch_memory: Arc<BatchMemory>,
+    /// When a connection was last found lost or reset.
+    resets: Arc<Resets>,
 }
 
 /// How long a PostgreSQL connection may sit idle in the pool before it is pinged on its way out.
@@ -106,6 +116,7 @@ impl Store {
             return Err(StoreError::UnsupportedUrl);
         };
         let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(5));
+        let resets = Arc::new(Resets::default());
         let pool = match backend {
             // SQLite allows one writer; one connection avoids busy errors between our own
             // transactions, and WAL keeps readers of other processes unblocked.
@@ -127,15 +138,18 @@ impl Store {
             // A connection is pinged before it is handed out only if it sat idle for a while:
             // pinging every one is a round trip to PostgreSQL, and a wake-up of its backend, per
             // statement (a tenth of the database node's CPU under load). One in steady use has
-            // just answered; one that died since fails its statement, and every caller of the
-            // store treats that as any other database error.
+            // just answered; one that died since fails its statement, which the service retries on
+            // a fresh connection. After a reset, every connection older than it is pinged too
+            // (see `resets`), so the dead ones are replaced rather than each failing a request.
             Backend::Postgres => {
+                let resets = resets.clone();
                 options
                     .max_connections(max_connections)
                     .test_before_acquire(false)
-                    .before_acquire(|conn, meta| {
+                    .before_acquire(move |conn, meta| {
+                        let suspect = resets.may_have_killed(meta.age);
                         Box::pin(async move {
-                            if meta.idle_for < PING_AFTER_IDLE {
+                            if meta.idle_for < PING_AFTER_IDLE && !suspect {
                                 return Ok(true);
                             }
                             conn.ping().await?;
@@ -154,7 +168,14 @@ impl Store {
             pool,
             backend,
             batch_memory: Arc::default(),
+            resets,
         })
+    }
+
+    /// Records that an operation met a lost or reset connection, so that pooled connections
+    /// older than now are checked before they are used again.
+    pub(crate) fn record_reset(&self) {
+        self.resets.record();
     }
 
     /// Which database this is.
