@@ -28,6 +28,7 @@ use crate::request_id;
 use crate::routes::{
     accounts, analytics, anomalies, events, logs, messages, operations, reports, rooms,
 };
+use crate::served_by;
 use crate::session_cache::SessionCache;
 use crate::state::{AppState, Pieces};
 
@@ -36,6 +37,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The whole API as a router, and its OpenAPI document.
 pub(crate) fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let served = served_by::layer(state.node.name());
     let metrics = HttpMetrics::register(state.node.metrics().registry());
     let (router, api) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .routes(routes!(accounts::register))
@@ -85,6 +87,7 @@ pub(crate) fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(metrics, http_metrics::track))
         .layer(middleware::from_fn(request_id::assign))
+        .layer(middleware::map_response(served))
         .with_state(state);
     (router, api)
 }

@@ -138,3 +138,35 @@ async fn admin_routes_are_403_when_no_admin_token_is_configured() {
         (StatusCode::FORBIDDEN, "admin_disabled")
     );
 }
+
+#[tokio::test]
+async fn every_response_names_the_http_node_that_served_it() {
+    let cluster = Cluster::start(Backend::Sqlite, 1, 2).await.unwrap();
+    for (node, base) in &cluster.https {
+        let api = Api::new(base);
+        let user = api
+            .register(&format!("served_{}", node.name().replace('@', "_")))
+            .await;
+        // A success, a client error from a handler, the fallback and a refused method.
+        let replies = [
+            api.get("/healthz").await,
+            user.get("/v1/rooms").await,
+            api.get("/v1/rooms").await,
+            api.get("/no/such/route").await,
+            api.send(api.request(reqwest::Method::PUT, "/healthz"))
+                .await,
+        ];
+        for reply in replies {
+            assert_eq!(
+                reply
+                    .headers
+                    .get("x-served-by")
+                    .and_then(|v| v.to_str().ok()),
+                Some(node.name()),
+                "a {} answer",
+                reply.status
+            );
+        }
+    }
+    assert_ne!(cluster.https[0].0.name(), cluster.https[1].0.name());
+}
