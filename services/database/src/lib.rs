@@ -18,8 +18,8 @@ pub use store::Store;
 
 use configuration::DatabaseSettings;
 
-/// Connects to the database (`DATABASE_URL`, or SQLite in the data directory), migrates it, and
-/// only then starts a node advertising the `database` service.
+/// Connects to the database (`DATABASE_URL`, its password perhaps from a file, or SQLite in the
+/// data directory), migrates it, and only then starts a node advertising the `database` service.
 pub async fn start(config: NodeConfig, cookie: Cookie) -> Result<Node, NodeError> {
     let settings = DatabaseSettings::from_env()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
@@ -28,7 +28,7 @@ pub async fn start(config: NodeConfig, cookie: Cookie) -> Result<Node, NodeError
             config.data_dir.display()
         ))
     })?;
-    let url = configuration::database_url(&config.data_dir);
+    let url = configuration::database_url(&config.data_dir, &settings)?;
     let store = Store::connect(&url, settings.db_max_connections)
         .await
         .map_err(|e| NodeError::Config(format!("database: {e}")))?;
