@@ -64,6 +64,11 @@ enum Command {
         #[command(flatten)]
         remote: remote::RemoteArgs,
     },
+    /// Prints the admin token (SWITCHBOARD_ADMIN_TOKEN, SWITCHBOARD_ADMIN_TOKEN_FILE or
+    /// ./switchboard-data/admin-token).
+    AdminToken,
+    /// Manages the cluster's secret files (`secrets init` for containers).
+    Secrets(secrets::SecretsArgs),
 }
 
 /// Where `up` keeps the cluster's files, and where the other commands look for its cookie.
@@ -101,6 +106,8 @@ async fn main() -> ExitCode {
             payload,
             remote,
         } => remote::call(remote, &service, &method, payload).await,
+        Command::AdminToken => secrets::print_admin_token(),
+        Command::Secrets(args) => secrets::secrets(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
