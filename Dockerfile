@@ -1,5 +1,5 @@
 # Switchboard: one image holding every service binary (switchboard-http, -database, -log,
-# -reporting, -analytics, and the `switchboard` operator CLI once it exists); each container runs
+# -reporting, -analytics, and the `switchboard` operator command); each container runs
 # one of them (docker-compose.yml sets `command:`). Works with the classic builder (no BuildKit).
 #
 #   docker build -t switchboard:latest .
@@ -45,8 +45,7 @@ RUN cargo build --release --locked
 # The real sources. Their files are made newer than the skeleton's build so that cargo rebuilds
 # every workspace crate (COPY keeps the context's modification times).
 COPY . .
-ARG SERVICE_BINARIES="switchboard-http switchboard-database switchboard-log switchboard-reporting switchboard-analytics"
-ARG OPTIONAL_BINARIES="switchboard"
+ARG SERVICE_BINARIES="switchboard switchboard-http switchboard-database switchboard-log switchboard-reporting switchboard-analytics"
 RUN set -eu; \
     find . -path ./target -prune -o -type f \( -name '*.rs' -o -name '*.proto' -o -name '*.sql' \) -exec touch {} +; \
     cargo build --release --locked; \
@@ -54,9 +53,6 @@ RUN set -eu; \
     for bin in $SERVICE_BINARIES; do \
         test -x "target/release/$bin" || { echo "missing binary $bin" >&2; exit 1; }; \
         cp "target/release/$bin" /out/; \
-    done; \
-    for bin in $OPTIONAL_BINARIES; do \
-        if [ -x "target/release/$bin" ]; then cp "target/release/$bin" /out/; fi; \
     done; \
     ls -l /out
 

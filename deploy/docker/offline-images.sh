@@ -6,7 +6,11 @@
 #                          slimmed like the official image, loaded with `docker import`
 #   postgres:15-bookworm   that root + Debian's postgresql-15, with an entrypoint that honours the
 #                          official image's POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB / PGDATA
-#                          (deploy/docker/postgres/), pg_isready on PATH
+#                          and their *_FILE forms (deploy/docker/postgres/), pg_isready on PATH, and
+#                          the official image's postgres user (uid and gid 999)
+#   haproxy:2.6-bookworm   that root + Debian's haproxy (2.6), run like the official image: user
+#                          haproxy (uid and gid 99), `haproxy -W -db -f /usr/local/etc/haproxy/haproxy.cfg`
+#                          (deploy/docker/haproxy/; the configuration is mounted at run time)
 #   switchboard:latest     `cargo build --release --locked` on this host, the binaries put on the
 #                          debian image above by deploy/docker/Dockerfile.prebuilt (no rust image)
 #
@@ -20,7 +24,8 @@ usage() {
     cat <<'EOF'
 usage: deploy/docker/offline-images.sh [options]
 
-  --only LIST       build only these of: debian,postgres,switchboard (comma-separated; default all)
+  --only LIST       build only these of: debian,postgres,haproxy,switchboard (comma-separated;
+                    default all)
   --rebuild         rebuild the selected images even if they exist (cached roots are reused)
   --fresh           also throw away the cached roots and debootstrap again (implies --rebuild)
   --pg-via WAY      how postgres gets its packages: chroot (default: apt-get in a chroot on this
@@ -43,12 +48,18 @@ pg_major=15
 debian_image=debian:bookworm-slim
 postgres_image=postgres:${pg_major}-bookworm
 postgres_root_image=switchboard-offline/postgres-root:${pg_major}-bookworm
+# The official image's ids: the secrets docker-compose.yml hands PostgreSQL are owned by uid 999.
+pg_uid=999
+haproxy_version=2.6
+haproxy_image=haproxy:${haproxy_version}-bookworm
+haproxy_root_image=switchboard-offline/haproxy-root:${haproxy_version}-bookworm
+haproxy_uid=99
 switchboard_image=switchboard:${SWITCHBOARD_VERSION:-latest}
-# The service binaries the image must contain, and those it takes only when they exist.
-required_bins="switchboard-http switchboard-database switchboard-log switchboard-reporting switchboard-analytics"
-optional_bins="switchboard"
+# The binaries the image must contain: every node, and the `switchboard` command (docker-compose.yml
+# runs `switchboard secrets init`, and operators `switchboard admin-token`).
+required_bins="switchboard switchboard-http switchboard-database switchboard-log switchboard-reporting switchboard-analytics"
 
-only=debian,postgres,switchboard
+only=debian,postgres,haproxy,switchboard
 rebuild=0
 fresh=0
 pg_via=chroot
@@ -68,7 +79,7 @@ while [ $# -gt 0 ]; do
 done
 case "$pg_via" in chroot|docker) ;; *) echo "offline-images: --pg-via must be chroot or docker" >&2; exit 2 ;; esac
 for want in ${only//,/ }; do
-    case "$want" in debian|postgres|switchboard) ;; *) echo "offline-images: unknown image '$want' in --only" >&2; exit 2 ;; esac
+    case "$want" in debian|postgres|haproxy|switchboard) ;; *) echo "offline-images: unknown image '$want' in --only" >&2; exit 2 ;; esac
 done
 wanted() { case ",$only," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
@@ -191,7 +202,8 @@ pack_root() {
 }
 
 debian_tar=$cache/debian-$suite-slim.tar
-postgres_tar=$cache/postgres-$pg_major-$suite.tar
+postgres_tar=$cache/postgres-$pg_major-$suite-uid$pg_uid.tar
+haproxy_tar=$cache/haproxy-$haproxy_version-$suite-uid$haproxy_uid.tar
 
 build_debian_root() {
     ensure_debootstrap
@@ -269,7 +281,11 @@ build_postgres_root() {
     enter_root "$root"
     log "installing postgresql-$pg_major into a copy of the debian root"
     {
-        in_root "$root" apt-get update -q \
+        # The official image's user, created before the package would pick another id.
+        in_root "$root" groupadd --system --gid "$pg_uid" postgres \
+        && in_root "$root" useradd --system --uid "$pg_uid" --gid postgres \
+            --home-dir /var/lib/postgresql --shell /bin/bash postgres \
+        && in_root "$root" apt-get update -q \
         && in_root "$root" apt-get install -y -q --no-install-recommends postgresql-common \
         && in_root "$root" sed -ri 's/^#?[[:space:]]*(create_main_cluster)[[:space:]]*=.*$/\1 = false/' /etc/postgresql-common/createcluster.conf \
         && in_root "$root" apt-get install -y -q --no-install-recommends "postgresql-$pg_major"
@@ -280,6 +296,33 @@ build_postgres_root() {
     cleanup
     work=""
     log "cached the postgres root: $postgres_tar ($(du -h "$postgres_tar" | cut -f1))"
+}
+
+build_haproxy_root() {
+    local root
+    work=$(mktemp -d "$cache/work.XXXXXX")
+    root=$work/root
+    as_root mkdir -p "$root"
+    as_root tar --numeric-owner --xattrs -xpf "$debian_tar" -C "$root"
+    enter_root "$root"
+    log "installing haproxy into a copy of the debian root"
+    # The package makes its user with the next free system id; the official image's is 99.
+    {
+        in_root "$root" apt-get update -q \
+        && in_root "$root" apt-get install -y -q --no-install-recommends haproxy \
+        && in_root "$root" haproxy -v \
+        && in_root "$root" usermod --uid "$haproxy_uid" haproxy \
+        && in_root "$root" groupmod --gid "$haproxy_uid" haproxy \
+        && in_root "$root" chown -R haproxy:haproxy /var/lib/haproxy
+    } >"$work/apt.log" 2>&1 || { tail -n 30 "$work/apt.log" >&2; die "installing haproxy failed (log above)"; }
+    grep -q "^HAProxy version $haproxy_version\." "$work/apt.log" \
+        || die "Debian $suite's haproxy is not $haproxy_version: $(grep -m1 '^HAProxy version' "$work/apt.log")"
+    apt_clean_root "$root"
+    leave_root "$root"
+    pack_root "$root" "$haproxy_tar"
+    cleanup
+    work=""
+    log "cached the haproxy root: $haproxy_tar ($(du -h "$haproxy_tar" | cut -f1))"
 }
 
 import_tar() {
@@ -302,10 +345,16 @@ build_debian() {
     import_tar "$debian_tar" "$debian_image" "Debian $suite minbase with ca-certificates and curl"
 }
 
+# The uid of a user in an image (empty if it has none).
+image_uid() { docker run --rm --entrypoint id "$1" -u "$2" 2>/dev/null; }
+
 build_postgres() {
     if image_exists "$postgres_image" && [ "$rebuild" -eq 0 ]; then
-        log "$postgres_image exists; keeping it (--rebuild to replace)"
-        return 0
+        if [ "$(image_uid "$postgres_image" postgres)" = "$pg_uid" ]; then
+            log "$postgres_image exists; keeping it (--rebuild to replace)"
+            return 0
+        fi
+        log "$postgres_image exists but its postgres user is not uid $pg_uid; rebuilding it"
     fi
     local base
     if [ "$pg_via" = chroot ]; then
@@ -327,6 +376,27 @@ build_postgres() {
     docker build --build-arg "BASE=$base" --build-arg "PG_MAJOR=$pg_major" \
         -t "$postgres_image" -f "$here/postgres/Dockerfile" "$here/postgres" >"$buildlog" 2>&1 \
         || { tail -n 30 "$buildlog" >&2; rm -f "$buildlog"; die "docker build of $postgres_image failed (log above)"; }
+    rm -f "$buildlog"
+}
+
+build_haproxy() {
+    if image_exists "$haproxy_image" && [ "$rebuild" -eq 0 ]; then
+        log "$haproxy_image exists; keeping it (--rebuild to replace)"
+        return 0
+    fi
+    [ "$fresh" -eq 1 ] && rm -f "$haproxy_tar"
+    if [ ! -s "$haproxy_tar" ]; then
+        [ -s "$debian_tar" ] || build_debian_root
+        build_haproxy_root
+    fi
+    log "importing the haproxy root"
+    import_tar "$haproxy_tar" "$haproxy_root_image" "Debian $suite with haproxy $haproxy_version"
+    log "building $haproxy_image from $haproxy_root_image"
+    local buildlog
+    buildlog=$(mktemp "$cache/build.XXXXXX")
+    docker build --build-arg "BASE=$haproxy_root_image" \
+        -t "$haproxy_image" -f "$here/haproxy/Dockerfile" "$here/haproxy" >"$buildlog" 2>&1 \
+        || { tail -n 30 "$buildlog" >&2; rm -f "$buildlog"; die "docker build of $haproxy_image failed (log above)"; }
     rm -f "$buildlog"
 }
 
@@ -353,9 +423,6 @@ build_switchboard() {
         [ -x "$release/$bin" ] || { rm -rf "$ctx"; die "$release/$bin is missing (cargo build --release)"; }
         cp "$release/$bin" "$ctx/bin/"
     done
-    for bin in $optional_bins; do
-        if [ -x "$release/$bin" ]; then cp "$release/$bin" "$ctx/bin/"; fi
-    done
     cp "$here/Dockerfile.prebuilt" "$ctx/Dockerfile"
     log "building $switchboard_image from $debian_image with $(find "$ctx/bin" -type f -printf '%f ' | sed 's/ $//')"
     docker build -q --build-arg "BASE=$debian_image" \
@@ -367,5 +434,6 @@ build_switchboard() {
 started=$SECONDS
 wanted debian && build_debian
 wanted postgres && build_postgres
+wanted haproxy && build_haproxy
 wanted switchboard && build_switchboard
-log "done in $((SECONDS - started)) s: $(for i in "$debian_image" "$postgres_image" "$switchboard_image"; do image_exists "$i" && printf '%s ' "$i"; done)"
+log "done in $((SECONDS - started)) s: $(for i in "$debian_image" "$postgres_image" "$haproxy_image" "$switchboard_image"; do image_exists "$i" && printf '%s ' "$i"; done)"
