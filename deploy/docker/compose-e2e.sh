@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# End-to-end test of docker-compose.yml on this Docker host, with no registry:
-#   Compose v2 (install-compose.sh) and the images (offline-images.sh), a throwaway env file with
-#   random secrets, `docker compose up`, health of every container, the chat API walkthrough,
-#   `--scale database=3` seen in /v1/admin/cluster, a database node killed while a client posts
-#   200 messages with Idempotency-Key (retrying until 2xx; each acknowledged message stored
-#   exactly once), the analytics container cut off the network and healed, and `down -v`.
+# End-to-end test of docker-compose.yml on this Docker host, with no registry, as a new user runs
+# it: no env file at all (the API port, a free one, comes from the environment).
+#   Compose v2 (install-compose.sh) and the images (offline-images.sh); `docker compose up`;
+#   /readyz through the balancer within 60 s; the generated secrets (files with tight modes, kept
+#   across a down and up, in no `docker compose config` output and no container's environment);
+#   the chat API walkthrough; every service scaled (http=3 database=3 log=2 reporting=2
+#   analytics=2), each replica up in /v1/admin/cluster; requests spread over every http replica
+#   (X-Served-By); an http replica killed while a client posts with Idempotency-Key (retrying on
+#   connection errors and 502/503/504: nothing lost, nothing stored twice); SSE clients cut off by
+#   the death of their replica resuming with Last-Event-ID through the balancer, missing nothing;
+#   a database node killed under keyed posts; the analytics container cut off the network and
+#   healed; no secret and no terminal escape code in `docker compose logs`; `down -v`.
 # The stack is always taken down (down -v) on exit. Prints `N passed, M failed` last and exits
 # non-zero if any step failed. Runs unattended (CI=true, no stdin).
 set -uo pipefail
@@ -13,15 +19,15 @@ usage() {
     cat <<'EOF'
 usage: deploy/docker/compose-e2e.sh [options]
 
-  --infra-only      stop after the infrastructure steps: images, config, up, every container
-                    healthy, http /healthz (then down -v)
+  --infra-only      stop after the infrastructure steps: images, config, up, /readyz, every
+                    container healthy, the secrets, http /healthz (then down -v)
   --http-optional   report http's health check as skipped rather than failed when it does not
                     pass (for a switchboard-http that does not serve HTTP yet)
   --no-build        use the images that exist; don't run install-compose.sh or offline-images.sh
   --keep            leave the stack running at the end (no down -v) for inspection
   --project NAME    compose project name (default switchboard-e2e)
-  --api-only URL    no Docker: run only the chat API walkthrough against an http node already
-                    serving at URL (admin token from SWITCHBOARD_ADMIN_TOKEN)
+  --api-only URL    no Docker: run only the chat API walkthrough against an http node (or the
+                    balancer) already serving at URL (admin token from SWITCHBOARD_ADMIN_TOKEN)
   -h, --help        this text
 
 environment: E2E_HEALTH_TIMEOUT (s, default 240), E2E_STEP_TIMEOUT (s, default 90),
@@ -58,17 +64,20 @@ health_timeout=${E2E_HEALTH_TIMEOUT:-240}
 step_timeout=${E2E_STEP_TIMEOUT:-90}
 services=(postgres http database log reporting analytics)
 node_services=(http database log reporting analytics)
+# The scale of the scaling step, and how many replicas of each service it then expects.
+scale_args=(--scale http=3 --scale database=3 --scale log=2 --scale reporting=2 --scale analytics=2)
+declare -A scaled=([http]=3 [database]=3 [log]=2 [reporting]=2 [analytics]=2)
 
 api_only_admin_token=${SWITCHBOARD_ADMIN_TOKEN:-}
-# The env file below is the only source of these: values from the caller's environment would
-# override it in docker compose.
+# A new user's environment: none of the compose file's variables is set (the secrets are
+# generated), except the published port; no .env file is read (COMPOSE_DISABLE_ENV_FILE).
 unset SWITCHBOARD_COOKIE SWITCHBOARD_COOKIE_FILE SWITCHBOARD_ADMIN_TOKEN POSTGRES_USER \
     POSTGRES_PASSWORD POSTGRES_DB SWITCHBOARD_HTTP_PORT COMPOSE_PROJECT_NAME COMPOSE_FILE \
-    COMPOSE_PROFILES DATABASE_URL
+    COMPOSE_PROFILES DATABASE_URL SWITCHBOARD_LOG_FORMAT COMPOSE_ENV_FILES
+export COMPOSE_DISABLE_ENV_FILE=1
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/switchboard-e2e.XXXXXX")
 chmod 700 "$tmp"
-envfile=$tmp/compose.env
 base=""
 passed=0
 failed=0
@@ -79,7 +88,7 @@ bg_pids=()
 log() { printf '[e2e] %s\n' "$*" >&2; }
 
 compose() {
-    docker compose -p "$project" -f "$repo/docker-compose.yml" --env-file "$envfile" "$@"
+    docker compose -p "$project" -f "$repo/docker-compose.yml" "$@"
 }
 
 teardown() {
@@ -91,7 +100,7 @@ teardown() {
         stack_up=0
     fi
     if [ "$keep" -eq 1 ] && [ "$stack_up" -eq 1 ]; then
-        log "--keep: the stack is still up (project $project); its env file is $envfile"
+        log "--keep: the stack is still up (project $project, SWITCHBOARD_HTTP_PORT=${SWITCHBOARD_HTTP_PORT:-}); scratch files in $tmp"
     else
         rm -rf "$tmp"
     fi
@@ -219,6 +228,10 @@ elif question == "services":     # every service some live node offers
     print(" ".join(sorted({s for n in nodes if live(n) for s in n.get("services", [])})))
 elif question == "kinds":        # the kinds of live nodes (the part of each name before @)
     print(" ".join(sorted({str(n.get("name", "")).split("@")[0] for n in nodes if live(n)})))
+elif question == "kind_count":   # live nodes of a kind
+    print(sum(1 for n in nodes if live(n) and str(n.get("name", "")).split("@")[0] == sys.argv[3]))
+elif question == "names":        # names of the live nodes of a kind
+    print(" ".join(sorted(n["name"] for n in nodes if live(n) and str(n.get("name", "")).split("@")[0] == sys.argv[3])))
 elif question == "answerer":     # the kind of node answering (state "self")
     print(" ".join(str(n.get("name", "")).split("@")[0] for n in nodes if n.get("state") == "self"))
 elif question == "state":        # state of the node on a host (name ends @host, or address host:port)
@@ -250,53 +263,53 @@ step_compose_v2() {
 
 step_images() {
     if [ "$build" -eq 1 ]; then
-        "$here/offline-images.sh" --only debian,postgres || return 1
+        "$here/offline-images.sh" --only debian,postgres,haproxy || return 1
         # The binaries change with every commit: rebuild the switchboard image from this tree
         # (cargo and the image's layers make this quick when nothing changed).
         "$here/offline-images.sh" --only switchboard --rebuild || return 1
     fi
     local image
-    for image in debian:bookworm-slim postgres:15-bookworm "switchboard:${SWITCHBOARD_VERSION:-latest}"; do
+    for image in debian:bookworm-slim postgres:15-bookworm haproxy:2.6-bookworm "switchboard:${SWITCHBOARD_VERSION:-latest}"; do
         docker image inspect "$image" >/dev/null 2>&1 || fail "image $image is missing" || return 1
     done
 }
 
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 step_config() {
     local port
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    port=$(free_port)
     base=http://127.0.0.1:$port
-    admin_token=$(random_hex 32)
-    (
-        umask 077
-        cat >"$envfile" <<EOF
-SWITCHBOARD_COOKIE=$(random_hex 32)
-SWITCHBOARD_ADMIN_TOKEN=$admin_token
-POSTGRES_USER=switchboard
-POSTGRES_PASSWORD=$(random_hex 24)
-POSTGRES_DB=switchboard
-SWITCHBOARD_HTTP_PORT=127.0.0.1:$port
-RUST_LOG=${RUST_LOG:-info}
-EOF
-    )
-    admin_auth=$(auth_file admin "$admin_token")
-    compose config -q || fail "docker compose config rejects docker-compose.yml" || return 1
-    # Without the cookie (everything else set) the file must refuse to start, naming the variable.
-    grep -v '^SWITCHBOARD_COOKIE=' "$envfile" >"$tmp/nocookie.env"
-    if docker compose -p "$project" -f "$repo/docker-compose.yml" --env-file "$tmp/nocookie.env" config -q >"$tmp/nocookie.log" 2>&1; then
-        fail "docker compose config accepted a missing SWITCHBOARD_COOKIE"
-        return 1
-    fi
-    grep -q SWITCHBOARD_COOKIE "$tmp/nocookie.log" || fail "the missing-cookie error does not name SWITCHBOARD_COOKIE: $(cat "$tmp/nocookie.log")"
+    # The one variable the test sets, in the environment (there is no env file): a free port.
+    export SWITCHBOARD_HTTP_PORT=127.0.0.1:$port
+    compose config >"$tmp/config.yml" 2>"$tmp/config.err" \
+        || { cat "$tmp/config.err" >&2; fail "docker compose config rejects docker-compose.yml with no env file"; return 1; }
+    grep -q "published: \"$port\"" "$tmp/config.yml" || fail "the balancer does not publish port $port: $(grep -n published "$tmp/config.yml")"
 }
 
+up_started=0
 step_up() {
     stack_up=1
+    up_started=$SECONDS
     compose up -d --no-build --pull never >"$tmp/up.log" 2>&1 || {
         cat "$tmp/up.log" >&2
-        diagnose "${services[@]}"
+        diagnose secrets "${services[@]}" balancer
         fail "docker compose up failed"
         return 1
     }
+}
+
+http_ready() { api GET /readyz && [ "$status" = 200 ]; }
+# /readyz through the balancer answers 200 within 60 s of the `up` that started the stack.
+step_ready_in_60s() {
+    local left=$((up_started + 60 - SECONDS))
+    [ "$left" -gt 0 ] || left=1
+    if wait_until "$left" http_ready; then
+        log "ready $((SECONDS - up_started)) s after docker compose up"
+        return 0
+    fi
+    show_body
+    diagnose http balancer
+    fail "/readyz on $base is not 200 within 60 s of docker compose up (last: $status)"
 }
 
 step_healthy() {
@@ -310,6 +323,77 @@ step_healthy() {
         return 1
     }
     log "healthy: $(container_states | awk '{ print $1 "=" $3 }' | sort | tr '\n' ' ')"
+    # The one-shot secrets service ran to completion; the balancer runs.
+    local id
+    id=$(project_containers secrets | head -n1)
+    [ -n "$id" ] && [ "$(docker inspect --format '{{.State.Status}} {{.State.ExitCode}}' "$id")" = "exited 0" ] \
+        || { diagnose secrets; fail "the secrets service did not exit 0"; return 1; }
+    id=$(project_containers balancer | head -n1)
+    [ -n "$id" ] && [ "$(docker inspect --format '{{.State.Status}}' "$id")" = running ] \
+        || { diagnose balancer; fail "the balancer is not running"; return 1; }
+}
+
+# The secrets as the containers see them: each 64 hex characters, with its owner and mode.
+secret_cookie="" secret_admin="" secret_pg=""
+read_secrets() {
+    secret_cookie=$(compose exec -T http cat /run/switchboard-secrets/cookie 2>"$tmp/exec.err")
+    secret_admin=$(compose exec -T http switchboard admin-token 2>>"$tmp/exec.err")
+    # Readable by the database node through its group.
+    secret_pg=$(compose exec -T database cat /run/switchboard-secrets/postgres-password 2>>"$tmp/exec.err")
+}
+is_hex64() { [[ "$1" =~ ^[0-9a-f]{64}$ ]]; }
+# Fails if any secret appears in the file named.
+no_secret_in() {
+    local file=$1 what=$2 name value
+    for name in secret_cookie secret_admin secret_pg; do
+        value=${!name}
+        [ -n "$value" ] || continue
+        if grep -qF -- "$value" "$file"; then
+            fail "$what contains ${name#secret_}"
+            return 1
+        fi
+    done
+}
+step_secrets() {
+    read_secrets
+    is_hex64 "$secret_cookie" && is_hex64 "$secret_admin" && is_hex64 "$secret_pg" \
+        || { cat "$tmp/exec.err" >&2; fail "the cookie, admin token and PostgreSQL password are not three 64-hex-character secrets"; return 1; }
+    [ "$secret_cookie" != "$secret_admin" ] && [ "$secret_admin" != "$secret_pg" ] && [ "$secret_cookie" != "$secret_pg" ] \
+        || { fail "two generated secrets are equal"; return 1; }
+    admin_auth=$(auth_file admin "$secret_admin")
+    # Owner, group and mode of each file.
+    local modes
+    modes=$(compose exec -T --user 0 http stat -c '%n %u:%g %a' /run/switchboard-secrets/cookie \
+        /run/switchboard-secrets/admin-token /run/switchboard-secrets/postgres-password | tr -d '\r')
+    [ "$modes" = "/run/switchboard-secrets/cookie 10001:10001 400
+/run/switchboard-secrets/admin-token 10001:10001 400
+/run/switchboard-secrets/postgres-password 999:10001 440" ] || { log "$modes"; fail "the secret files' owners or modes are not as documented"; return 1; }
+    # Nowhere in the configuration or in any container's settings.
+    compose config >"$tmp/config.yml" 2>/dev/null || { fail "docker compose config failed"; return 1; }
+    no_secret_in "$tmp/config.yml" "docker compose config" || return 1
+    # shellcheck disable=SC2046
+    docker inspect $(project_containers) >"$tmp/inspect.json" || { fail "docker inspect failed"; return 1; }
+    no_secret_in "$tmp/inspect.json" "docker inspect of the containers" || return 1
+    # The admin token works.
+    api GET /v1/admin/cluster "" "$admin_auth"
+    [ "$status" = 200 ] || { show_body; fail "/v1/admin/cluster with the admin token from switchboard admin-token: $status"; }
+}
+
+# docker compose down (volumes kept) and up again: the same secrets, PostgreSQL's data still
+# opens with its password, and /readyz is back within 60 s.
+step_restart_keeps_secrets() {
+    need secret_cookie || return 2
+    local cookie=$secret_cookie admin=$secret_admin pg=$secret_pg
+    compose down --timeout 20 >"$tmp/down.log" 2>&1 || { cat "$tmp/down.log" >&2; fail "docker compose down failed"; return 1; }
+    up_started=$SECONDS
+    compose up -d --no-build --pull never >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log" >&2; fail "docker compose up (again) failed"; return 1; }
+    step_ready_in_60s || return 1
+    read_secrets
+    [ "$secret_cookie" = "$cookie" ] && [ "$secret_admin" = "$admin" ] && [ "$secret_pg" = "$pg" ] \
+        || { fail "the secrets changed across docker compose down and up"; return 1; }
+    compose logs --no-color secrets >"$tmp/secrets.log" 2>&1
+    [ "$(grep -c ' kept$' "$tmp/secrets.log")" -ge 3 ] || { cat "$tmp/secrets.log" >&2; fail "the secrets service did not report keeping all three"; return 1; }
+    wait_until "$health_timeout" services_healthy "${services[@]}" || { diagnose "${services[@]}"; fail "not every container is healthy again"; }
 }
 
 http_healthz() { api GET /healthz && [ "$status" = 200 ]; }
@@ -328,7 +412,6 @@ step_http_health() {
 }
 
 # ---- chat API walkthrough ----------------------------------------------------------------------
-http_ready() { api GET /readyz && [ "$status" = 200 ]; }
 step_readyz() {
     wait_until "$step_timeout" http_ready || { show_body; fail "/readyz is not 200 (last: $status)"; }
 }
@@ -445,29 +528,81 @@ step_admin_cluster() {
         || { show_cluster; fail "/v1/admin/cluster: want the http node as self and live nodes offering ${node_services[*]:1} (services offered: ${services:-no answer})"; }
 }
 
-database_nodes() { [ "$(cluster count database)" = 3 ] && [ "$(healthy_count database)" = 3 ]; }
+# Every replica of every service is up in /v1/admin/cluster (the answering http node counts as
+# one of its kind) and its container is healthy.
+all_scaled() {
+    local service
+    for service in "${node_services[@]}"; do
+        [ "$(cluster kind_count "$service")" = "${scaled[$service]}" ] || return 1
+        [ "$(healthy_count "$service")" = "${scaled[$service]}" ] || return 1
+    done
+}
+scale_report() {
+    local service out=""
+    for service in "${node_services[@]}"; do
+        out+="$service: $(healthy_count "$service") healthy, $(cluster kind_count "$service" 2>/dev/null || echo '?') up; "
+    done
+    printf '%s' "$out"
+}
 step_scale() {
-    compose up -d --no-build --pull never --scale database=3 >"$tmp/scale.log" 2>&1 \
-        || { cat "$tmp/scale.log" >&2; fail "docker compose up --scale database=3 failed"; return 1; }
-    wait_until "$health_timeout" database_nodes || {
+    compose up -d --no-build --pull never "${scale_args[@]}" >"$tmp/scale.log" 2>&1 \
+        || { cat "$tmp/scale.log" >&2; fail "docker compose up -d ${scale_args[*]} failed"; return 1; }
+    wait_until "$health_timeout" all_scaled || {
         show_cluster
-        diagnose database
-        fail "within ${health_timeout}s: $(healthy_count database) healthy database containers, $(cluster count database 2>/dev/null || echo '?') live database nodes in /v1/admin/cluster (want 3 and 3)"
+        diagnose "${node_services[@]}"
+        fail "within ${health_timeout}s: $(scale_report)want ${scale_args[*]}"
+        return 1
     }
+    log "$(scale_report)"
+}
+
+# http node name -> container id, from each http container's host name (nodes are named
+# <service>@<hostname>).
+http_containers_json() {
+    local id
+    for id in $(project_containers http); do
+        docker inspect --format '{{.Config.Hostname}} {{.Id}} {{.State.Status}}' "$id"
+    done | python3 -c '
+import json, sys
+print(json.dumps({"http@" + h: i for h, i, state in (l.split() for l in sys.stdin) if state == "running"}))'
+}
+
+# Requests through the balancer reach every live http replica: X-Served-By names each of them.
+served_by_all() {
+    local want seen n
+    want=$(cluster names http) || return 1
+    [ "$(wc -w <<<"$want")" = "${scaled[http]}" ] || return 1
+    : >"$tmp/served_by"
+    for n in $(seq 1 $((4 * scaled[http]))); do
+        curl -sS -o /dev/null -D - --max-time 5 "$base/readyz" 2>/dev/null \
+            | tr -d '\r' | awk -F': ' 'tolower($1) == "x-served-by" { print $2 }' >>"$tmp/served_by"
+    done
+    seen=$(sort -u "$tmp/served_by" | tr '\n' ' ' | sed 's/ $//')
+    [ "$seen" = "$want" ]
+}
+step_spread() {
+    wait_until 60 served_by_all || {
+        fail "X-Served-By over $((4 * scaled[http])) requests: $(sort "$tmp/served_by" | uniq -c | tr '\n' ';' | tr -s ' ') want every http node: $(cluster names http)"
+        return 1
+    }
+    log "X-Served-By over $((4 * scaled[http])) requests: $(sort "$tmp/served_by" | uniq -c | tr '\n' ';' | tr -s ' ')"
 }
 
 cat >"$tmp/client.py" <<'EOF'
-"""Posts N messages at a steady rate, each with its own Idempotency-Key, retrying every one on any
-non-2xx answer or transport error (same key) until it gets a 2xx or its deadline passes. The rate
-spreads the posts over several seconds, so that a node killed meanwhile dies mid-stream."""
+"""Posts N messages at a steady rate, each with its own Idempotency-Key, retrying one (same key)
+until it gets a 2xx or its deadline passes: on any non-2xx answer or transport error (policy
+`any`), or only on transport errors and 502/503/504, what a load balancer answers when a replica
+is gone (policy `gateway`; any other answer fails the message at once). The rate spreads the
+posts over several seconds, so that a node killed meanwhile dies mid-stream."""
 import json, os, sys, time, urllib.error, urllib.request
 
 base, room, auth_file, count, run, out = sys.argv[1:7]
 count = int(count)
 per_message_deadline = float(sys.argv[7])
 rate = float(sys.argv[8])
+policy = sys.argv[9] if len(sys.argv) > 9 else "any"
 auth = open(auth_file).read().split(":", 1)[1].strip()
-acked, errors, failures = [], {}, 0
+acked, errors, failures, served_by = [], {}, 0, {}
 start = time.monotonic()
 for i in range(count):
     time.sleep(max(0.0, start + i / rate - time.monotonic()))
@@ -481,21 +616,25 @@ for i in range(count):
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 answer = json.load(response)
+                node = response.headers.get("X-Served-By", "?")
+            served_by[node] = served_by.get(node, 0) + 1
             acked.append({"i": i, "key": key, "id": answer["id"]})
             break
         except urllib.error.HTTPError as e:
             kind = f"HTTP {e.code}"
+            retried = policy == "any" or e.code in (502, 503, 504)
         except Exception as e:  # connection reset/refused, timeout, bad JSON: all retried
             kind = type(e).__name__
+            retried = True
         errors[kind] = errors.get(kind, 0) + 1
-        if time.monotonic() > deadline:
+        if not retried or time.monotonic() > deadline:
             failures += 1
             break
         time.sleep(0.1)  # back-off between retries of one message
     with open(out + ".progress.tmp", "w") as f:
         f.write(str(i + 1))
     os.replace(out + ".progress.tmp", out + ".progress")
-json.dump({"acked": acked, "errors": errors, "failures": failures}, open(out, "w"))
+json.dump({"acked": acked, "errors": errors, "failures": failures, "served_by": served_by}, open(out, "w"))
 EOF
 cat >"$tmp/verify.py" <<'EOF'
 """Checks that every acknowledged message is listed exactly once and nothing else of the run is."""
@@ -523,25 +662,28 @@ EOF
 client_count() { local n; n=$(cat "$tmp/client.json.progress" 2>/dev/null); printf '%s' "${n:-0}"; }
 client_progress() { [ "$(client_count)" -ge "$1" ]; }
 client_done() { [ -s "$tmp/client.json" ]; }
-step_failover() {
+# keyed_posts_under_kill SERVICE POLICY: a client posts 200 messages at 25 a second with
+# Idempotency-Key (retrying per POLICY, see client.py) while one container of SERVICE is killed;
+# every message must be acknowledged and stored exactly once.
+keyed_posts_under_kill() {
     need alice_auth || return 2
-    local failover_room victim pid pages=() after="" previous page n at_kill
-    failover_room=$(create_room "failover-$(random_hex 4)" "$alice_auth") || return 1
-    victim=$(project_containers database | head -n1)
-    [ -n "$victim" ] || { fail "no database container"; return 1; }
+    local service=$1 policy=$2 failover_room victim pid pages=() after="" previous page n at_kill
+    failover_room=$(create_room "$service-kill-$(random_hex 4)" "$alice_auth") || return 1
+    victim=$(project_containers "$service" | head -n1)
+    [ -n "$victim" ] || { fail "no $service container"; return 1; }
     rm -f "$tmp/client.json" "$tmp/client.json.progress"
     # 200 messages at 25 a second: the kill lands after about 40, with some 150 still to come.
-    python3 "$tmp/client.py" "$base" "$failover_room" "$alice_auth" 200 "$(random_hex 4)" "$tmp/client.json" 60 25 &
+    python3 "$tmp/client.py" "$base" "$failover_room" "$alice_auth" 200 "$(random_hex 4)" "$tmp/client.json" 60 25 "$policy" &
     pid=$!
     bg_pids+=("$pid")
     wait_until "$step_timeout" client_progress 40 || { kill "$pid" 2>/dev/null; fail "the client did not get 40 messages acknowledged"; return 1; }
     docker kill "$victim" >/dev/null || { kill "$pid" 2>/dev/null; fail "docker kill failed"; return 1; }
     at_kill=$(client_count)
-    log "killed database container ${victim:0:12} after message $at_kill of 200"
+    log "killed $service container ${victim:0:12} after message $at_kill of 200"
     [ "$at_kill" -le 150 ] || { kill "$pid" 2>/dev/null; fail "the client was too far on ($at_kill of 200) when the node died to test failover"; return 1; }
     wait_until 300 client_done || { kill "$pid" 2>/dev/null; fail "the client did not finish within 300 s"; return 1; }
     wait "$pid" 2>/dev/null
-    log "client: $(python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); print(len(c["acked"]), "acknowledged,", c["failures"], "failed after retries, client-visible errors:", c["errors"] or "none")' "$tmp/client.json")"
+    log "client: $(python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); print(len(c["acked"]), "acknowledged,", c["failures"], "failed, client-visible errors:", c["errors"] or "none", "; served by:", c["served_by"])' "$tmp/client.json")"
     [ "$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["failures"])' "$tmp/client.json")" = 0 ] \
         || { fail "some messages were never acknowledged"; return 1; }
     # Read the room back (following next_after should the server cap limit).
@@ -560,6 +702,171 @@ step_failover() {
     local rc=$?
     log "verify: $(cat "$tmp/verify.out")"
     [ "$rc" = 0 ] || fail "acknowledged messages are not stored exactly once"
+}
+step_failover() { keyed_posts_under_kill database any; }
+step_http_kill() { keyed_posts_under_kill http gateway; }
+
+cat >"$tmp/sse.py" <<'EOF'
+"""SSE clients of one room, through the balancer. Each reads its stream and, whenever the stream
+ends or fails (its replica died), connects again with Last-Event-ID: the id of the last event it
+saw. Meanwhile messages are posted with Idempotency-Key (retried on transport errors and
+502/503/504), and once the first client has seen `kill_after` of them, the http replica serving
+it is killed with `docker kill`. Every client must end up with every posted message exactly once,
+in order. Writes a JSON report; exits 1 on any problem."""
+import http.client, json, subprocess, sys, threading, time, urllib.error, urllib.parse, urllib.request
+
+base, room, auth_file, containers_file, out = sys.argv[1:6]
+clients_n, posts_n, kill_after = (int(a) for a in sys.argv[6:9])
+auth = open(auth_file).read().split(":", 1)[1].strip()
+containers = json.load(open(containers_file))
+url = urllib.parse.urlsplit(base)
+run = f"{time.time_ns() % 10**9:x}"
+
+
+class Client(threading.Thread):
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.last, self.bodies, self.served_by, self.cuts, self.errors = None, [], [], 0, []
+        self.connected, self.stop = threading.Event(), False
+
+    def run(self):
+        while not self.stop:
+            try:
+                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=40)
+                headers = {"Authorization": auth, "Accept": "text/event-stream"}
+                if self.last is not None:
+                    headers["Last-Event-ID"] = self.last
+                conn.request("GET", f"/v1/rooms/{room}/events", headers=headers)
+                response = conn.getresponse()
+                if response.status != 200:
+                    self.errors.append(f"HTTP {response.status}")
+                    conn.close()
+                    time.sleep(0.2)
+                    continue
+                self.served_by.append(response.getheader("X-Served-By"))
+                self.connected.set()
+                event = {}
+                while True:
+                    line = response.readline()
+                    if not line:
+                        break
+                    line = line.decode().rstrip("\r\n")
+                    if not line:
+                        self.dispatch(event)
+                        event = {}
+                    elif not line.startswith(":"):
+                        field, _, value = line.partition(":")
+                        event[field] = value[1:] if value.startswith(" ") else value
+                conn.close()
+            except Exception as e:  # the replica died mid-stream: connect again
+                self.errors.append(type(e).__name__)
+            if not self.stop:
+                self.cuts += 1
+                time.sleep(0.2)
+
+    def dispatch(self, event):
+        if "id" in event:
+            self.last = event["id"]
+        if event.get("event") == "message":
+            self.bodies.append(json.loads(event["data"])["body"])
+        elif event.get("event") == "reset":
+            self.errors.append("reset")
+
+
+def post(i):
+    data = json.dumps({"body": f"sse {run} #{i}"}).encode()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(
+            f"{base}/v1/rooms/{room}/messages", data=data, method="POST",
+            headers={"Content-Type": "application/json", "Authorization": auth,
+                     "Idempotency-Key": f"sse-{run}-{i}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10):
+                return True
+        except urllib.error.HTTPError as e:
+            if e.code not in (502, 503, 504):
+                return False
+        except Exception:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+clients = [Client() for _ in range(clients_n)]
+for c in clients:
+    c.start()
+problems = []
+if not all(c.connected.wait(15) for c in clients):
+    problems.append("not every client connected within 15 s")
+victim_name = clients[0].served_by[0] if clients[0].served_by else None
+victim = containers.get(victim_name)
+if victim is None:
+    problems.append(f"the first client's replica {victim_name!r} is not among {sorted(containers)}")
+posted, killed = [], None
+for i in range(posts_n):
+    if i == kill_after and victim and not problems:
+        end = time.monotonic() + 15
+        while len(clients[0].bodies) < kill_after and time.monotonic() < end:
+            time.sleep(0.05)
+        subprocess.run(["docker", "kill", victim], check=True, capture_output=True)
+        killed = victim_name
+    if post(i):
+        posted.append(f"sse {run} #{i}")
+    else:
+        problems.append(f"message #{i} was never acknowledged")
+    time.sleep(0.05)
+end = time.monotonic() + 60
+while any(len(c.bodies) < len(posted) for c in clients) and time.monotonic() < end:
+    time.sleep(0.1)
+for c in clients:
+    c.stop = True
+cut = [n for n, c in enumerate(clients) if c.served_by and c.served_by[0] == killed]
+for n, c in enumerate(clients):
+    if c.bodies != posted:
+        missing = [b for b in posted if b not in c.bodies]
+        doubled = sorted({b for b in c.bodies if c.bodies.count(b) > 1})
+        problems.append(f"client {n} (replicas {c.served_by}) has {len(c.bodies)} of {len(posted)} messages: "
+                        f"missing {missing[:3]}, twice {doubled[:3]}")
+    if "reset" in c.errors:
+        problems.append(f"client {n} got a reset event")
+for n in cut:
+    if len(clients[n].served_by) < 2:
+        problems.append(f"client {n} was on the killed replica but never connected again")
+if killed and not cut:
+    problems.append("no client was on the killed replica")
+report = {"killed": killed, "posted": len(posted), "cut_clients": cut, "problems": problems,
+          "clients": [{"replicas": c.served_by, "messages": len(c.bodies), "errors": c.errors} for c in clients]}
+json.dump(report, open(out, "w"), indent=1)
+print(f"{len(posted)} posted; killed {killed}; clients on it: {cut}; "
+      + "; ".join(f"client {n}: {len(c.bodies)} messages via {' -> '.join(c.served_by)}" for n, c in enumerate(clients)))
+for p in problems[:6]:
+    print("problem:", p)
+sys.exit(1 if problems else 0)
+EOF
+step_sse_failover() {
+    need alice_auth || return 2
+    local sse_room rc
+    sse_room=$(create_room "sse-kill-$(random_hex 4)" "$alice_auth") || return 1
+    http_containers_json >"$tmp/http_containers.json"
+    # Six clients spread over the live replicas (round robin): the one killed serves some.
+    timeout 240 python3 "$tmp/sse.py" "$base" "$sse_room" "$alice_auth" "$tmp/http_containers.json" "$tmp/sse.json" 6 60 20 >"$tmp/sse.out" 2>&1
+    rc=$?
+    log "sse: $(cat "$tmp/sse.out")"
+    [ "$rc" = 0 ] || fail "SSE clients did not all resume without a gap (exit $rc)"
+}
+
+# Nothing any container logged shows a secret, and nothing is coloured for a terminal.
+step_logs_clean() {
+    need secret_cookie || return 2
+    compose logs --no-color --no-log-prefix >"$tmp/all.log" 2>&1 || { fail "docker compose logs failed"; return 1; }
+    no_secret_in "$tmp/all.log" "docker compose logs" || return 1
+    if grep -q $'\x1b' "$tmp/all.log"; then
+        grep -m3 $'\x1b' "$tmp/all.log" | cat -v >&2
+        fail "docker compose logs holds terminal escape codes"
+        return 1
+    fi
+    log "$(wc -l <"$tmp/all.log") log lines, no secret, no escape code"
 }
 
 analytics_cid="" analytics_net="" analytics_host="" analytics_aliases=()
@@ -615,23 +922,29 @@ if [ -n "$api_only" ]; then
     run_step "admin cluster: token required, every service live" step_admin_cluster
     finish
 fi
-log "project $project, http on a free loopback port; $([ "$infra_only" -eq 1 ] && echo 'infrastructure only' || echo 'full walkthrough')"
+log "project $project, no env file, the API on a free loopback port; $([ "$infra_only" -eq 1 ] && echo 'infrastructure only' || echo 'full walkthrough')"
 run_step "docker compose v2 available" step_compose_v2 || finish
-run_step "images built locally (debian, postgres, switchboard)" step_images || finish
-run_step "compose config valid, refuses a missing cookie" step_config || finish
-run_step "docker compose up -d" step_up || finish
-run_step "containers healthy (postgres + every node)" step_healthy || finish
+run_step "images built locally (debian, postgres, haproxy, switchboard)" step_images || finish
+run_step "compose config valid with no env file" step_config || finish
+run_step "docker compose up -d (no env file)" step_up || finish
+run_step "GET /readyz through the balancer: 200 within 60 s of up" step_ready_in_60s
+run_step "containers healthy; secrets ran once, balancer runs" step_healthy || finish
+run_step "secrets generated, 0400/0440, in no config or container env" step_secrets
 run_step "http GET /healthz answers 200" step_http_health
+run_step "down and up again: same secrets, ready within 60 s" step_restart_keeps_secrets || finish
 if [ "$infra_only" -eq 1 ]; then
     finish
 fi
-run_step "http GET /readyz answers 200 (database reachable)" step_readyz
 run_step "register two users, log in, wrong password refused" step_register_login
 run_step "create a room, second user joins" step_room
 run_step "post and list messages, 401 without a token" step_messages
 run_step "SSE: a message event arrives after posting" step_sse
 run_step "admin cluster: token required, every service live" step_admin_cluster
-run_step "scale database to 3: 3 live database nodes" step_scale
+run_step "scale http=3 database=3 log=2 reporting=2 analytics=2: all up" step_scale
+run_step "requests spread over every http replica (X-Served-By)" step_spread
+run_step "200 keyed posts while an http replica is killed" step_http_kill
+run_step "SSE clients cut by a replica's death resume, miss nothing" step_sse_failover
 run_step "200 idempotent posts while a database node is killed" step_failover
 run_step "analytics cut off the network: down, then back up" step_partition
+run_step "docker compose logs: no secret, no escape codes" step_logs_clean
 finish
