@@ -43,7 +43,8 @@ GRPC, HTTP, METRICS = 7070, 8080, 9090
 NODE_VARS = {
     "SWITCHBOARD_COOKIE", "SWITCHBOARD_COOKIE_FILE", "SWITCHBOARD_NODE_NAME", "SWITCHBOARD_LISTEN",
     "SWITCHBOARD_ADVERTISE", "SWITCHBOARD_SEEDS", "SWITCHBOARD_METRICS_LISTEN",
-    "SWITCHBOARD_HTTP_LISTEN", "SWITCHBOARD_ADMIN_TOKEN", "SWITCHBOARD_DATA_DIR",
+    "SWITCHBOARD_HTTP_LISTEN", "SWITCHBOARD_ADMIN_TOKEN", "SWITCHBOARD_ADMIN_TOKEN_FILE",
+    "SWITCHBOARD_DATABASE_PASSWORD_FILE", "SWITCHBOARD_DATA_DIR",
     "SWITCHBOARD_LOG_FORMAT", "SWITCHBOARD_SHUTDOWN_GRACE_MS", "SWITCHBOARD_CONFIG",
     "SWITCHBOARD_HEARTBEAT_INTERVAL_MS", "SWITCHBOARD_HEARTBEAT_TIMEOUT_MS",
     "SWITCHBOARD_MAX_FRAME_BYTES", "SWITCHBOARD_LINK_QUEUE", "SWITCHBOARD_MAX_INBOUND_CALLS",
@@ -365,16 +366,31 @@ def check_workloads(c: Checks, objects: list[dict]) -> None:
             problems.append(f"PDB {name_of(p)} would block every eviction of a single-replica service")
     c.check("every Deployment has resources, a PDB and a termination grace above the node's", problems)
 
+    # The http Deployment has a (non-headless) Service in front of it: its selector matches the
+    # pods the Deployment makes and no other Deployment's, and each of its ports reaches the
+    # container's API port.
     problems = []
+    http = by_component["http"]
+    http_labels = http["spec"]["template"]["metadata"].get("labels", {})
     api = [s for s in services if s["spec"].get("clusterIP") != "None"
-           and selects(s["spec"].get("selector", {}), by_component["http"]["spec"]["template"]["metadata"]["labels"])]
+           and selects(s["spec"].get("selector", {}), http_labels)]
     if not api:
-        problems.append("no ClusterIP Service in front of the http pods")
-    http_container = pod_spec(by_component["http"])["containers"][0]
+        problems.append(f"no ClusterIP Service selects the pods of {name_of(http)} (labels {http_labels})")
+    http_container = pod_spec(http)["containers"][0]
     for s in api:
+        selector = s["spec"]["selector"]
+        for other in deployments:
+            if other is not http and selects(selector, other["spec"]["template"]["metadata"].get("labels", {})):
+                problems.append(f"Service {name_of(s)}: its selector {selector} also selects the pods of {name_of(other)}")
+        if not s["spec"].get("ports"):
+            problems.append(f"Service {name_of(s)}: no ports")
         for p in s["spec"].get("ports", []):
             if resolve_port(http_container, p.get("targetPort", p.get("port"))) != HTTP:
-                problems.append(f"Service {name_of(s)}: port {p.get('port')} does not reach {HTTP}")
+                problems.append(f"Service {name_of(s)}: port {p.get('port')} (targetPort {p.get('targetPort')}) "
+                                f"does not reach the container's API port {HTTP}")
+    c.check("the http Deployment has a Service in front of it, on its API port 8080", problems)
+
+    problems = []
     for ing in of_kind(objects, "Ingress"):
         for rule in ing["spec"].get("rules", []):
             for path in rule.get("http", {}).get("paths", []):
@@ -389,7 +405,7 @@ def check_workloads(c: Checks, objects: list[dict]) -> None:
                     problems.append(f"Ingress {name_of(ing)}: backend port {port} is not a port of {backend['name']}")
     if not of_kind(objects, "Ingress"):
         problems.append("no example Ingress")
-    c.check("the http API Service and the Ingress reach port 8080", problems)
+    c.check("the Ingress reaches the http Service", problems)
 
     problems = []
     targets = {h["spec"]["scaleTargetRef"]["name"] for h in of_kind(objects, "HorizontalPodAutoscaler")}
