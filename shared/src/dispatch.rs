@@ -33,6 +33,9 @@ pub(crate) async fn run_lane(
     context: LaneContext,
     mut reader: FrameReader,
 ) -> String {
+    // On the acceptor's side, the link this node dialed to the same peer: what arrives here is
+    // heard from the peer too (the failure detector watches that link). Looked up until found.
+    let mut heard_by = context.link.clone();
     loop {
         let frames = match reader.next_batch().await {
             Ok(Some(frames)) => frames,
@@ -42,7 +45,10 @@ pub(crate) async fn run_lane(
                 return "noconnection".into();
             }
         };
-        if let Some(link) = &context.link {
+        if heard_by.as_ref().is_none_or(|l| l.closed.is_cancelled()) {
+            heard_by = node.outbound_link(&context.peer, context.incarnation);
+        }
+        if let Some(link) = &heard_by {
             link.heard();
         }
         for frame in frames {

@@ -1,10 +1,11 @@
 //! One outbound link: the connection this node dialed to one peer, its three authenticated lanes,
-//! the calls waiting for replies, and the heartbeat detector that declares the peer down.
+//! the calls waiting for replies, and when the peer was last heard.
 //!
 //! Each node dials every peer it knows, so between two nodes there is one link per direction.
 //! A node sends its own calls and casts on the link it dialed; replies come back on the same
 //! stream. Heartbeats run on the control lane, apart from data, so a busy or large transfer never
-//! makes a healthy peer look dead.
+//! makes a healthy peer look dead. The node's failure detector (`membership.rs`) watches every
+//! link: anything the peer sends, on either node's connection, counts as hearing from it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,8 +52,14 @@ pub(crate) struct Link {
     replies: Replies,
     in_flight: AtomicUsize,
     opened: Instant,
-    /// Milliseconds since `opened` at which the peer was last heard on any lane.
+    /// Milliseconds since `opened` at which the peer was last heard on any lane, of this link or
+    /// of the peer's link to this node.
     last_heard_ms: AtomicU64,
+    /// Milliseconds since `opened` at which this link last sent a heartbeat, and how many.
+    last_beat_ms: AtomicU64,
+    beats: AtomicU64,
+    /// The version of this node's advertisement last queued on this link.
+    advertised: AtomicU64,
     pub(crate) closed: CancellationToken,
     max_frame: usize,
 }
@@ -84,6 +91,26 @@ impl Link {
     pub(crate) fn heard(&self) {
         let ms = self.opened.elapsed().as_millis() as u64;
         self.last_heard_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Sends a heartbeat if none went out within `interval`; returns whether it did. Only the
+    /// failure detector's task calls this, so the check and the update need not be one atomic
+    /// step.
+    pub(crate) fn beat_if_due(&self, interval: Duration) -> bool {
+        let now = self.opened.elapsed().as_millis() as u64;
+        let beats = self.beats.load(Ordering::Relaxed);
+        if beats > 0
+            && now.saturating_sub(self.last_beat_ms.load(Ordering::Relaxed))
+                < interval.as_millis() as u64
+        {
+            return false;
+        }
+        self.last_beat_ms.store(now, Ordering::Relaxed);
+        self.beats.store(beats + 1, Ordering::Relaxed);
+        self.send_control(Kind::Heartbeat(wire::Heartbeat {
+            sequence: beats + 1,
+        }));
+        true
     }
 
     pub(crate) fn silent_for(&self) -> Duration {
@@ -235,6 +262,18 @@ impl Link {
     /// control traffic is periodic and the next one supersedes it.
     pub(crate) fn send_control(&self, kind: Kind) {
         let _ = self.lanes[0].try_send(Ok(wire::Frame { kind: Some(kind) }));
+    }
+
+    /// Queues this node's advertisement and remembers its version.
+    pub(crate) fn send_advertisement(&self, advertisement: &wire::Advertisement) {
+        self.advertised
+            .fetch_max(advertisement.version, Ordering::Relaxed);
+        self.send_control(Kind::Advertise(advertisement.clone()));
+    }
+
+    /// The version of this node's advertisement last queued on this link.
+    pub(crate) fn advertised_version(&self) -> u64 {
+        self.advertised.load(Ordering::Relaxed)
     }
 
     /// Waits (bounded) until the control queue is flushed, so a goodbye is written before close.
@@ -431,6 +470,9 @@ async fn dial_inner(
         in_flight: AtomicUsize::new(0),
         opened: Instant::now(),
         last_heard_ms: AtomicU64::new(0),
+        last_beat_ms: AtomicU64::new(0),
+        beats: AtomicU64::new(0),
+        advertised: AtomicU64::new(0),
         closed,
         max_frame: max,
     });

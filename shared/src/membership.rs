@@ -31,6 +31,8 @@ const FORGET_AFTER: Duration = Duration::from_secs(300);
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const GOSSIP_INTERVAL: Duration = Duration::from_secs(1);
+/// How many peers get the full member list each gossip interval.
+const GOSSIP_FANOUT: usize = 3;
 /// How long the end of a link's data or bulk lane waits for the link to close for a known
 /// reason (a goodbye) before it closes the link as `noconnection`.
 const LANE_END_GRACE: Duration = Duration::from_millis(100);
@@ -65,19 +67,86 @@ impl NodeInner {
                     _ = tokio::time::sleep(GOSSIP_INTERVAL) => {}
                     _ = node.shutdown.cancelled() => return,
                 }
-                // The advertisement rides along: a change made while a link was still being dialed
-                // reaches that peer within one tick, whatever the interleaving.
+                // Anti-entropy, not the way news travels (a new link is announced to every
+                // member at once, see `install`): each tick a few random peers get the full
+                // member list and this node's advertisement, so the cost per node stays flat as
+                // the cluster grows while anything lost still spreads within a few ticks. Any
+                // link that has not been sent the current advertisement gets it too.
                 let gossip = node.gossip();
                 let advertisement = node.advertisement();
-                let links = node.links();
+                let mut links = node.links();
                 let queued: usize = links.iter().map(|l| l.queued()).sum();
                 node.metrics.queued_frames.set(queued as i64);
-                for link in links {
-                    link.send_control(Kind::Gossip(gossip.clone()));
-                    link.send_control(Kind::Advertise(advertisement.clone()));
+                let chosen = links.len().min(GOSSIP_FANOUT);
+                {
+                    let mut rng = rand::rng();
+                    for index in 0..chosen {
+                        let other = rng.random_range(index..links.len());
+                        links.swap(index, other);
+                    }
+                }
+                for (index, link) in links.iter().enumerate() {
+                    if index < chosen {
+                        link.send_control(Kind::Gossip(gossip.clone()));
+                        link.send_advertisement(&advertisement);
+                    } else if link.advertised_version() < advertisement.version {
+                        link.send_advertisement(&advertisement);
+                    }
                 }
             }
         });
+    }
+
+    /// Starts the failure detector: one task for every link of the node, rather than one per
+    /// link, so an idle node wakes a fixed number of times per second however many peers it
+    /// has (a timer per link was most of an idle 64-node cluster's wake-ups).
+    ///
+    /// Each tick it declares down every link silent for longer than the timeout, fails calls
+    /// past their deadline, and sends the heartbeats that are due. Of each pair of nodes, the
+    /// one whose name sorts first sends a heartbeat every interval, and the other acknowledges
+    /// it; the other sends its own only once it has heard nothing from the peer for an interval
+    /// and a half. Anything received from the peer, on either node's connection, counts as
+    /// heard. So an idle pair exchanges one heartbeat and one acknowledgement per interval, not
+    /// two of each, and a silent peer is still found within the timeout by both sides.
+    pub(crate) fn start_failure_detector(self: &Arc<Self>) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let interval = node.config.heartbeat_interval();
+            let timeout = node.config.heartbeat_timeout();
+            let fallback = interval + interval / 2;
+            // Checking five times per interval keeps detection within a fifth of an interval
+            // (50 ms by default) of the timeout; a check is a clock read and a scan of each
+            // link's waiting calls.
+            let mut tick = tokio::time::interval(interval / 5);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = node.shutdown.cancelled() => return,
+                }
+                let now = tokio::time::Instant::now();
+                for link in node.links() {
+                    let silent = link.silent_for();
+                    if silent > timeout {
+                        node.link_down(&link, "heartbeat_timeout");
+                        continue;
+                    }
+                    link.expire(now);
+                    let leads = node.name < link.peer;
+                    if (leads || silent > fallback) && link.beat_if_due(interval) {
+                        node.metrics.heartbeats.inc();
+                    }
+                }
+            }
+        });
+    }
+
+    /// The link this node dialed to `peer`'s incarnation `incarnation`, if it is open.
+    pub(crate) fn outbound_link(&self, peer: &str, incarnation: u64) -> Option<Arc<Link>> {
+        self.read_peers()
+            .get(peer)
+            .and_then(|p| p.link.clone())
+            .filter(|l| l.incarnation == incarnation && !l.closed.is_cancelled())
     }
 
     /// The members this node is linked to, for gossip.
@@ -243,18 +312,28 @@ impl NodeInner {
         });
         self.registry_did_change();
         // The peer may have missed a change made while this link was being dialed.
-        link.send_control(Kind::Advertise(self.advertisement()));
+        link.send_advertisement(&self.advertisement());
         // Tell the other members about the newcomer now rather than at the next gossip tick, so
-        // a cluster forms in round trips, not seconds.
-        let gossip = Kind::Gossip(self.gossip());
+        // a cluster forms in round trips, not seconds. Only the newcomer: each member already
+        // knows the rest, and the newcomer learned them from this node's greeting.
+        let newcomer = Kind::Gossip(wire::Gossip {
+            members: vec![wire::Member {
+                name: link.peer.clone(),
+                address: link.address.clone(),
+                incarnation: link.incarnation,
+            }],
+        });
         for other in self.links() {
-            other.send_control(gossip.clone());
+            if !Arc::ptr_eq(&other, link) {
+                other.send_control(newcomer.clone());
+            }
         }
         self.learn(greeting.gossip);
         true
     }
 
-    /// Starts the receive loops of an installed link's lanes and its heartbeat detector.
+    /// Starts the receive loops of an installed link's lanes (the node's failure detector watches
+    /// it from now on).
     fn run_link(self: &Arc<Self>, link: Arc<Link>, readers: Vec<FrameReader>) {
         let inbound_calls = Arc::new(CallLimit::new(self.config.max_inbound_calls));
         for (index, reader) in readers.into_iter().enumerate() {
@@ -292,34 +371,6 @@ impl NodeInner {
                 tokio::spawn(receive);
             }
         }
-        let node = self.clone();
-        tokio::spawn(async move {
-            let interval = node.config.heartbeat_interval();
-            let timeout = node.config.heartbeat_timeout();
-            // Checking five times per interval keeps detection within a fifth of an interval
-            // (50 ms by default) of the timeout; a check is a clock read and a scan of the
-            // link's waiting calls.
-            let mut tick = tokio::time::interval(interval / 5);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut sequence = 0u64;
-            let mut last_sent = Instant::now();
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = link.closed.cancelled() => return,
-                }
-                if link.silent_for() > timeout {
-                    node.link_down(&link, "heartbeat_timeout");
-                    return;
-                }
-                link.expire(tokio::time::Instant::now());
-                if last_sent.elapsed() >= interval {
-                    sequence += 1;
-                    last_sent = Instant::now();
-                    link.send_control(Kind::Heartbeat(wire::Heartbeat { sequence }));
-                }
-            }
-        });
     }
 
     /// Marks the peer behind `link` down (once), fails its calls and starts reconnecting.

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub(crate) node_down: IntCounterVec,
     pub(crate) failovers: IntCounterVec,
     pub(crate) provider_waits: IntCounterVec,
+    pub(crate) heartbeats: IntCounter,
     pub(crate) provider_waits_expired: IntCounterVec,
     pub(crate) queued_frames: IntGauge,
     /// Resolved call series per service, so the call path does no label lookups.
@@ -159,6 +160,11 @@ impl Metrics {
             &["service"],
         )
         .expect("metric");
+        let heartbeats = IntCounter::new(
+            "heartbeats_sent_total",
+            "Heartbeats sent, all links (of each pair of nodes, one sends them while both are heard)",
+        )
+        .expect("metric");
         let queued_frames = IntGauge::new(
             "queued_frames",
             "Frames waiting in outbound lane queues, all links",
@@ -174,6 +180,7 @@ impl Metrics {
             Box::new(node_down.clone()),
             Box::new(failovers.clone()),
             Box::new(provider_waits.clone()),
+            Box::new(heartbeats.clone()),
             Box::new(provider_waits_expired.clone()),
             Box::new(queued_frames.clone()),
         ] {
@@ -191,6 +198,7 @@ impl Metrics {
             failovers,
             provider_waits,
             provider_waits_expired,
+            heartbeats,
             queued_frames,
             series: Arc::default(),
         }

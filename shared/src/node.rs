@@ -212,6 +212,7 @@ impl NodeBuilder {
         });
         let server = crate::server::spawn(inner.clone(), listener);
         inner.start_discovery();
+        inner.start_failure_detector();
         if let Some(listen) = inner.config.metrics_listen.clone() {
             crate::metrics_endpoint::spawn(inner.clone(), &listen).await?;
         }
@@ -543,7 +544,7 @@ impl NodeInner {
             local.advertisement()
         };
         for link in self.links() {
-            link.send_control(Kind::Advertise(advertisement.clone()));
+            link.send_advertisement(&advertisement);
         }
         self.registry_did_change();
     }

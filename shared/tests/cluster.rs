@@ -35,6 +35,39 @@ async fn three_nodes_form_a_full_mesh_from_one_seed() {
     }
 }
 
+/// The heartbeats a node's metrics count so far.
+fn heartbeats(node: &switchboard::Node) -> u64 {
+    node.metrics()
+        .render()
+        .lines()
+        .find(|l| l.starts_with("switchboard_heartbeats_sent_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn of_an_idle_pair_only_the_first_by_name_sends_heartbeats() {
+    let a = bare_node("a@test", &[]).await;
+    let b = bare_node("b@test", &[a.address()]).await;
+    assert!(
+        eventually(DEADLINE, || async {
+            sees_up(&a, &["b@test"]) && sees_up(&b, &["a@test"])
+        })
+        .await
+    );
+    // Eight of a's heartbeats: two seconds with nothing else on the links.
+    assert!(eventually(DEADLINE, || async { heartbeats(&a) >= 8 }).await);
+    assert_eq!(
+        heartbeats(&b),
+        0,
+        "b hears a's heartbeats and only acknowledges them"
+    );
+    assert!(
+        sees_up(&a, &["b@test"]) && sees_up(&b, &["a@test"]),
+        "both still up"
+    );
+}
+
 #[tokio::test]
 async fn a_node_with_another_cookie_is_refused_by_every_member() {
     let a = bare_node("a@test", &[]).await;
