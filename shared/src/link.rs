@@ -32,6 +32,12 @@ use crate::replies::{Replies, Reply};
 /// How long a dial, handshake included, may take. A frozen peer accepts TCP but never answers.
 pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Dials a node makes at once. A node that learns of many members at once (joining a large
+/// cluster) dials them a few at a time: all at once, on a busy machine, every dial took longer
+/// than [`DIAL_TIMEOUT`], was abandoned half done, and was tried again, so a 64-node cluster never
+/// formed. A few at a time, each dial finishes in milliseconds.
+pub(crate) const CONCURRENT_DIALS: usize = 4;
+
 /// What the peer said when the link opened.
 #[derive(Debug)]
 pub(crate) struct Greeting {
@@ -318,6 +324,12 @@ pub(crate) async fn dial(
     node: &NodeInner,
     address: &str,
 ) -> Result<(std::sync::Arc<Link>, Greeting, Vec<FrameReader>), NodeError> {
+    // The timeout runs once this dial's turn has come.
+    let _turn = node
+        .dial_permits
+        .acquire()
+        .await
+        .map_err(|_| NodeError::ShuttingDown)?;
     tokio::time::timeout(DIAL_TIMEOUT, dial_inner(node, address))
         .await
         .map_err(|_| NodeError::Transport(format!("dialing {address} timed out")))?

@@ -67,6 +67,8 @@ pub(crate) struct NodeInner {
     pub(crate) peers: RwLock<HashMap<String, Peer>>,
     /// Addresses being dialed right now, so discovery never dials one twice at once.
     pub(crate) dialing: Mutex<HashSet<String>>,
+    /// Dials in progress at once, at most [`crate::link::CONCURRENT_DIALS`].
+    pub(crate) dial_permits: tokio::sync::Semaphore,
     /// Which node answered at an address, learnt from handshakes.
     pub(crate) address_book: Mutex<HashMap<String, String>>,
     /// Peers with a reconnect loop running.
@@ -198,6 +200,7 @@ impl NodeBuilder {
             }),
             peers: RwLock::new(HashMap::new()),
             dialing: Mutex::new(HashSet::new()),
+            dial_permits: tokio::sync::Semaphore::new(crate::link::CONCURRENT_DIALS),
             address_book: Mutex::new(HashMap::new()),
             reconnecting: Mutex::new(HashSet::new()),
             events,
