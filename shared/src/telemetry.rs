@@ -41,7 +41,12 @@ pub fn init(format: LogFormat, extra: Vec<BoxedLayer>) {
             .with_current_span(true)
             .with_span_list(false)
             .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(false).boxed(),
+        // Colours only on a terminal: Docker, `switchboard up` and log files keep escape codes
+        // as text.
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed(),
     };
     let mut layers = extra;
     layers.push(fmt.with_filter(filter).boxed());
