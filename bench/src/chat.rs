@@ -192,6 +192,7 @@ async fn measure(
             .unwrap_or_default(),
         memory: delivery.as_ref().map(Delivery::memory).unwrap_or_default(),
         checks,
+        ..Section::default()
     })
 }
 

@@ -147,6 +147,8 @@ pub(crate) enum Scale {
     Count,
     /// An amount of memory in MiB, read as `12.3 MiB`.
     Mebibytes,
+    /// A percentage (of a CPU core), read as `0.42%`.
+    Percent,
 }
 
 /// A number the report checks and the bound it is held to.
@@ -193,6 +195,17 @@ impl Check {
             measured: mebibytes,
             bound,
             scale: Scale::Mebibytes,
+        }
+    }
+
+    /// A percentage (such as CPU time as a share of one core), held to `bound`; `None` (not
+    /// measured) reads n/a.
+    pub(crate) fn percent(what: impl Into<String>, measured: Option<f64>, bound: Bound) -> Self {
+        Self {
+            what: what.into(),
+            measured: measured.unwrap_or(f64::NAN),
+            bound,
+            scale: Scale::Percent,
         }
     }
 

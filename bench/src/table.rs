@@ -1,6 +1,7 @@
 //! The report: per scenario family, a table of measured points (rates and latencies), a table of
 //! observations that are not rates (how long a failover took, how many calls failed), for a
-//! family that measures memory one of process footprints, and one of checks against the
+//! family that measures memory one of process footprints, for a family whose results are a
+//! curve captioned tables of its own shape ([`Grid`]), and one of checks against the
 //! runtime's floors, under a header that states how the run was set up (worker counts,
 //! durations, CPUs, commit); rendered as aligned text for the terminal and as Markdown for
 //! `BENCHMARKS.md`. A family that could not run (a tool or binary missing) reports a section
@@ -71,6 +72,17 @@ pub(crate) struct MemoryRow {
     pub(crate) peak: u64,
 }
 
+/// A captioned table of a family's own shape, for results that are a curve: one row per setting
+/// (a cluster size, say) and one column per figure. The first column is left-aligned, the rest
+/// right-aligned.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Grid {
+    /// One line above the table saying what it shows.
+    pub(crate) caption: String,
+    pub(crate) header: Vec<String>,
+    pub(crate) rows: Vec<Vec<String>>,
+}
+
 /// What one scenario family reports. A family skipped (for lack of a tool or a binary) has notes
 /// saying why and no tables.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +93,7 @@ pub(crate) struct Section {
     pub(crate) rows: Vec<Row>,
     pub(crate) observations: Vec<Observation>,
     pub(crate) memory: Vec<MemoryRow>,
+    pub(crate) grids: Vec<Grid>,
     pub(crate) checks: Vec<Check>,
 }
 
@@ -94,24 +107,50 @@ impl Section {
         }
     }
 
-    /// The section's tables, those that have rows, in order: each as cells with its columns'
-    /// right-alignment (for Markdown).
-    fn tables(&self) -> Vec<(Vec<Vec<String>>, &'static [bool])> {
-        let mut tables: Vec<(Vec<Vec<String>>, &'static [bool])> = Vec::new();
+    /// The section's tables, those that have rows, in order: each with its caption if it has
+    /// one, as cells with its columns' right-alignment (for Markdown).
+    fn tables(&self) -> Vec<Table<'_>> {
+        let plain = |cells, right: &[bool]| Table {
+            caption: None,
+            cells,
+            right: right.to_vec(),
+        };
+        let mut tables = Vec::new();
         if !self.rows.is_empty() {
-            tables.push((measurement_cells(self), &[false, true, true, true, true]));
+            tables.push(plain(
+                measurement_cells(self),
+                &[false, true, true, true, true],
+            ));
         }
         if !self.observations.is_empty() {
-            tables.push((observation_cells(self), &[false, true, false]));
+            tables.push(plain(observation_cells(self), &[false, true, false]));
         }
         if !self.memory.is_empty() {
-            tables.push((memory_cells(self), &[false, false, true, true]));
+            tables.push(plain(memory_cells(self), &[false, false, true, true]));
+        }
+        for grid in self.grids.iter().filter(|g| !g.rows.is_empty()) {
+            let mut cells = vec![grid.header.clone()];
+            cells.extend(grid.rows.iter().cloned());
+            let right = (0..grid.header.len()).map(|c| c > 0).collect();
+            tables.push(Table {
+                caption: Some(&grid.caption),
+                cells,
+                right,
+            });
         }
         if !self.checks.is_empty() {
-            tables.push((check_cells(self), &[false, true, true, false]));
+            tables.push(plain(check_cells(self), &[false, true, true, false]));
         }
         tables
     }
+}
+
+/// One table of a section, ready to render.
+struct Table<'a> {
+    caption: Option<&'a str>,
+    cells: Vec<Vec<String>>,
+    /// Whether each column is right-aligned in Markdown.
+    right: Vec<bool>,
 }
 
 /// The whole run.
@@ -176,9 +215,12 @@ impl Report {
             for note in &section.notes {
                 let _ = writeln!(out, "   {note}");
             }
-            for (cells, _) in section.tables() {
+            for table in section.tables() {
                 out.push('\n');
-                out.push_str(&aligned(&cells));
+                if let Some(caption) = table.caption {
+                    let _ = writeln!(out, "{caption}");
+                }
+                out.push_str(&aligned(&table.cells));
             }
         }
         out
@@ -204,9 +246,12 @@ impl Report {
             for note in &section.notes {
                 let _ = writeln!(out, "- {note}");
             }
-            for (cells, right) in section.tables() {
+            for table in section.tables() {
                 out.push('\n');
-                out.push_str(&markdown(&cells, right));
+                if let Some(caption) = table.caption {
+                    let _ = writeln!(out, "{caption}\n");
+                }
+                out.push_str(&markdown(&table.cells, &table.right));
             }
         }
         out
@@ -313,6 +358,7 @@ fn checked_value(scale: Scale, value: f64, round: bool) -> String {
         Scale::Ratio => format!("{value:.2}x"),
         Scale::Count => thousands(value),
         Scale::Mebibytes => mebibytes(value),
+        Scale::Percent => percent(value),
         Scale::Time if round => {
             let d = Duration::from_secs_f64(value);
             if d >= Duration::from_secs(1) {
@@ -393,12 +439,17 @@ pub(crate) fn thousands(value: f64) -> String {
 pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 
 /// An amount of memory given in MiB, as `12.3 MiB`.
-fn mebibytes(value: f64) -> String {
+pub(crate) fn mebibytes(value: f64) -> String {
     format!("{value:.1} MiB")
 }
 
+/// A percentage (of a CPU core, say), as `0.42%`.
+pub(crate) fn percent(value: f64) -> String {
+    format!("{value:.2}%")
+}
+
 /// A latency in the unit that keeps three significant figures readable.
-fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     let micros = d.as_secs_f64() * 1e6;
     if micros < 10.0 {
         format!("{micros:.2} µs")
