@@ -30,6 +30,9 @@ SCENARIOS:
                 or .ci/postgres.sh starts one); skipped, saying so, without either
     fanout      small calls alone and beside one-way casts at full rate to the server's group
                 (fan-out to the log and analytics groups): delivered msgs/s, call p99, peak RSS
+    cluster     N echo nodes (N = 5, 16, 32, 64, 128) in one cluster: time to a full mesh, idle
+                CPU, RSS and TCP connections per node, kill -9 and SIGSTOP seen down by every
+                node under 1,000 idempotent calls/s, and idle Erlang clusters of the same sizes
     all         every scenario family implemented so far
 
 OPTIONS:
@@ -45,6 +48,10 @@ OPTIONS:
                             and its servers to disjoint CPUs with taskset)
     --testnode              serve Switchboard from the switchboard-testnode binary next to the
                             bench executable instead of re-executing the bench itself
+    --nodes N,N,...         cluster: the cluster sizes to measure (default 5,16,32,64,128;
+                            --quick: 5,16)
+    --svg PATH              cluster: write the scaling chart there (default: cluster-scaling.svg
+                            beside the --markdown report; without either, no chart)
 ";
 
 /// The length each point's slices aim at: short enough that every point sees the machine in
@@ -68,11 +75,13 @@ pub(crate) enum Family {
     Chat,
     /// Small calls beside one-way casts to a group at full rate.
     Fanout,
+    /// The cost of membership and failure detection as a cluster grows from 5 to 128 nodes.
+    Cluster,
 }
 
 impl Family {
     /// Every family, in the order `all` runs them.
-    pub(crate) const ALL: [Family; 7] = [
+    pub(crate) const ALL: [Family; 8] = [
         Family::Runtime,
         Family::Failover,
         Family::Hol,
@@ -80,6 +89,7 @@ impl Family {
         Family::Footprint,
         Family::Chat,
         Family::Fanout,
+        Family::Cluster,
     ];
 }
 
@@ -92,6 +102,9 @@ pub(crate) enum ServerKind {
     Tonic,
     /// The axum JSON echo endpoint.
     JsonHttp,
+    /// A member of the cluster family's clusters: an `echo` node seeded from
+    /// `SWITCHBOARD_SEEDS`, logging its membership decisions as JSON lines on stdout.
+    ClusterNode,
 }
 
 impl ServerKind {
@@ -101,6 +114,7 @@ impl ServerKind {
             ServerKind::Node => "serve-node",
             ServerKind::Tonic => "serve-tonic",
             ServerKind::JsonHttp => "serve-http",
+            ServerKind::ClusterNode => "serve-cluster-node",
         }
     }
 }
@@ -131,6 +145,10 @@ pub(crate) struct RunOptions {
     pub(crate) cpus: usize,
     /// `--only`: measure only the points whose `scenario @in-flight` contains this.
     pub(crate) only: Option<String>,
+    /// `--nodes`: the cluster sizes the cluster family measures, if not its defaults.
+    pub(crate) nodes: Option<Vec<usize>>,
+    /// `--svg`: where the cluster family writes its chart, if not beside the Markdown report.
+    pub(crate) svg: Option<PathBuf>,
     /// The command line as typed, for the Markdown report.
     pub(crate) command_line: String,
 }
@@ -174,10 +192,12 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Command> {
         "footprint" => vec![Family::Footprint],
         "chat" => vec![Family::Chat],
         "fanout" => vec![Family::Fanout],
+        "cluster" => vec![Family::Cluster],
         "all" => Family::ALL.to_vec(),
         "serve-node" => return serve(ServerKind::Node, rest),
         "serve-tonic" => return serve(ServerKind::Tonic, rest),
         "serve-http" => return serve(ServerKind::JsonHttp, rest),
+        "serve-cluster-node" => return serve(ServerKind::ClusterNode, rest),
         other => bail!("unknown scenario family {other:?}\n\n{USAGE}"),
     };
     let mut options = RunOptions {
@@ -193,6 +213,8 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Command> {
         placement: Placement::Unpinned("not decided yet".into()),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         only: None,
+        nodes: None,
+        svg: None,
         command_line: command_line(args),
     };
     let mut rest = rest.iter();
@@ -220,6 +242,8 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Command> {
             "--testnode" => options.testnode = true,
             "--no-pin" => options.pin = false,
             "--only" => options.only = Some(value()?),
+            "--nodes" => options.nodes = Some(node_counts(&value()?)?),
+            "--svg" => options.svg = Some(PathBuf::from(value()?)),
             other => bail!("unknown option {other:?}\n\n{USAGE}"),
         }
     }
@@ -247,6 +271,22 @@ fn workers(value: &str) -> anyhow::Result<usize> {
         Ok(n) if n > 0 => Ok(n),
         _ => bail!("a worker count is a positive integer, not {value:?}"),
     }
+}
+
+/// `--nodes 5,16`: cluster sizes, each at least 4: the family kills two nodes and hangs a third,
+/// and at least one must be left to see it.
+fn node_counts(value: &str) -> anyhow::Result<Vec<usize>> {
+    let counts = value
+        .split(',')
+        .map(|n| match n.trim().parse::<usize>() {
+            Ok(n) if n >= 4 => Ok(n),
+            _ => bail!("--nodes takes cluster sizes of at least 4, like 5,16, not {n:?}"),
+        })
+        .collect::<anyhow::Result<Vec<usize>>>()?;
+    if counts.is_empty() {
+        bail!("--nodes needs at least one cluster size");
+    }
+    Ok(counts)
 }
 
 /// `switchboard-bench <args>`, as it would be typed again.
@@ -333,6 +373,7 @@ mod tests {
             ("erlang", Family::Erlang),
             ("footprint", Family::Footprint),
             ("fanout", Family::Fanout),
+            ("cluster", Family::Cluster),
         ] {
             let Command::Run { families, .. } = parse(&args(name)).unwrap() else {
                 panic!("expected a run");
@@ -340,5 +381,26 @@ mod tests {
             assert_eq!(families, vec![family]);
             assert!(Family::ALL.contains(&family));
         }
+    }
+
+    #[test]
+    fn cluster_sizes_and_chart_path() {
+        let Command::Run { families, options } =
+            parse(&args("cluster --nodes 5,16 --svg docs/c.svg")).unwrap()
+        else {
+            panic!("expected a run");
+        };
+        assert_eq!(families, vec![Family::Cluster]);
+        assert_eq!(options.nodes, Some(vec![5, 16]));
+        assert_eq!(options.svg, Some(PathBuf::from("docs/c.svg")));
+        assert!(parse(&args("cluster --nodes 3")).is_err());
+        assert!(parse(&args("cluster --nodes 5,x")).is_err());
+        assert!(matches!(
+            parse(&args("serve-cluster-node --workers 1")).unwrap(),
+            Command::Serve {
+                kind: ServerKind::ClusterNode,
+                workers: 1
+            }
+        ));
     }
 }

@@ -91,7 +91,7 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>>
         .prefix("switchboard-bench-erlang-")
         .tempdir()
         .context("a temporary directory for the Erlang module")?;
-    compile(&erlc, code.path())?;
+    compile(&erlc, code.path(), MODULE, SOURCE)?;
     let erlang = ErlangPair::start(&erl, code.path(), options).await?;
     let switchboard = RemoteEcho::start(options).await?;
     let casts = Arc::new(Mutex::new(ErlangCasts::default()));
@@ -204,17 +204,18 @@ fn aim_note(rows: &[Row]) -> String {
 }
 
 /// `name` in a directory of `PATH`, if it is there and can be run.
-fn on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|candidate| server_process::is_executable(candidate))
 }
 
-/// Writes the Erlang module into `dir` and compiles it there with `erlc`.
-fn compile(erlc: &Path, dir: &Path) -> anyhow::Result<()> {
-    let source = dir.join(format!("{MODULE}.erl"));
-    std::fs::write(&source, SOURCE).with_context(|| format!("writing {}", source.display()))?;
+/// Writes the Erlang module `module` (its text `text`) into `dir` and compiles it there with
+/// `erlc`.
+pub(crate) fn compile(erlc: &Path, dir: &Path, module: &str, text: &str) -> anyhow::Result<()> {
+    let source = dir.join(format!("{module}.erl"));
+    std::fs::write(&source, text).with_context(|| format!("writing {}", source.display()))?;
     let output = std::process::Command::new(erlc)
         .arg("-o")
         .arg(dir)
@@ -224,7 +225,7 @@ fn compile(erlc: &Path, dir: &Path) -> anyhow::Result<()> {
         .context("running erlc")?;
     ensure!(
         output.status.success(),
-        "erlc failed to compile {MODULE}.erl ({}):\n{}{}",
+        "erlc failed to compile {module}.erl ({}):\n{}{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)

@@ -12,8 +12,8 @@
 //! [`failover`] (a provider killed or hung under load), [`hol`] (small calls beside 1 MiB
 //! transfers), [`erlang`] (the runtime's shapes against two Erlang nodes), [`footprint`] (idle
 //! memory of the service binaries), [`chat`] (the chat's node binaries on PostgreSQL against
-//! raw inserts, and SSE delivery) and [`fanout`] (small calls beside casts to a group at full
-//! rate); [`echo_node`] is the Switchboard server they call and the client side they share
+//! raw inserts, and SSE delivery), [`fanout`] (small calls beside casts to a group at full
+//! rate) and [`cluster`] (membership and failure detection from 5 to 128 nodes); [`echo_node`] is the Switchboard server they call and the client side they share
 //! (cluster set-up, calls, one-way casts); [`points`] measures a family's points in turn;
 //! [`load`] drives closed- and open-loop load; [`stats`] turns samples into rates, percentiles
 //! and checks; [`table`] renders the report; [`server_process`] starts, faults and stops the
@@ -22,6 +22,7 @@
 mod baseline;
 mod chat;
 mod cli;
+mod cluster;
 mod echo_node;
 mod erlang;
 mod failover;
@@ -59,8 +60,19 @@ fn log_to_stderr() {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    log_to_stderr();
-    match cli::parse(&args)? {
+    let command = cli::parse(&args);
+    // A cluster member's log is its report: JSON lines on stdout, read by the bench that
+    // started it (see `cluster::serve_member`).
+    if !matches!(
+        command,
+        Ok(Command::Serve {
+            kind: ServerKind::ClusterNode,
+            ..
+        })
+    ) {
+        log_to_stderr();
+    }
+    match command? {
         Command::Help => {
             table::write_stdout(cli::USAGE)?;
             Ok(())
@@ -72,6 +84,7 @@ fn main() -> anyhow::Result<()> {
                     ServerKind::Node => echo_node::serve().await,
                     ServerKind::Tonic => baseline::tonic_echo::serve().await,
                     ServerKind::JsonHttp => baseline::json_http::serve().await,
+                    ServerKind::ClusterNode => cluster::serve_member().await,
                 }
             })
         }
@@ -120,6 +133,7 @@ async fn run(families: &[Family], options: &RunOptions) -> anyhow::Result<Report
             Family::Footprint => footprint::run(options).await?,
             Family::Chat => chat::run(options).await?,
             Family::Fanout => fanout::run(options).await?,
+            Family::Cluster => cluster::run(options).await?,
         };
         report.sections.extend(section);
     }

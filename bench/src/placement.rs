@@ -84,6 +84,29 @@ impl Placement {
         }
     }
 
+    /// A command that runs `program` on the client and server CPUs together (or unpinned): for
+    /// the many processes of a cluster, which share the machine as a cluster's nodes would,
+    /// rather than queue on the one server CPU. Without it they would inherit the bench's own
+    /// pinning to the client CPUs.
+    pub(crate) fn shared_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match self {
+            Placement::Pinned { client, server } => pinned(&format!("{client},{server}"), program),
+            Placement::Unpinned(_) => Command::new(program),
+        }
+    }
+
+    /// The CPUs [`Placement::shared_command`] runs on, for a family's notes.
+    pub(crate) fn describe_shared(&self) -> String {
+        match self {
+            Placement::Pinned { client, server } => {
+                format!(
+                    "on CPUs {client},{server} (shared with the bench, which is on CPU {client})"
+                )
+            }
+            Placement::Unpinned(_) => "wherever the kernel puts them (not pinned)".into(),
+        }
+    }
+
     /// For the report's header.
     pub(crate) fn describe(&self) -> String {
         match self {
