@@ -13,8 +13,9 @@
 //! transfers), [`erlang`] (the runtime's shapes against two Erlang nodes), [`footprint`] (idle
 //! memory of the service binaries), [`chat`] (the chat's node binaries on PostgreSQL against
 //! raw inserts, and SSE delivery), [`fanout`] (small calls beside casts to a group at full
-//! rate) and [`cluster`] (membership and failure detection from 5 to 128 nodes); [`echo_node`] is the Switchboard server they call and the client side they share
-//! (cluster set-up, calls, one-way casts); [`points`] measures a family's points in turn;
+//! rate) and [`cluster`] (membership and failure detection from 5 to 128 nodes); [`echo_node`]
+//! is the Switchboard server they call and the client side they share (cluster set-up, calls,
+//! one-way casts); [`points`] measures a family's points in turn;
 //! [`load`] drives closed- and open-loop load; [`stats`] turns samples into rates, percentiles
 //! and checks; [`table`] renders the report; [`server_process`] starts, faults and stops the
 //! server processes; and [`placement`] pins client and servers to disjoint CPUs.
