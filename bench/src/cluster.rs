@@ -811,7 +811,7 @@ fn write_chart(options: &RunOptions, sizes: &[Size]) -> anyhow::Result<Option<St
         }));
     }
     let svg = chart::render(
-        "Switchboard cluster at rest, one process per node on 2 CPUs",
+        "Switchboard and Erlang clusters on one machine (one process per node, 2 CPUs)",
         &ns,
         &[
             chart::Panel {
