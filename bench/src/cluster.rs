@@ -263,6 +263,8 @@ struct Switchboard {
     /// Last start -> full mesh; `None` if not within [`MESH_DEADLINE`] (nothing else is then
     /// measured).
     mesh: Option<Duration>,
+    /// Why there is no mesh, if there is none.
+    unformed: Option<String>,
     idle: Option<Idle>,
     faults: Option<Faults>,
 }
@@ -429,6 +431,8 @@ struct Cluster {
     journal: Arc<watch::Sender<Journal>>,
     /// Last start -> full mesh, if it formed within the deadline.
     formed: Option<Duration>,
+    /// If it did not: how far from a mesh it was at the deadline.
+    unformed: Option<String>,
 }
 
 impl Cluster {
@@ -448,6 +452,7 @@ impl Cluster {
             names,
             journal,
             formed: None,
+            unformed: None,
         };
         let first = cluster.names[0].clone();
         cluster.members.push(Member::spawn(
@@ -477,12 +482,17 @@ impl Cluster {
             .await
             .map(|mesh| mesh.duration_since(last_start).unwrap_or_default());
         if cluster.formed.is_none() {
-            progress(format_args!(
-                "cluster: no full mesh of {} nodes within {} s{}",
-                names.len(),
+            let (count, pairs) = cluster.journal.borrow().unmeshed(&names, None, 4);
+            let unformed = format!(
+                "no full mesh within {} s: {count} of {} pairs not up at the deadline (e.g. \
+                 {}){}",
                 seconds(mesh_deadline),
+                names.len() * (names.len() - 1),
+                pairs.join("; "),
                 cluster.exits()
-            ));
+            );
+            progress(format_args!("cluster: {} nodes: {unformed}", names.len()));
+            cluster.unformed = Some(unformed);
         }
         Ok(cluster)
     }
@@ -638,6 +648,7 @@ async fn switchboard(
     let Some(mesh) = cluster.formed else {
         return Ok(Switchboard {
             mesh: None,
+            unformed: cluster.unformed.take(),
             idle: None,
             faults: None,
         });
@@ -652,6 +663,7 @@ async fn switchboard(
     let faults = faults(&mut cluster, &cookie).await?;
     Ok(Switchboard {
         mesh: Some(mesh),
+        unformed: None,
         idle: Some(idle),
         faults: Some(faults),
     })
@@ -1125,12 +1137,8 @@ fn fault_notes(sizes: &[Size]) -> Vec<String> {
             notes.push(format!("{} Erlang nodes at net_ticktime 1: {why}", size.n));
         }
         let Some(f) = &size.switchboard.faults else {
-            if size.switchboard.mesh.is_none() {
-                notes.push(format!(
-                    "{} nodes: no full mesh within {} s, nothing else measured",
-                    size.n,
-                    seconds(MESH_DEADLINE)
-                ));
+            if let Some(why) = &size.switchboard.unformed {
+                notes.push(format!("{} nodes: {why}; nothing else measured", size.n));
             }
             continue;
         };
@@ -1213,6 +1221,7 @@ mod tests {
             n,
             switchboard: Switchboard {
                 mesh: Some(ms(mesh)),
+                unformed: None,
                 idle: Some(Idle {
                     cpu: vec![cpu, cpu],
                     rss: vec![10 << 20, 12 << 20],

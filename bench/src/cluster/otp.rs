@@ -123,7 +123,7 @@ impl Otp {
             mesh: cluster.formed,
             idle: None,
             tuned: None,
-            tuned_missing: Some("no full mesh".into()),
+            tuned_missing: Some(cluster.unformed.take().unwrap_or_default()),
         };
         if cluster.formed.is_none() {
             return Ok(measured);
