@@ -236,6 +236,11 @@ fn keep_lines(
     });
 }
 
+/// The JSON body of the answer to `request`.
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// A user of the chat API, posting through any of the cluster's http replicas.
 struct User {
     client: reqwest::Client,
@@ -246,15 +251,12 @@ struct User {
 impl User {
     async fn register(urls: &[String], name: &str) -> User {
         let client = reqwest::Client::new();
-        let reply: Value = client
-            .post(format!("{}/v1/auth/register", urls[0]))
-            .json(&json!({ "username": name, "password": "correct horse battery" }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let reply = json_of(
+            client
+                .post(format!("{}/v1/auth/register", urls[0]))
+                .json(&json!({ "username": name, "password": "correct horse battery" })),
+        )
+        .await;
         let token = reply["token"].as_str().expect("a token").to_owned();
         User {
             client,
@@ -264,18 +266,14 @@ impl User {
     }
 
     async fn create_room(&self, name: &str) -> i64 {
-        let reply: Value = self
-            .client
-            .post(format!("{}/v1/rooms", self.urls[0]))
-            .bearer_auth(&self.token)
-            .header("Idempotency-Key", format!("room-{name}"))
-            .json(&json!({ "name": name }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let reply = json_of(
+            self.client
+                .post(format!("{}/v1/rooms", self.urls[0]))
+                .bearer_auth(&self.token)
+                .header("Idempotency-Key", format!("room-{name}"))
+                .json(&json!({ "name": name })),
+        )
+        .await;
         reply["id"].as_i64().expect("a room id")
     }
 
@@ -323,19 +321,15 @@ impl User {
         let mut stored = Vec::new();
         let mut after = 0;
         loop {
-            let page: Value = self
-                .client
-                .get(format!(
-                    "{}/v1/rooms/{room}/messages?after={after}&limit=200",
-                    self.urls[0]
-                ))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let page = json_of(
+                self.client
+                    .get(format!(
+                        "{}/v1/rooms/{room}/messages?after={after}&limit=200",
+                        self.urls[0]
+                    ))
+                    .bearer_auth(&self.token),
+            )
+            .await;
             let messages = page["messages"].as_array().unwrap();
             if messages.is_empty() {
                 return stored;
