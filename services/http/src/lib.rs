@@ -24,6 +24,7 @@ mod session_cache;
 pub mod startup;
 mod state;
 mod validation;
+mod web;
 
 use switchboard::{Cookie, Node, NodeBuilder, NodeConfig, NodeError};
 

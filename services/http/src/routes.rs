@@ -6,6 +6,7 @@ pub(crate) mod anomalies;
 pub(crate) mod events;
 pub(crate) mod logs;
 pub(crate) mod messages;
+pub(crate) mod nodes;
 pub(crate) mod operations;
 pub(crate) mod reports;
 pub(crate) mod rooms;

@@ -26,11 +26,12 @@ use crate::rate_limit::RateLimiter;
 use crate::reporting::Reporting;
 use crate::request_id;
 use crate::routes::{
-    accounts, analytics, anomalies, events, logs, messages, operations, reports, rooms,
+    accounts, analytics, anomalies, events, logs, messages, nodes, operations, reports, rooms,
 };
 use crate::served_by;
 use crate::session_cache::SessionCache;
 use crate::state::{AppState, Pieces};
+use crate::web;
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -54,7 +55,9 @@ pub(crate) fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(events::room_events))
         .routes(routes!(analytics::room_analytics))
         .routes(routes!(analytics::cluster_analytics))
+        .routes(routes!(analytics::admin_room_analytics))
         .routes(routes!(operations::cluster))
+        .routes(routes!(nodes::nodes))
         .routes(routes!(logs::query_logs))
         .routes(routes!(logs::tail_logs))
         .routes(routes!(reports::file_report))
@@ -76,6 +79,7 @@ pub(crate) fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
                 async move { Json(document.as_ref().clone()) }
             }),
         )
+        .merge(web::routes())
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -137,6 +141,7 @@ impl Application {
             latency: switchboard_analytics::DeliveryLatency::start(&node),
             log_tail,
             settings: Arc::new(settings),
+            clock: nodes::NodeClock::start(&node),
             node: node.clone(),
         });
         let (app, _) = router(state);

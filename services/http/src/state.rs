@@ -11,6 +11,7 @@ use crate::live::LiveHub;
 use crate::log_tail::LogTail;
 use crate::rate_limit::RateLimiter;
 use crate::reporting::Reporting;
+use crate::routes::nodes::NodeClock;
 use crate::session_cache::SessionCache;
 
 /// Shared state of the API. One `Arc`, because axum clones the state for every request: cloning
@@ -53,6 +54,8 @@ pub(crate) struct Pieces {
     pub(crate) sessions: Arc<SessionCache>,
     /// Settings.
     pub(crate) settings: Arc<HttpSettings>,
+    /// When this node saw each peer come up (the dashboard's uptimes).
+    pub(crate) clock: NodeClock,
 }
 
 impl FromRef<AppState> for Database {

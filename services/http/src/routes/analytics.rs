@@ -115,6 +115,9 @@ pub(crate) struct Analytics {
     /// The room, for a room's view.
     #[serde(skip_serializing_if = "Option::is_none")]
     room_id: Option<i64>,
+    /// The room's name, in the operators' view of one room.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room_name: Option<String>,
     /// Start of the first bucket, RFC 3339.
     from: String,
     /// When the figures were computed, RFC 3339.
@@ -171,6 +174,7 @@ impl From<wire::AnalyticsReport> for Analytics {
         Self {
             window: report.window,
             room_id: None,
+            room_name: None,
             from: timestamp(report.from_ms),
             to: timestamp(report.to_ms),
             bucket_seconds: report.bucket_ms / 1000,
@@ -279,4 +283,29 @@ pub(crate) async fn cluster_analytics(
     ApiQuery(query): ApiQuery<AnalyticsQuery>,
 ) -> Result<Json<Analytics>, ApiError> {
     Ok(Json(report(&state, 0, query.window).await?))
+}
+
+/// One room's activity over a window, for operators (the dashboard's per-room charts).
+#[utoipa::path(get, path = "/v1/admin/rooms/{room_id}/analytics", tag = "admin", security(("admin" = [])),
+    params(("room_id" = i64, Path, description = "The room"), AnalyticsQuery),
+    responses((status = 200, body = Analytics), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub(crate) async fn admin_room_analytics(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(room_id): ApiPath<i64>,
+    ApiQuery(query): ApiQuery<AnalyticsQuery>,
+) -> Result<Json<Analytics>, ApiError> {
+    if room_id < 1 {
+        return Err(ApiError::validation("room_id", "room_id must be positive"));
+    }
+    // Any user may see a room (user 0 is no member of any); an unknown room is room_not_found,
+    // answered without waiting for the figures.
+    let room = async { Ok::<_, ApiError>(state.database.get_room(0, room_id).await?) };
+    let (room, analytics) = tokio::try_join!(room, report(&state, room_id, query.window))?;
+    Ok(Json(Analytics {
+        room_id: Some(room_id),
+        room_name: Some(room.name),
+        ..analytics
+    }))
 }
