@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Browser tests of the web chat client and the dashboard: headless Debian chromium driven through
+# chromium-driver by Python's selenium, against a real cluster.
+#
+#   bash tests/browser/run.sh                       starts `switchboard up` on free ports (SQLite
+#                                                   in a temporary directory) and stops it after
+#   bash tests/browser/run.sh --url http://127.0.0.1:8080 --admin-token-file F
+#                                                   runs against a cluster already running there
+#                                                   (e.g. compose behind its load balancer); the
+#                                                   test that kills a node process is skipped
+#
+# Installs what is missing (chromium, chromium-driver, a venv with selenium under target/).
+# Screenshots go to target/browser-artifacts/. The last line is 'N passed, M failed'; the exit
+# status is non-zero when a test failed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+
+url=""
+token_file=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --url) url="$2"; shift 2 ;;
+        --admin-token-file) token_file="$2"; shift 2 ;;
+        *) echo "unknown argument: $1 (use --url URL --admin-token-file FILE)" >&2; exit 2 ;;
+    esac
+done
+if [ -n "$url" ] && [ -z "$token_file" ]; then
+    echo "--url needs --admin-token-file" >&2
+    exit 2
+fi
+
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    echo "installing chromium and chromium-driver from Debian's packages" >&2
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >&2
+fi
+
+venv="$root/target/browser-venv"
+if ! "$venv/bin/python" -c 'import selenium' >/dev/null 2>&1; then
+    echo "creating $venv with selenium" >&2
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q 'selenium>=4.20' >&2
+fi
+
+artifacts="$root/target/browser-artifacts"
+mkdir -p "$artifacts"
+
+up_pid=""
+data_dir=""
+cleanup() {
+    if [ -n "$up_pid" ] && kill -0 "$up_pid" 2>/dev/null; then
+        kill -TERM "$up_pid" 2>/dev/null || true
+        wait "$up_pid" 2>/dev/null || true
+    fi
+    if [ -n "$data_dir" ]; then rm -rf "$data_dir"; fi
+}
+trap cleanup EXIT
+
+if [ -z "$url" ]; then
+    # The binaries `up` runs are built beside it; a debug build is what the tests build too.
+    cargo build --workspace --bins --locked >&2
+    data_dir=$(mktemp -d)
+    log="$artifacts/switchboard-up.log"
+    "$root/target/debug/switchboard" up --http 127.0.0.1:0 --data-dir "$data_dir" >"$log" 2>&1 &
+    up_pid=$!
+    deadline=$(( $(date +%s) + 120 ))
+    until grep -q "Switchboard is up:" "$log"; do
+        if ! kill -0 "$up_pid" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
+            echo "switchboard up did not come up:" >&2
+            tail -50 "$log" >&2
+            echo "0 passed, 1 failed"
+            exit 1
+        fi
+        sleep 0.2
+    done
+    # The first URL after "Switchboard is up:" is the first http node's.
+    url=$(sed -n '/Switchboard is up:/,$p' "$log" | grep -o 'http://[0-9.:]*' | head -1)
+    token_file="$data_dir/admin-token"
+fi
+
+args=(--url "$url" --admin-token-file "$token_file" --artifacts "$artifacts")
+if [ -n "$up_pid" ]; then args+=(--up-pid "$up_pid"); fi
+set +e
+"$venv/bin/python" "$root/tests/browser/test_web.py" "${args[@]}"
+status=$?
+set -e
+exit "$status"
