@@ -52,6 +52,9 @@ pub struct HttpSettings {
     /// `SWITCHBOARD_SESSION_CACHE_MS`: how long this node trusts a session it checked without
     /// asking the database again (logouts reach every node at once regardless); 0 turns it off.
     pub session_cache_ms: u64,
+    /// `SWITCHBOARD_HEADER_TIMEOUT_MS`: how long a client may take to send a request's head
+    /// before its connection is closed (slow clients hold no connection for long).
+    pub header_timeout_ms: u64,
 }
 
 impl Default for HttpSettings {
@@ -64,6 +67,7 @@ impl Default for HttpSettings {
             request_timeout_ms: 5000,
             session_days: 30,
             session_cache_ms: 5000,
+            header_timeout_ms: 10_000,
         }
     }
 }

@@ -6,6 +6,7 @@ mod support;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use support::*;
+use switchboard_http::HttpSettings;
 
 async fn cluster() -> (Cluster, Api) {
     let cluster = Cluster::start(Backend::Sqlite, 1, 1).await.unwrap();
@@ -229,6 +230,66 @@ async fn no_database_provider_within_the_deadline_is_a_503() {
     assert_eq!(
         api.get("/readyz").await.status,
         StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
+}
+
+/// A client that sends its request head a byte at a time (slowloris) is cut off once the header
+/// timeout passes, and the node keeps serving everyone else meanwhile.
+#[tokio::test]
+async fn a_request_head_sent_a_byte_at_a_time_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let settings = HttpSettings {
+        header_timeout_ms: 500,
+        ..http_settings()
+    };
+    let cluster = Cluster::start_with(Backend::Sqlite, 1, 1, settings)
+        .await
+        .unwrap();
+    let api = cluster.api(0);
+    let address = api.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: slow\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let header = b"X-Dribble: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut cut_off = false;
+    let mut reply = Vec::new();
+    for byte in header.iter().cycle().take(10_000) {
+        // One byte every 50 ms: the client's pace, not a wait for anything.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if slow.write_all(&[*byte]).await.is_err() {
+            cut_off = true;
+            break;
+        }
+        let mut buffer = [0u8; 512];
+        match tokio::time::timeout(std::time::Duration::ZERO, slow.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                cut_off = true;
+                break;
+            }
+            Ok(Ok(read)) => reply.extend_from_slice(&buffer[..read]),
+            Err(_) => {}
+        }
+        // Everyone else is served while the slow client dribbles.
+        if started.elapsed() < std::time::Duration::from_millis(300) {
+            assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
+        }
+        if started.elapsed() > DEADLINE {
+            break;
+        }
+    }
+    assert!(
+        cut_off,
+        "the connection was closed (it answered {:?})",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "within the 500 ms header timeout, give or take: {:?}",
+        started.elapsed()
     );
     assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
 }
