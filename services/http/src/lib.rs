@@ -18,6 +18,7 @@ mod rate_limit;
 mod reporting;
 mod request_id;
 mod routes;
+mod serve;
 mod served_by;
 mod service_client;
 mod session_cache;

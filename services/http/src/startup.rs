@@ -132,6 +132,7 @@ impl Application {
             }),
         );
         let timeout = Duration::from_millis(settings.request_timeout_ms.max(1));
+        let header_timeout = Duration::from_millis(settings.header_timeout_ms.max(1));
         let state = AppState::new(Pieces {
             database: Database::new(node.clone(), timeout),
             reporting: Reporting::new(node.clone(), timeout),
@@ -146,15 +147,12 @@ impl Application {
         });
         let (app, _) = router(state);
         let draining = node.draining_token();
-        node.spawn_tracked(async move {
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(draining.cancelled_owned())
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "the HTTP server failed");
-            }
-        });
+        node.spawn_tracked(crate::serve::serve(
+            listener,
+            app,
+            header_timeout,
+            draining.cancelled_owned(),
+        ));
         tracing::info!(port, "http API listening");
         Ok(Self { port })
     }
