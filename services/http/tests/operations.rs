@@ -58,6 +58,8 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/rooms/{room_id}/analytics", "get"),
         ("/v1/admin/analytics", "get"),
         ("/v1/admin/cluster", "get"),
+        ("/v1/admin/nodes", "get"),
+        ("/v1/admin/rooms/{room_id}/analytics", "get"),
         ("/v1/admin/logs", "get"),
         ("/v1/admin/logs/stream", "get"),
         ("/v1/rooms/{room_id}/messages/{message_id}/report", "post"),
