@@ -272,13 +272,30 @@ EOF
     log "cached the debian root: $debian_tar ($(du -h "$debian_tar" | cut -f1))"
 }
 
-build_postgres_root() {
-    local root
+# A working copy of the cached debian root, entered for chroot work: sets `work` and the caller's
+# `root`.
+open_debian_copy() {
     work=$(mktemp -d "$cache/work.XXXXXX")
     root=$work/root
     as_root mkdir -p "$root"
     as_root tar --numeric-owner --xattrs -xpf "$debian_tar" -C "$root"
     enter_root "$root"
+}
+
+# Cleans the copy in `root`, caches it as the tarball $1 and throws the working copy away.
+close_debian_copy() {
+    local tarball=$1 what=$2
+    apt_clean_root "$root"
+    leave_root "$root"
+    pack_root "$root" "$tarball"
+    cleanup
+    work=""
+    log "cached the $what root: $tarball ($(du -h "$tarball" | cut -f1))"
+}
+
+build_postgres_root() {
+    local root
+    open_debian_copy
     log "installing postgresql-$pg_major into a copy of the debian root"
     {
         # The official image's user, created before the package would pick another id.
@@ -290,21 +307,12 @@ build_postgres_root() {
         && in_root "$root" sed -ri 's/^#?[[:space:]]*(create_main_cluster)[[:space:]]*=.*$/\1 = false/' /etc/postgresql-common/createcluster.conf \
         && in_root "$root" apt-get install -y -q --no-install-recommends "postgresql-$pg_major"
     } >"$work/apt.log" 2>&1 || { tail -n 30 "$work/apt.log" >&2; die "installing postgresql failed (log above)"; }
-    apt_clean_root "$root"
-    leave_root "$root"
-    pack_root "$root" "$postgres_tar"
-    cleanup
-    work=""
-    log "cached the postgres root: $postgres_tar ($(du -h "$postgres_tar" | cut -f1))"
+    close_debian_copy "$postgres_tar" postgres
 }
 
 build_haproxy_root() {
     local root
-    work=$(mktemp -d "$cache/work.XXXXXX")
-    root=$work/root
-    as_root mkdir -p "$root"
-    as_root tar --numeric-owner --xattrs -xpf "$debian_tar" -C "$root"
-    enter_root "$root"
+    open_debian_copy
     log "installing haproxy into a copy of the debian root"
     # The package makes its user with the next free system id; the official image's is 99.
     {
@@ -317,12 +325,7 @@ build_haproxy_root() {
     } >"$work/apt.log" 2>&1 || { tail -n 30 "$work/apt.log" >&2; die "installing haproxy failed (log above)"; }
     grep -q "^HAProxy version $haproxy_version\." "$work/apt.log" \
         || die "Debian $suite's haproxy is not $haproxy_version: $(grep -m1 '^HAProxy version' "$work/apt.log")"
-    apt_clean_root "$root"
-    leave_root "$root"
-    pack_root "$root" "$haproxy_tar"
-    cleanup
-    work=""
-    log "cached the haproxy root: $haproxy_tar ($(du -h "$haproxy_tar" | cut -f1))"
+    close_debian_copy "$haproxy_tar" haproxy
 }
 
 import_tar() {
