@@ -1,4 +1,4 @@
-# Switchboard: one image holding every service binary (switchboard-http, -database, -log,
+# Switchboard: one image holding every node binary (switchboard-node, switchboard-http, -database, -log,
 # -reporting, -analytics, and the `switchboard` operator command); each container runs
 # one of them (docker-compose.yml sets `command:`). Works with the classic builder (no BuildKit).
 #
@@ -45,7 +45,7 @@ RUN cargo build --release --locked
 # The real sources. Their files are made newer than the skeleton's build so that cargo rebuilds
 # every workspace crate (COPY keeps the context's modification times).
 COPY . .
-ARG SERVICE_BINARIES="switchboard switchboard-http switchboard-database switchboard-log switchboard-reporting switchboard-analytics"
+ARG SERVICE_BINARIES="switchboard switchboard-node switchboard-http switchboard-database switchboard-log switchboard-reporting switchboard-analytics"
 RUN set -eu; \
     find . -path ./target -prune -o -type f \( -name '*.rs' -o -name '*.proto' -o -name '*.sql' \) -exec touch {} +; \
     cargo build --release --locked; \

@@ -2,6 +2,7 @@
 //! OS processes (one node per service, each its own binary); `nodes`, `ping` and `call` talk to a
 //! running cluster as a hidden node (`logs` tails its activity log), the way Erlang's remote shell does.
 
+mod apps;
 mod remote;
 mod secrets;
 mod supervisor;
@@ -64,6 +65,11 @@ enum Command {
         #[command(flatten)]
         remote: remote::RemoteArgs,
     },
+    /// Lists which node runs which application, since when.
+    Apps(remote::RemoteArgs),
+    /// Starts or stops an application on a node at run time.
+    #[command(subcommand)]
+    App(apps::AppCommand),
     /// Prints the admin token (SWITCHBOARD_ADMIN_TOKEN, SWITCHBOARD_ADMIN_TOKEN_FILE or
     /// ./switchboard-data/admin-token).
     AdminToken,
@@ -106,6 +112,8 @@ async fn main() -> ExitCode {
             payload,
             remote,
         } => remote::call(remote, &service, &method, payload).await,
+        Command::Apps(remote) => apps::list(remote).await,
+        Command::App(command) => apps::control(command).await,
         Command::AdminToken => secrets::print_admin_token(),
         Command::Secrets(args) => secrets::secrets(args),
     };

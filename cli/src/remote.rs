@@ -24,9 +24,9 @@ pub(crate) struct RemoteArgs {
 }
 
 /// A connected hidden node and the name of the member it reached first.
-struct Session {
-    node: Node,
-    seed: String,
+pub(crate) struct Session {
+    pub(crate) node: Node,
+    pub(crate) seed: String,
 }
 
 /// The addresses to try: `--seed`, or every node `switchboard up` wrote to the data dir.
@@ -50,7 +50,7 @@ fn seeds(args: &RemoteArgs) -> Result<Vec<String>> {
 
 /// Connects to the first member of `seeds` that answers: any live member will do, as a running
 /// cluster may have lost any one node.
-async fn connect(args: &RemoteArgs) -> Result<Session> {
+pub(crate) async fn connect(args: &RemoteArgs) -> Result<Session> {
     let cookie = match Cookie::from_env() {
         Ok(cookie) => cookie,
         Err(_) => Cookie::from_file(&args.data_dir.join("cookie")).context(
@@ -79,7 +79,7 @@ async fn connect(args: &RemoteArgs) -> Result<Session> {
     bail!("cannot reach any member: {}", unreachable.join(", "))
 }
 
-async fn members(session: &Session) -> Result<Vec<wire::MemberInfo>> {
+pub(crate) async fn members(session: &Session) -> Result<Vec<wire::MemberInfo>> {
     let reply = session
         .node
         .call_on(

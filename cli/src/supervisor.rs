@@ -2,6 +2,8 @@
 //!
 //! Each node is its own OS process running its own binary (found next to this one), talking to
 //! the others over the real inter-node protocol; the database is SQLite in the data directory.
+//! With `--single`, one process (`switchboard-node`) hosts all five applications instead: the
+//! smallest deployment, with the same code, API and commands.
 //! Every node keeps one inter-node address for the life of the cluster, chosen before anything
 //! starts, and every node has every other as a seed: a node restarted after a crash (the first
 //! one too) listens where its peers already dial and dials them all itself, so it is back in the
@@ -38,6 +40,8 @@ const MAX_RESTART_PAUSE: Duration = Duration::from_secs(2);
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// The services in start order: the database first, as every other service needs it.
 const SERVICES: [&str; 5] = ["database", "log", "reporting", "analytics", "http"];
+/// The one node of `up --single`, hosting every application (`switchboard-node`).
+const SINGLE: &str = "node";
 /// The file in the data directory that lists every node's inter-node address while `up` runs.
 pub(crate) const SEEDS_FILE: &str = "seeds";
 
@@ -52,8 +56,12 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value_os_t = crate::default_data_dir())]
     data_dir: PathBuf,
     /// Replicas per service, e.g. `http=2,database=2,analytics=2` (default one each).
-    #[arg(long, value_parser = parse_scale, default_value = "")]
+    #[arg(long, value_parser = parse_scale, default_value = "", conflicts_with = "single")]
     scale: Scale,
+    /// Runs one process hosting all five applications (`switchboard-node --apps all`) instead
+    /// of one process per service.
+    #[arg(long)]
+    single: bool,
 }
 
 /// Replica counts.
@@ -115,10 +123,11 @@ struct Planned {
 ///
 /// Every address is checked free here, so a port that is taken is one clear error before any
 /// node starts, never a node that crash-loops.
-fn plan(scale: &Scale, http: SocketAddr) -> Result<Vec<Planned>> {
+fn plan(scale: &Scale, http: SocketAddr, single: bool) -> Result<Vec<Planned>> {
     let mut held = Vec::new();
     let mut planned = Vec::new();
-    for service in SERVICES {
+    let services: &[&'static str] = if single { &[SINGLE] } else { &SERVICES };
+    for &service in services {
         for replica in 1..=scale.of(service) {
             let name = if replica == 1 {
                 format!("{service}@localhost")
@@ -130,7 +139,7 @@ fn plan(scale: &Scale, http: SocketAddr) -> Result<Vec<Planned>> {
                 .context("finding a free inter-node port on 127.0.0.1")?;
             let address = listener.local_addr()?;
             held.push(listener);
-            let api = if service == "http" {
+            let api = if service == "http" || service == SINGLE {
                 let wanted = api_address(http, replica)?;
                 let listener = TcpListener::bind(wanted).map_err(|error| {
                     anyhow::anyhow!(
@@ -178,7 +187,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<()> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    for service in SERVICES {
+    for service in SERVICES.iter().chain([&SINGLE]) {
         let binary = here.join(format!("switchboard-{service}"));
         if !binary.exists() {
             bail!(
@@ -187,7 +196,7 @@ pub(crate) async fn up(args: UpArgs) -> Result<()> {
             );
         }
     }
-    let planned = plan(&args.scale, args.http)?;
+    let planned = plan(&args.scale, args.http, args.single)?;
     let addresses: Vec<String> = planned.iter().map(|p| p.address.to_string()).collect();
     let seeds_file = data_dir.join(SEEDS_FILE);
     std::fs::write(&seeds_file, addresses.join("\n") + "\n")
@@ -219,20 +228,22 @@ pub(crate) async fn up(args: UpArgs) -> Result<()> {
             ),
             ("SWITCHBOARD_SEEDS".into(), seeds.join(",")),
         ];
-        match node.service {
-            "database" => env.push((
+        if matches!(node.service, "database" | SINGLE) {
+            env.push((
                 "DATABASE_URL".into(),
                 format!(
                     "sqlite://{}?mode=rwc",
                     data_dir.join("switchboard.db").display()
                 ),
-            )),
-            "http" => {
-                let api = node.api.map(|a| a.to_string()).unwrap_or_default();
-                env.push(("SWITCHBOARD_HTTP_LISTEN".into(), api));
-                env.push(("SWITCHBOARD_ADMIN_TOKEN".into(), admin_token.clone()));
-            }
-            _ => {}
+            ));
+        }
+        if matches!(node.service, "http" | SINGLE) {
+            let api = node.api.map(|a| a.to_string()).unwrap_or_default();
+            env.push(("SWITCHBOARD_HTTP_LISTEN".into(), api));
+            env.push(("SWITCHBOARD_ADMIN_TOKEN".into(), admin_token.clone()));
+        }
+        if node.service == SINGLE {
+            env.push(("SWITCHBOARD_APPS".into(), "all".into()));
         }
         let spec = NodeSpec {
             name: node.name.clone(),
@@ -472,7 +483,7 @@ mod tests {
     #[test]
     fn every_node_gets_its_own_ports_and_a_taken_api_port_is_refused() {
         let scale = parse_scale("http=3,database=2").unwrap();
-        let planned = plan(&scale, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let planned = plan(&scale, "127.0.0.1:0".parse().unwrap(), false).unwrap();
         assert_eq!(planned.len(), 8);
         let mut ports: Vec<u16> = planned.iter().map(|p| p.address.port()).collect();
         ports.extend(planned.iter().filter_map(|p| p.api.map(|a| a.port())));
@@ -485,7 +496,7 @@ mod tests {
         assert_eq!(planned[1].name, "database-2@localhost");
 
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-        let error = plan(&Scale::default(), taken.local_addr().unwrap()).unwrap_err();
+        let error = plan(&Scale::default(), taken.local_addr().unwrap(), false).unwrap_err();
         assert!(error.to_string().contains("cannot listen on"), "{error:#}");
     }
 

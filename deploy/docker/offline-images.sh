@@ -57,7 +57,7 @@ haproxy_uid=99
 switchboard_image=switchboard:${SWITCHBOARD_VERSION:-latest}
 # The binaries the image must contain: every node, and the `switchboard` command (docker-compose.yml
 # runs `switchboard secrets init`, and operators `switchboard admin-token`).
-required_bins="switchboard switchboard-http switchboard-database switchboard-log switchboard-reporting switchboard-analytics"
+required_bins="switchboard switchboard-node switchboard-http switchboard-database switchboard-log switchboard-reporting switchboard-analytics"
 
 only=debian,postgres,haproxy,switchboard
 rebuild=0

@@ -69,6 +69,11 @@ pub struct NodeConfig {
     pub shutdown_grace_ms: u64,
     /// `SWITCHBOARD_CALL_TIMEOUT_MS`: the deadline of a call that names none.
     pub call_timeout_ms: u64,
+    /// `SWITCHBOARD_APP_MAX_RESTARTS`: how often an application may crash and be restarted
+    /// within the restart window before it stays stopped.
+    pub app_max_restarts: usize,
+    /// `SWITCHBOARD_APP_RESTART_WINDOW_MS`: the window restarts are counted in.
+    pub app_restart_window_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -90,6 +95,10 @@ impl Default for NodeConfig {
             seed_refresh_ms: 2000,
             shutdown_grace_ms: 10_000,
             call_timeout_ms: 5000,
+            // Three crashes in 30 s: a transient fault gets retried, a crash loop is stopped
+            // before it floods the log.
+            app_max_restarts: 3,
+            app_restart_window_ms: 30_000,
         }
     }
 }

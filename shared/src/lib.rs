@@ -6,6 +6,7 @@
 //! See `ARCHITECTURE.md` at the repository root for the map and the invariants.
 
 pub mod activity;
+pub mod application;
 mod bulk;
 pub mod config;
 pub mod cookie;
@@ -34,6 +35,7 @@ pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use application::{AppContext, Application, Applications};
 pub use bytes::Bytes;
 pub use config::NodeConfig;
 pub use cookie::Cookie;

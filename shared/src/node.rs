@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::application::{Applications, ApplicationsCell};
 use crate::bulk::BulkThread;
 use crate::config::NodeConfig;
 use crate::cookie::Cookie;
@@ -89,6 +90,8 @@ pub(crate) struct NodeInner {
     pub(crate) stopping: AtomicBool,
     /// Carries every link's bulk lane at a low CPU priority ([`crate::bulk`]).
     pub(crate) bulk: BulkThread,
+    /// The applications it runs ([`crate::application`]), for the built-in service.
+    pub(crate) applications: ApplicationsCell,
 }
 
 impl std::fmt::Debug for NodeInner {
@@ -212,6 +215,7 @@ impl NodeBuilder {
             work: TaskTracker::new(),
             stopping: AtomicBool::new(false),
             bulk,
+            applications: ApplicationsCell::new(),
         });
         let server = crate::server::spawn(inner.clone(), listener);
         inner.start_discovery();
@@ -319,6 +323,26 @@ impl Node {
         self.inner.work.spawn(task);
     }
 
+    /// `task`, counted as the node's in-flight work while it runs.
+    pub(crate) fn track<F: std::future::Future>(
+        &self,
+        task: F,
+    ) -> tokio_util::task::task_tracker::TrackedFuture<F> {
+        self.inner.work.track_future(task)
+    }
+
+    /// The applications this node runs, when it was started with some.
+    pub fn applications(&self) -> Option<Arc<Applications>> {
+        self.inner.applications.get().cloned()
+    }
+
+    pub(crate) fn set_applications(
+        &self,
+        applications: Arc<Applications>,
+    ) -> Result<(), Arc<Applications>> {
+        self.inner.applications.set(applications)
+    }
+
     /// Hosts `service` under `name` and advertises it to every peer.
     pub fn register_service(&self, name: impl Into<String>, service: impl Service) {
         self.inner
@@ -336,12 +360,30 @@ impl Node {
 
     /// Adds a member of process group `group` on this node.
     pub fn join_group(&self, group: impl Into<String>, member: impl crate::GroupMember) {
+        self.join_group_shared(group.into(), Arc::new(member));
+    }
+
+    pub(crate) fn join_group_shared(&self, group: String, member: SharedGroupMember) {
         self.inner
             .write_local()
             .groups
-            .entry(group.into())
+            .entry(group)
             .or_default()
-            .push(Arc::new(member));
+            .push(member);
+        self.inner.advertise_change();
+    }
+
+    /// Removes `member` from `group` on this node; the node leaves the group with its last one.
+    pub(crate) fn leave_group_shared(&self, group: &str, member: &SharedGroupMember) {
+        {
+            let mut local = self.inner.write_local();
+            if let Some(members) = local.groups.get_mut(group) {
+                members.retain(|m| !Arc::ptr_eq(m, member));
+                if members.is_empty() {
+                    local.groups.remove(group);
+                }
+            }
+        }
         self.inner.advertise_change();
     }
 

@@ -1,9 +1,11 @@
-//! The start of every service binary: telemetry, configuration and cookie, the node, then run
-//! until SIGTERM or Ctrl-C. Each service's `main.rs` is one call to [`run`].
+//! The start of every node binary: telemetry, configuration and cookie, the node and its
+//! applications, then run until SIGTERM or Ctrl-C. Every binary's `main` is one call to
+//! [`run_applications`].
 
 use std::future::Future;
 
 use crate::activity;
+use crate::application::{Applications, SharedApplication, parse_selection};
 use crate::config::NodeConfig;
 use crate::cookie::Cookie;
 use crate::error::NodeError;
@@ -26,6 +28,25 @@ where
     activity::ship(&node, activity);
     node.run_until_signal().await;
     Ok(())
+}
+
+/// [`run`] for a node hosting `selection` of `catalog` (`log,reporting`, or `all`), named after
+/// its one application, or `node@<host>` when it hosts several.
+pub async fn run_applications(
+    catalog: Vec<SharedApplication>,
+    selection: &str,
+) -> Result<(), NodeError> {
+    let selected = parse_selection(selection, &catalog)?;
+    let kind = match selected[..] {
+        [only] => only,
+        _ => "node",
+    };
+    run(|config, cookie| async move {
+        let (node, _) =
+            Applications::boot(kind, config, cookie, catalog.clone(), &selected).await?;
+        Ok(node)
+    })
+    .await
 }
 
 /// Turns the outcome of [`run`] into the process exit code, printing a start-up failure (no

@@ -1,6 +1,8 @@
 //! The built-in `switchboard.node` service every node answers, whatever else it hosts: the
-//! operator's view of one member (`members`) and a round-trip probe (`ping`). It is what the
-//! `switchboard nodes` and `switchboard ping` commands call, like Erlang's `net_adm`.
+//! operator's view of one member (`members`), a round-trip probe (`ping`), and its applications
+//! (`apps`, `app_start`, `app_stop`; see [`crate::application`]). It is what the
+//! `switchboard nodes`, `ping`, `apps` and `app` commands call, like Erlang's `net_adm` and
+//! `application:start/stop`.
 
 use bytes::Bytes;
 use prost::Message;
@@ -18,6 +20,10 @@ pub(crate) async fn handle(node: &NodeInner, request: Request) -> Result<Bytes, 
     match &*request.method {
         "ping" => Ok(request.payload),
         "members" => Ok(members(node).encode_to_vec().into()),
+        "apps" | "app_start" | "app_stop" => match node.applications.get() {
+            Some(applications) => applications.handle(&request).await,
+            None => Ok(wire::AppsReply::default().encode_to_vec().into()),
+        },
         other => Err(ServiceError::new(
             "unknown_method",
             format!("{SERVICE} has no method {other}"),

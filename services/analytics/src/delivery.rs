@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
-use switchboard::Node;
+use switchboard::AppContext;
 use switchboard_proto::names;
 use switchboard_proto::v1 as wire;
 
@@ -48,14 +48,14 @@ pub struct DeliveryLatency {
 }
 
 impl DeliveryLatency {
-    /// A recorder that ships its histograms through `node` every [`FLUSH`], and once more when
-    /// the node starts draining.
-    pub fn start(node: &Node) -> Self {
+    /// A recorder that ships its histograms through `context`'s node every [`FLUSH`], and once
+    /// more when its application starts stopping.
+    pub fn start(context: &AppContext) -> Self {
         let recorder = Self::default();
         let flusher = recorder.clone();
-        let node = node.clone();
-        tokio::spawn(async move {
-            let draining = node.draining_token();
+        let node = context.node().clone();
+        let draining = context.draining_token();
+        context.spawn(async move {
             let mut tick = tokio::time::interval(FLUSH);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use prost::Message;
-use switchboard::{CallOptions, Node, NodeError, Request};
+use switchboard::{AppContext, CallOptions, Node, NodeError, Request};
 use switchboard_proto::names;
 use switchboard_proto::v1 as wire;
 use tokio::sync::mpsc;
@@ -50,6 +50,7 @@ pub(crate) fn lock(state: &Shared) -> MutexGuard<'_, Aggregates> {
 /// The task that builds and maintains one replica's aggregates.
 #[derive(Debug)]
 pub(crate) struct Feed {
+    context: AppContext,
     node: Node,
     database: Database,
     state: Shared,
@@ -59,11 +60,13 @@ pub(crate) struct Feed {
 
 impl Feed {
     pub(crate) fn new(
-        node: Node,
+        context: AppContext,
         inbox: mpsc::Receiver<Request>,
         settings: &AnalyticsSettings,
     ) -> Self {
+        let node = context.node().clone();
         Self {
+            context,
             database: Database::new(node.clone()),
             node,
             state: Shared::default(),
@@ -74,8 +77,8 @@ impl Feed {
 
     /// Bootstraps, advertises the service, then applies what arrives until the node stops.
     pub(crate) async fn run(mut self) {
-        let shutdown = self.node.shutdown_token();
-        let draining = self.node.draining_token();
+        let shutdown = self.context.shutdown_token();
+        let draining = self.context.draining_token();
         loop {
             let attempt = async {
                 if !self
@@ -104,7 +107,7 @@ impl Feed {
                 }
             }
         }
-        self.node
+        self.context
             .register_service(names::ANALYTICS, AnalyticsService::new(self.state.clone()));
         let mut tick = tokio::time::interval(self.reconcile);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

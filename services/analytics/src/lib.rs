@@ -16,9 +16,11 @@ mod feed;
 mod latency;
 mod service;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use switchboard::{Cookie, Node, NodeBuilder, NodeConfig, NodeError};
+use switchboard::application::{SharedApplication, StartFuture};
+use switchboard::{AppContext, Application, Applications, Cookie, Node, NodeConfig, NodeError};
 use switchboard_proto::names;
 use tokio::sync::mpsc;
 
@@ -28,32 +30,76 @@ pub use delivery::DeliveryLatency;
 
 use feed::Feed;
 
-/// Starts an analytics node with its settings from the environment.
+/// Starts a node hosting the `analytics` application alone, settings from the environment.
 pub async fn start(config: NodeConfig, cookie: Cookie) -> Result<Node, NodeError> {
-    serve(config, cookie, AnalyticsSettings::from_env()?).await
+    boot(config, cookie, AnalyticsApp::default()).await
 }
 
-/// Starts an analytics node (tests pass their own settings). It joins the cluster at once and
-/// advertises the `analytics` service once its bootstrap from the database has finished.
+/// Starts a node hosting the `analytics` application with `settings` (tests pass their own).
+/// It joins the cluster at once and advertises the `analytics` service once its bootstrap from
+/// the database has finished.
 pub async fn serve(
     config: NodeConfig,
     cookie: Cookie,
     settings: AnalyticsSettings,
 ) -> Result<Node, NodeError> {
-    let node = NodeBuilder::new(names::ANALYTICS, config, cookie)
-        .start()
-        .await?;
-    let (queue, inbox) = mpsc::channel(feed::INBOX);
-    for group in [names::CHAT_EVENTS, names::ANALYTICS_LATENCY] {
-        let queue = queue.clone();
-        node.join_group(group, move |message| {
-            if queue.try_send(message).is_err() {
-                tracing::debug!("analytics inbox full; a broadcast is dropped");
-            }
-        });
-    }
-    tokio::spawn(Feed::new(node.clone(), inbox, &settings).run());
+    boot(config, cookie, AnalyticsApp::with_settings(settings)).await
+}
+
+async fn boot(config: NodeConfig, cookie: Cookie, app: AnalyticsApp) -> Result<Node, NodeError> {
+    let catalog: Vec<SharedApplication> = vec![Arc::new(app)];
+    let (node, _) = Applications::boot(
+        names::ANALYTICS,
+        config,
+        cookie,
+        catalog,
+        &[names::ANALYTICS],
+    )
+    .await?;
     Ok(node)
+}
+
+/// The `analytics` application: the feed that bootstraps and maintains the aggregates, and the
+/// `analytics` service it advertises once bootstrapped.
+#[derive(Debug, Default)]
+pub struct AnalyticsApp {
+    /// Its settings; read from the environment at each start when `None`.
+    settings: Option<AnalyticsSettings>,
+}
+
+impl AnalyticsApp {
+    /// Runs with `settings`.
+    pub fn with_settings(settings: AnalyticsSettings) -> Self {
+        Self {
+            settings: Some(settings),
+        }
+    }
+}
+
+impl Application for AnalyticsApp {
+    fn name(&self) -> &'static str {
+        names::ANALYTICS
+    }
+
+    fn start<'a>(&'a self, context: &'a AppContext) -> StartFuture<'a> {
+        Box::pin(async move {
+            let settings = match &self.settings {
+                Some(settings) => settings.clone(),
+                None => AnalyticsSettings::from_env()?,
+            };
+            let (queue, inbox) = mpsc::channel(feed::INBOX);
+            for group in [names::CHAT_EVENTS, names::ANALYTICS_LATENCY] {
+                let queue = queue.clone();
+                context.join_group(group, move |message| {
+                    if queue.try_send(message).is_err() {
+                        tracing::debug!("analytics inbox full; a broadcast is dropped");
+                    }
+                });
+            }
+            context.spawn(Feed::new(context.clone(), inbox, &settings).run());
+            Ok(())
+        })
+    }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -27,15 +27,76 @@ mod state;
 mod validation;
 mod web;
 
-use switchboard::{Cookie, Node, NodeBuilder, NodeConfig, NodeError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use switchboard::application::{RestartIntensity, SharedApplication, StartFuture};
+use switchboard::{AppContext, Applications, Cookie, Node, NodeConfig, NodeError};
 
 pub use configuration::HttpSettings;
 pub use startup::Application;
 
-/// Starts an http node: the runtime node, then the API on `SWITCHBOARD_HTTP_LISTEN`.
+/// Starts a node hosting the `http` application alone: the runtime node, then the API on
+/// `SWITCHBOARD_HTTP_LISTEN`.
 pub async fn start(config: NodeConfig, cookie: Cookie) -> Result<Node, NodeError> {
-    let settings = HttpSettings::from_env()?;
-    let node = NodeBuilder::new("http", config, cookie).start().await?;
-    Application::build(node.clone(), settings).await?;
+    let catalog: Vec<SharedApplication> = vec![Arc::new(HttpApp::default())];
+    let (node, _) = Applications::boot(HTTP, config, cookie, catalog, &[HTTP]).await?;
     Ok(node)
+}
+
+/// Starts the `http` application with `settings` on `node`, a node running no applications
+/// yet (tests start their own nodes), and returns the port the API listens on.
+pub async fn serve(node: &Node, settings: HttpSettings) -> Result<u16, NodeError> {
+    let app = Arc::new(HttpApp::with_settings(settings));
+    let catalog: Vec<SharedApplication> = vec![app.clone()];
+    let applications = Applications::install(node, catalog, RestartIntensity::of(node.config()))?;
+    applications.start(HTTP).await?;
+    app.port()
+        .ok_or_else(|| NodeError::Config("the http application bound no port".into()))
+}
+
+/// The `http` application's name.
+pub const HTTP: &str = "http";
+
+/// The `http` application: the chat API and web pages on their own port, with the live streams
+/// and session revocations behind them.
+#[derive(Debug, Default)]
+pub struct HttpApp {
+    /// Its settings; read from the environment at each start when `None`.
+    settings: Option<HttpSettings>,
+    /// The port its latest start bound; 0 before the first.
+    port: AtomicU16,
+}
+
+impl HttpApp {
+    /// Serves with `settings`.
+    pub fn with_settings(settings: HttpSettings) -> Self {
+        Self {
+            settings: Some(settings),
+            port: AtomicU16::new(0),
+        }
+    }
+
+    /// The port the API listens on, once started.
+    pub fn port(&self) -> Option<u16> {
+        Some(self.port.load(Ordering::Relaxed)).filter(|p| *p != 0)
+    }
+}
+
+impl switchboard::Application for HttpApp {
+    fn name(&self) -> &'static str {
+        HTTP
+    }
+
+    fn start<'a>(&'a self, context: &'a AppContext) -> StartFuture<'a> {
+        Box::pin(async move {
+            let settings = match &self.settings {
+                Some(settings) => settings.clone(),
+                None => HttpSettings::from_env()?,
+            };
+            let api = Application::build(context, settings).await?;
+            self.port.store(api.port(), Ordering::Relaxed);
+            Ok(())
+        })
+    }
 }

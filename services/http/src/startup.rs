@@ -8,7 +8,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router, middleware};
-use switchboard::{Node, NodeError};
+use switchboard::{AppContext, NodeError};
 use switchboard_proto::names;
 use tokio::net::TcpListener;
 use utoipa::OpenApi;
@@ -104,8 +104,9 @@ pub struct Application {
 
 impl Application {
     /// Binds `settings.http_listen`, joins the `chat.events` group for live events and serves
-    /// until the node starts draining.
-    pub async fn build(node: Node, settings: HttpSettings) -> Result<Self, NodeError> {
+    /// until the application or its node starts draining.
+    pub async fn build(context: &AppContext, settings: HttpSettings) -> Result<Self, NodeError> {
+        let node = context.node();
         let listener = TcpListener::bind(&settings.http_listen)
             .await
             .map_err(|e| {
@@ -117,15 +118,15 @@ impl Application {
             .port();
         let live = LiveHub::default();
         let hub = live.clone();
-        node.join_group(names::CHAT_EVENTS, move |message| hub.deliver(message));
+        context.join_group(names::CHAT_EVENTS, move |message| hub.deliver(message));
         let log_tail = LogTail::default();
         let tail = log_tail.clone();
-        node.join_group(names::LOG_TAIL, move |message| tail.deliver(message));
+        context.join_group(names::LOG_TAIL, move |message| tail.deliver(message));
         let sessions = Arc::new(SessionCache::new(Duration::from_millis(
             settings.session_cache_ms,
         )));
         let revocations = sessions.clone();
-        node.register_service(
+        context.register_service(
             names::HTTP_SESSIONS,
             switchboard::Immediate(move |request: switchboard::Request| {
                 revocations.serve(&request)
@@ -139,15 +140,16 @@ impl Application {
             limiter: Arc::new(RateLimiter::new(settings.rate_limit)),
             sessions,
             live,
-            latency: switchboard_analytics::DeliveryLatency::start(&node),
+            latency: switchboard_analytics::DeliveryLatency::start(context),
             log_tail,
             settings: Arc::new(settings),
-            clock: nodes::NodeClock::start(&node),
+            clock: nodes::NodeClock::start(context),
+            draining: context.draining_token(),
             node: node.clone(),
         });
         let (app, _) = router(state);
-        let draining = node.draining_token();
-        node.spawn_tracked(crate::serve::serve(
+        let draining = context.draining_token();
+        context.spawn_tracked(crate::serve::serve(
             listener,
             app,
             header_timeout,

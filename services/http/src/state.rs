@@ -56,6 +56,8 @@ pub(crate) struct Pieces {
     pub(crate) settings: Arc<HttpSettings>,
     /// When this node saw each peer come up (the dashboard's uptimes).
     pub(crate) clock: NodeClock,
+    /// Cancelled when the `http` application or its node starts stopping: live streams end.
+    pub(crate) draining: tokio_util::sync::CancellationToken,
 }
 
 impl FromRef<AppState> for Database {

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use prost::Message;
 use switchboard::activity;
+use switchboard::application::{SharedApplication, StartFuture};
 use switchboard::service::ServiceFuture;
 use switchboard::{
-    Bytes, CallOptions, Cookie, Node, NodeBuilder, NodeConfig, NodeError, Request, Service,
-    ServiceError,
+    AppContext, Application, Applications, Bytes, CallOptions, Cookie, Node, NodeConfig, NodeError,
+    Request, Service, ServiceError,
 };
 use switchboard_proto::names;
 use switchboard_proto::v1 as wire;
@@ -23,11 +24,28 @@ const MAX_BATCH: usize = 5000;
 /// Deadline of the database write behind one `append`.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Starts a node hosting the `log` service.
+/// Starts a node hosting the `log` application alone.
 pub async fn start(config: NodeConfig, cookie: Cookie) -> Result<Node, NodeError> {
-    let node = NodeBuilder::new(names::LOG, config, cookie).start().await?;
-    node.register_service(names::LOG, LogService::new(node.clone()));
+    let catalog: Vec<SharedApplication> = vec![Arc::new(LogApp)];
+    let (node, _) = Applications::boot(names::LOG, config, cookie, catalog, &[names::LOG]).await?;
     Ok(node)
+}
+
+/// The `log` application: the `log` service, and nothing else, since it keeps no state.
+#[derive(Debug, Default)]
+pub struct LogApp;
+
+impl Application for LogApp {
+    fn name(&self) -> &'static str {
+        names::LOG
+    }
+
+    fn start<'a>(&'a self, context: &'a AppContext) -> StartFuture<'a> {
+        Box::pin(async move {
+            context.register_service(names::LOG, LogService::new(context.node().clone()));
+            Ok(())
+        })
+    }
 }
 
 /// The `log` service.

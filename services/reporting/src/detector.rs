@@ -29,6 +29,10 @@ const KEEP: i64 = 24 * 60 * MINUTE;
 /// How far back the history replay must reach to rebuild every window.
 pub(crate) const HISTORY: i64 = (SPIKE_BASELINE_MINUTES + 1) * MINUTE;
 
+/// The activity-log kinds the detector reads, replayed from history at start.
+pub(crate) const LOGGED_KINDS: [&str; 4] =
+    ["login_failed", "node_down", "report_filed", "app_failed"];
+
 /// Severity, ordered.
 pub(crate) const SEVERITIES: [&str; 3] = ["low", "medium", "high"];
 
@@ -115,10 +119,7 @@ impl Detector {
 
     /// Feeds a committed log entry; returns anomalies it created or updated.
     pub(crate) fn log_entry(&mut self, entry: &wire::LogEntry) -> Vec<wire::Anomaly> {
-        if !matches!(
-            entry.kind.as_str(),
-            "login_failed" | "node_down" | "report_filed"
-        ) {
+        if !LOGGED_KINDS.contains(&entry.kind.as_str()) {
             return Vec::new();
         }
         if !self
@@ -154,11 +155,33 @@ impl Detector {
                 }
                 self.node_down(text("peer"), text("incarnation"), reason, entry)
             }
+            "app_failed" => vec![self.app_failed(text("app"), entry, text("failure"))],
             _ => match text("room_id").parse::<i64>() {
                 Ok(room) => self.report_filed(room, entry.at_ms),
                 Err(_) => Vec::new(),
             },
         }
+    }
+
+    /// An application crashed past its restart intensity and stays stopped on its node.
+    fn app_failed(
+        &mut self,
+        app: String,
+        entry: &wire::LogEntry,
+        failure: String,
+    ) -> wire::Anomaly {
+        let at = entry.at_ms;
+        let node = &entry.node;
+        self.record(
+            "app_failed",
+            format!("app:{app}@{node}"),
+            at / FLAP_WINDOW,
+            "high",
+            format!("application {app} on {node} kept crashing and stays stopped"),
+            json!({ "app": app, "node": node, "failure": failure }),
+            at,
+            at,
+        )
     }
 
     fn flooding(&mut self, user: i64, at: i64) -> Option<wire::Anomaly> {

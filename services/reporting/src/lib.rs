@@ -13,7 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
-use switchboard::{CallOptions, Cookie, Node, NodeBuilder, NodeConfig, NodeError, Request};
+use switchboard::application::{SharedApplication, StartFuture};
+use switchboard::{
+    AppContext, Application, Applications, CallOptions, Cookie, Node, NodeConfig, NodeError,
+    Request,
+};
 use switchboard_proto::names;
 use switchboard_proto::v1 as wire;
 
@@ -21,44 +25,88 @@ use detector::Detector;
 pub use service::ReportingService;
 pub use settings::Thresholds;
 
-/// Starts a reporting node with thresholds from the environment.
+/// Starts a node hosting the `reporting` application alone, thresholds from the environment.
 pub async fn start(config: NodeConfig, cookie: Cookie) -> Result<Node, NodeError> {
-    serve(config, cookie, Thresholds::from_env()?).await
+    boot(config, cookie, ReportingApp::default()).await
 }
 
-/// Starts a reporting node with the given thresholds.
+/// Starts a node hosting the `reporting` application with the given thresholds.
 pub async fn serve(
     config: NodeConfig,
     cookie: Cookie,
     thresholds: Thresholds,
 ) -> Result<Node, NodeError> {
-    let detector = Arc::new(Mutex::new(Detector::new(thresholds)));
-    let events = detector.clone();
-    let logs = detector.clone();
-    // Join the streams before replaying history: whatever is committed meanwhile arrives live,
-    // and the detector drops what both bring.
-    let node = NodeBuilder::new(names::REPORTING, config, cookie)
-        .group(names::CHAT_EVENTS, move |message: Request| {
-            if let Ok(event) = wire::RoomEvent::decode(message.payload) {
-                lock(&events).room_event(&event);
-            }
-        })
-        .group(names::LOG_TAIL, move |message: Request| {
-            if let Ok(batch) = wire::LogBatch::decode(message.payload) {
-                let mut detector = lock(&logs);
-                for entry in &batch.entries {
-                    detector.log_entry(entry);
-                }
-            }
-        })
-        .start()
-        .await?;
-    rebuild(&node, &detector).await;
-    node.register_service(
+    boot(config, cookie, ReportingApp::with_thresholds(thresholds)).await
+}
+
+async fn boot(config: NodeConfig, cookie: Cookie, app: ReportingApp) -> Result<Node, NodeError> {
+    let catalog: Vec<SharedApplication> = vec![Arc::new(app)];
+    let (node, _) = Applications::boot(
         names::REPORTING,
-        ReportingService::new(node.clone(), detector),
-    );
+        config,
+        cookie,
+        catalog,
+        &[names::REPORTING],
+    )
+    .await?;
     Ok(node)
+}
+
+/// The `reporting` application: the detector fed by `chat.events` and `log.tail`, and the
+/// `reporting` service, advertised once the detector has replayed recent history.
+#[derive(Debug, Default)]
+pub struct ReportingApp {
+    /// Its thresholds; read from the environment at each start when `None`.
+    thresholds: Option<Thresholds>,
+}
+
+impl ReportingApp {
+    /// Detects with `thresholds`.
+    pub fn with_thresholds(thresholds: Thresholds) -> Self {
+        Self {
+            thresholds: Some(thresholds),
+        }
+    }
+}
+
+impl Application for ReportingApp {
+    fn name(&self) -> &'static str {
+        names::REPORTING
+    }
+
+    fn start<'a>(&'a self, context: &'a AppContext) -> StartFuture<'a> {
+        Box::pin(async move {
+            let thresholds = match &self.thresholds {
+                Some(thresholds) => thresholds.clone(),
+                None => Thresholds::from_env()?,
+            };
+            let detector = Arc::new(Mutex::new(Detector::new(thresholds)));
+            let events = detector.clone();
+            let logs = detector.clone();
+            // Join the streams before replaying history: whatever is committed meanwhile
+            // arrives live, and the detector drops what both bring.
+            context.join_group(names::CHAT_EVENTS, move |message: Request| {
+                if let Ok(event) = wire::RoomEvent::decode(message.payload) {
+                    lock(&events).room_event(&event);
+                }
+            });
+            context.join_group(names::LOG_TAIL, move |message: Request| {
+                if let Ok(batch) = wire::LogBatch::decode(message.payload) {
+                    let mut detector = lock(&logs);
+                    for entry in &batch.entries {
+                        detector.log_entry(entry);
+                    }
+                }
+            });
+            let node = context.node();
+            rebuild(node, &detector).await;
+            context.register_service(
+                names::REPORTING,
+                ReportingService::new(node.clone(), detector),
+            );
+            Ok(())
+        })
+    }
 }
 
 fn lock(detector: &Mutex<Detector>) -> std::sync::MutexGuard<'_, Detector> {
@@ -101,7 +149,7 @@ async fn rebuild(node: &Node, detector: &Mutex<Detector>) {
         }
         Err(error) => tracing::warn!(%error, "replaying recent messages failed"),
     }
-    for kind in ["login_failed", "node_down", "report_filed"] {
+    for kind in detector::LOGGED_KINDS {
         let query = wire::LogQuery {
             kind: kind.into(),
             since_ms: since,

@@ -165,7 +165,7 @@ pub(crate) async fn stream_anomalies(
     let mut since = validation::time("since", filter.since.as_deref())?.unwrap_or_else(now_ms);
     let severity = severity(filter.severity.as_deref())?;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let draining = state.node.draining_token();
+    let draining = state.draining.clone();
     let reporting = state.reporting.clone();
     tokio::spawn(async move {
         // The last version of each anomaly sent, so an update is sent once.

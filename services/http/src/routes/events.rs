@@ -74,7 +74,7 @@ pub(crate) async fn room_events(
         latency: state.latency.clone(),
         tx,
     };
-    let draining = state.node.draining_token();
+    let draining = state.draining.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = subscriber.run(start, resume.is_some(), live) => {}

@@ -154,7 +154,7 @@ pub(crate) async fn tail_logs(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let level = level(&filter.level)?;
     let mut tail = state.log_tail.subscribe();
-    let draining = state.node.draining_token();
+    let draining = state.draining.clone();
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     tokio::spawn(async move {
         loop {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
-use switchboard::{Bytes, CallOptions, ClusterEvent, Node, PeerState};
+use switchboard::{AppContext, Bytes, CallOptions, ClusterEvent, Node, PeerState};
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
@@ -36,16 +36,16 @@ pub(crate) struct NodeClock {
 }
 
 impl NodeClock {
-    /// Starts watching `node`'s cluster events until it drains.
-    pub(crate) fn start(node: &Node) -> Self {
+    /// Starts watching the cluster events of `context`'s node until the application drains.
+    pub(crate) fn start(context: &AppContext) -> Self {
         let clock = Self {
             seen: Arc::default(),
             started: SystemTime::now(),
         };
-        let mut events = node.subscribe();
-        let draining = node.draining_token();
+        let mut events = context.node().subscribe();
+        let draining = context.draining_token();
         let seen = clock.seen.clone();
-        tokio::spawn(async move {
+        context.spawn(async move {
             loop {
                 let event = tokio::select! {
                     event = events.recv() => event,

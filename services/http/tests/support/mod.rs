@@ -16,7 +16,7 @@ use sqlx::Connection;
 use switchboard::{Cookie, Node, NodeBuilder, NodeConfig};
 use switchboard_database::Store;
 use switchboard_database::configuration::{DatabaseSettings, default_sqlite_url};
-use switchboard_http::{Application, HttpSettings};
+use switchboard_http::HttpSettings;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const DEADLINE: Duration = Duration::from_secs(15);
@@ -213,8 +213,8 @@ impl Cluster {
         if self.seed.is_empty() {
             self.seed = node.address().to_owned();
         }
-        let app = Application::build(node.clone(), settings).await.unwrap();
-        let base = format!("http://127.0.0.1:{}", app.port());
+        let port = switchboard_http::serve(&node, settings).await.unwrap();
+        let base = format!("http://127.0.0.1:{port}");
         if !self.databases.is_empty() {
             assert!(node.wait_for_service("database", DEADLINE).await);
         }

@@ -1,7 +1,0 @@
-//! `switchboard-database`: a node hosting the `database` service. Configuration comes from
-//! `SWITCHBOARD_*` variables (see README.md); the cookie is required.
-
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    switchboard::startup::exit_code(switchboard::startup::run(switchboard_database::start).await)
-}
