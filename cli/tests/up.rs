@@ -37,16 +37,17 @@ impl Up {
     /// Starts `switchboard up --scale <scale>` with every API on a free port, and waits until it
     /// says the cluster is up.
     fn start(scale: &str) -> Up {
+        Self::start_with(&["--scale", scale])
+    }
+
+    /// Starts `switchboard up <args>` with every API on a free port, and waits until it says
+    /// the cluster is up.
+    fn start_with(args: &[&str]) -> Up {
         let data_dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(switchboard_binary())
-            .args([
-                "up",
-                "--http",
-                "127.0.0.1:0",
-                "--scale",
-                scale,
-                "--data-dir",
-            ])
+            .args(["up", "--http", "127.0.0.1:0"])
+            .args(args)
+            .arg("--data-dir")
             .arg(data_dir.path())
             .env_remove("SWITCHBOARD_COOKIE")
             .env("RUST_LOG", "warn")
@@ -190,7 +191,7 @@ impl Drop for Up {
 fn switchboard_binary() -> PathBuf {
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_switchboard"));
     let dir = binary.parent().unwrap_or(Path::new("."));
-    for service in ["http", "database", "log", "reporting", "analytics"] {
+    for service in ["node", "http", "database", "log", "reporting", "analytics"] {
         let path = dir.join(format!("switchboard-{service}"));
         assert!(
             path.exists(),
@@ -515,5 +516,148 @@ async fn an_api_port_that_is_taken_is_one_clear_error_before_anything_starts() {
     assert!(
         !data_dir.path().join("seeds").exists(),
         "nothing written for a cluster that never ran"
+    );
+}
+
+/// The applications `switchboard apps` lists, as (node, app, state).
+fn listed_apps(up: &Up) -> Vec<(String, String, String)> {
+    let output = up.command(&["apps"]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            Some((
+                fields.next()?.to_owned(),
+                fields.next()?.to_owned(),
+                fields.next()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// The applications the admin cluster view shows, as (node, app, state).
+async fn viewed_apps(up: &Up) -> Vec<(String, String, String)> {
+    let body = json_of(
+        reqwest::Client::new()
+            .get(format!("{}/v1/admin/cluster", up.urls[0]))
+            .bearer_auth(&up.admin_token),
+    )
+    .await;
+    let mut apps = Vec::new();
+    for node in body["nodes"].as_array().unwrap() {
+        for app in node["apps"].as_array().unwrap() {
+            apps.push((
+                node["name"].as_str().unwrap().to_owned(),
+                app["name"].as_str().unwrap().to_owned(),
+                app["state"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    apps
+}
+
+fn sorted(mut apps: Vec<(String, String, String)>) -> Vec<(String, String, String)> {
+    apps.sort();
+    apps
+}
+
+#[tokio::test]
+async fn one_process_runs_every_application_and_serves_the_chat() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let up = Up::start_with(&["--single"]);
+    assert_eq!(up.urls.len(), 1);
+    let names = vec!["node@localhost".to_owned()];
+    assert!(switchboard::eventually(DEADLINE, || up.all_up(&names)).await);
+    let user = Arc::new(User::register(&up.urls, "solo").await);
+    let room = user.create_room("solo").await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let poster = post_steadily(user.clone(), room, stop_rx);
+    assert!(
+        switchboard::eventually(DEADLINE, || async { user.history(room).await.len() >= 20 }).await
+    );
+    // The one node killed: the supervisor restarts it, and clients retrying with their keys
+    // lose nothing.
+    let old = up.kill9("node@localhost");
+    assert!(
+        restarted(&up, "node@localhost", old).await,
+        "the supervisor restarted it:\n{}",
+        up.output()
+    );
+    let count = user.history(room).await.len();
+    assert!(
+        switchboard::eventually(DEADLINE, || async {
+            user.history(room).await.len() >= count + 20
+        })
+        .await
+    );
+    stop_tx.send(true).unwrap();
+    let (acknowledged, failed) = poster.await.unwrap();
+    assert_eq!(failed, Vec::<String>::new(), "no post failed");
+    assert_stored_once(&user, room, &acknowledged).await;
+    let expected: Vec<(String, String, String)> =
+        ["analytics", "database", "http", "log", "reporting"]
+            .iter()
+            .map(|app| ("node@localhost".into(), (*app).into(), "running".into()))
+            .collect();
+    assert_eq!(sorted(listed_apps(&up)), expected);
+    assert_eq!(sorted(viewed_apps(&up).await), expected);
+}
+
+#[tokio::test]
+async fn applications_move_between_nodes_at_run_time_and_the_last_provider_stays() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let up = Up::start("");
+    let started = up.command(&["app", "start", "reporting", "--on", "analytics@localhost"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&started.stdout)
+            .contains("reporting on analytics@localhost: running")
+    );
+    let stopped = up.command(&["app", "stop", "reporting", "--on", "reporting@localhost"]);
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    // analytics@localhost is now reporting's only provider.
+    let refused = up.command(&["app", "stop", "reporting", "--on", "analytics@localhost"]);
+    assert!(!refused.status.success());
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        error.contains("last provider of reporting") && error.contains("--force"),
+        "{error}"
+    );
+    let reporting: Vec<(String, String, String)> = listed_apps(&up)
+        .into_iter()
+        .filter(|(_, app, _)| app == "reporting")
+        .collect();
+    assert_eq!(
+        reporting,
+        vec![(
+            "analytics@localhost".into(),
+            "reporting".into(),
+            "running".into()
+        )]
+    );
+    // The command and the admin view agree on every node's applications.
+    let agreed = switchboard::eventually(DEADLINE, || async {
+        sorted(listed_apps(&up)) == sorted(viewed_apps(&up).await)
+    })
+    .await;
+    assert!(
+        agreed,
+        "{:?} / {:?}",
+        listed_apps(&up),
+        viewed_apps(&up).await
     );
 }

@@ -414,6 +414,15 @@ impl Node {
         payload: impl Into<Bytes>,
         options: CallOptions,
     ) -> Result<Bytes, NodeError> {
+        if node == self.inner.name && service == system::SERVICE {
+            // The built-in service is answered in place, as it is for a peer's call.
+            let request = Request {
+                method: method.into().into_name(),
+                payload: payload.into(),
+                trace_id: ByteString::new(),
+            };
+            return system::handle(&self.inner, request).await;
+        }
         let route = self.inner.route(service);
         if node == self.inner.name
             && let Some(local) = &route.local

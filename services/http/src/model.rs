@@ -215,6 +215,26 @@ pub(crate) struct ClusterNode {
     pub(crate) services: Vec<String>,
     /// Process groups it is in.
     pub(crate) groups: Vec<String>,
+    /// The applications it runs, or has stopped after too many crashes (empty for a node that
+    /// is down or did not answer in time).
+    pub(crate) apps: Vec<ClusterApp>,
+}
+
+/// An application on one node, as `switchboard apps` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ClusterApp {
+    /// Application name.
+    pub(crate) name: String,
+    /// `running`, `starting`, `stopping` or `failed`.
+    pub(crate) state: String,
+    /// When it last started (ms since the Unix epoch); 0 when it is not running.
+    pub(crate) since_ms: i64,
+    /// Restarts after crashes within the current restart window.
+    pub(crate) restarts: u32,
+    /// Why it last failed; empty when it never has.
+    pub(crate) last_failure: String,
+    /// Services it provides.
+    pub(crate) services: Vec<String>,
 }
 
 /// `GET /v1/admin/cluster`.

@@ -7,12 +7,17 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use prost::Message;
 use serde_json::json;
+use switchboard_proto::v1 as wire;
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
-use crate::model::{Cluster, ClusterNode};
+use crate::model::{Cluster, ClusterApp, ClusterNode};
 use crate::state::AppState;
+
+/// How long the cluster view waits for one node's list of applications.
+const APPS_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200)))]
@@ -46,15 +51,20 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     )
 }
 
-/// Every node this http node knows: name, address, state, services and groups.
+/// Every node this http node knows: name, address, state, services, groups and applications.
 #[utoipa::path(get, path = "/v1/admin/cluster", tag = "admin", security(("admin" = [])),
     responses((status = 200, body = Cluster), (status = 403, body = ErrorBody)))]
 pub(crate) async fn cluster(State(state): State<AppState>, _admin: Admin) -> Json<Cluster> {
-    let nodes = state
-        .node
-        .nodes()
+    let members = state.node.nodes();
+    let apps = futures::future::join_all(members.iter().map(|node| {
+        let up = node.is_self || node.state == switchboard::PeerState::Up;
+        apps_of(&state.node, &node.name, up)
+    }))
+    .await;
+    let nodes = members
         .into_iter()
-        .map(|node| ClusterNode {
+        .zip(apps)
+        .map(|(node, apps)| ClusterNode {
             state: match (&node.state, node.is_self) {
                 (_, true) => "self".into(),
                 (switchboard::PeerState::Up, _) => "up".into(),
@@ -65,7 +75,44 @@ pub(crate) async fn cluster(State(state): State<AppState>, _admin: Admin) -> Jso
             incarnation: format!("{:016x}", node.incarnation),
             services: node.services,
             groups: node.groups,
+            apps,
         })
         .collect();
     Json(Cluster { nodes })
+}
+
+/// The applications `node` runs or has given up on, as its built-in service reports them.
+async fn apps_of(node: &switchboard::Node, name: &str, up: bool) -> Vec<ClusterApp> {
+    if !up {
+        return Vec::new();
+    }
+    let options = switchboard::CallOptions::default().timeout(APPS_TIMEOUT);
+    let Ok(reply) = node
+        .call_on(
+            name,
+            switchboard::system::SERVICE,
+            "apps",
+            Vec::new(),
+            options,
+        )
+        .await
+    else {
+        return Vec::new();
+    };
+    let Ok(reply) = wire::AppsReply::decode(reply) else {
+        return Vec::new();
+    };
+    reply
+        .apps
+        .into_iter()
+        .filter(|app| app.state != "stopped")
+        .map(|app| ClusterApp {
+            name: app.name,
+            state: app.state,
+            since_ms: app.since_ms,
+            restarts: app.restarts,
+            last_failure: app.last_failure,
+            services: app.services,
+        })
+        .collect()
 }
