@@ -3,88 +3,26 @@
 //! load. The service binaries must be built next to the `switchboard` binary
 //! (`cargo build --workspace --bins`, which `.ci/test` runs first).
 
-use std::collections::{HashSet, VecDeque};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+mod local_cluster;
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use local_cluster::{DEADLINE, Up, switchboard_binary};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-/// How long a cluster may take to start, or a node to rejoin, on a busy two-core machine.
-const DEADLINE: Duration = Duration::from_secs(120);
 /// How long a killed node may take to be restarted and seen `up` by every http node again.
 const REJOIN: Duration = Duration::from_secs(30);
 
 /// The clusters here are several processes each: one at a time keeps the machine responsive.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A running `switchboard up`.
-struct Up {
-    child: Child,
-    data_dir: tempfile::TempDir,
-    /// Every http replica's API URL, in replica order.
-    urls: Vec<String>,
-    admin_token: String,
-    /// The most recent lines `up` printed (its own and its nodes'), for failure messages.
-    output: Arc<Mutex<VecDeque<String>>>,
-}
-
+/// What these tests do to a running cluster besides starting it.
 impl Up {
-    /// Starts `switchboard up --scale <scale>` with every API on a free port, and waits until it
-    /// says the cluster is up.
-    fn start(scale: &str) -> Up {
-        Self::start_with(&["--scale", scale])
-    }
-
-    /// Starts `switchboard up <args>` with every API on a free port, and waits until it says
-    /// the cluster is up.
-    fn start_with(args: &[&str]) -> Up {
-        let data_dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(switchboard_binary())
-            .args(["up", "--http", "127.0.0.1:0"])
-            .args(args)
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .env_remove("SWITCHBOARD_COOKIE")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let output = Arc::new(Mutex::new(VecDeque::new()));
-        let (urls_tx, urls_rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        keep_lines(stderr, output.clone(), None);
-        keep_lines(stdout, output.clone(), Some(urls_tx));
-        let mut up = Up {
-            child,
-            data_dir,
-            urls: Vec::new(),
-            admin_token: String::new(),
-            output,
-        };
-        match urls_rx.recv_timeout(DEADLINE) {
-            Ok(urls) => up.urls = urls,
-            Err(_) => panic!("`switchboard up` did not come up:\n{}", up.output()),
-        }
-        up.admin_token = std::fs::read_to_string(up.data_dir.path().join("admin-token"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        up
-    }
-
-    fn output(&self) -> String {
-        let lines = self.output.lock().unwrap();
-        lines.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-
     /// The process id of node `name` as it runs now (a child of `up`), if it runs.
     fn node_pid(&self, name: &str) -> Option<i32> {
         let parent = self.child.id().to_string();
@@ -162,79 +100,13 @@ impl Up {
         Command::new(switchboard_binary())
             .args(args)
             .arg("--data-dir")
-            .arg(self.data_dir.path())
+            .arg(self.data_dir())
             .env_remove("SWITCHBOARD_COOKIE")
             .env_remove("SWITCHBOARD_COOKIE_FILE")
             .stdin(Stdio::null())
             .output()
             .unwrap()
     }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        // SIGTERM: `up` stops every node gracefully and removes its seeds file.
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let stopped = Instant::now();
-        while stopped.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The `switchboard` binary, after checking that the service binaries are beside it.
-fn switchboard_binary() -> PathBuf {
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_switchboard"));
-    let dir = binary.parent().unwrap_or(Path::new("."));
-    for service in ["node", "http", "database", "log", "reporting", "analytics"] {
-        let path = dir.join(format!("switchboard-{service}"));
-        assert!(
-            path.exists(),
-            "{} is missing: run `cargo build --workspace --bins` first (.ci/test does)",
-            path.display()
-        );
-    }
-    binary
-}
-
-/// Keeps the last lines of `stream` in `output`; with `urls`, sends the API URLs once `up`
-/// has printed them.
-fn keep_lines(
-    stream: impl std::io::Read + Send + 'static,
-    output: Arc<Mutex<VecDeque<String>>>,
-    mut urls: Option<std::sync::mpsc::Sender<Vec<String>>>,
-) {
-    std::thread::spawn(move || {
-        let mut found = Vec::new();
-        let mut listing = false;
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if line.trim() == "Switchboard is up:" {
-                listing = true;
-            } else if listing && line.trim_start().starts_with("http://") {
-                found.push(
-                    line.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            } else if listing {
-                listing = false;
-                if let Some(urls) = urls.take() {
-                    let _ = urls.send(std::mem::take(&mut found));
-                }
-            }
-            let mut output = output.lock().unwrap();
-            output.push_back(line);
-            if output.len() > 400 {
-                output.pop_front();
-            }
-        }
-    });
 }
 
 /// The JSON body of the answer to `request`.
@@ -472,16 +344,22 @@ async fn every_node_killed_in_turn_is_back_in_the_mesh_and_no_post_fails() {
         );
         if name == "database@localhost" {
             // The first node is no one's only seed: the commands find the cluster without it.
-            let listed = up.command(&["nodes"]);
-            let text = String::from_utf8_lossy(&listed.stdout);
-            assert!(
-                listed.status.success(),
-                "{text}{}",
-                String::from_utf8_lossy(&listed.stderr)
-            );
-            for other in &names {
-                assert!(text.contains(other.as_str()), "{other} listed:\n{text}");
-            }
+            // The member they reach first may be the node just restarted, which lists every
+            // other node once its own links are up.
+            let mut text = String::new();
+            let listed_all = switchboard::eventually(REJOIN, || {
+                let listed = up.command(&["nodes"]);
+                text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&listed.stdout),
+                    String::from_utf8_lossy(&listed.stderr)
+                );
+                let all = listed.status.success()
+                    && names.iter().all(|other| text.contains(other.as_str()));
+                async move { all }
+            })
+            .await;
+            assert!(listed_all, "every node listed:\n{text}");
         }
     }
     stop_tx.send(true).unwrap();
@@ -589,6 +467,7 @@ async fn one_process_runs_every_application_and_serves_the_chat() {
         "the supervisor restarted it:\n{}",
         up.output()
     );
+    assert!(switchboard::eventually(DEADLINE, || up.all_up(&names)).await);
     let count = user.history(room).await.len();
     assert!(
         switchboard::eventually(DEADLINE, || async {
