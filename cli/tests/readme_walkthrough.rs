@@ -58,7 +58,17 @@ fn the_walkthrough_is_found_with_its_api_line() {
 
 #[tokio::test]
 async fn the_readme_walkthrough_runs_as_written_on_a_fresh_cluster() {
-    let up = Up::start("");
+    run_walkthrough(Up::start("")).await;
+}
+
+/// The one-process shape serves the same chat: the walkthrough runs on it unchanged.
+#[tokio::test]
+async fn the_readme_walkthrough_runs_as_written_on_one_process() {
+    run_walkthrough(Up::start_with(&["--single"])).await;
+}
+
+/// Runs the walkthrough against `up`, failing with its output if any command fails.
+async fn run_walkthrough(up: Up) {
     let script = walkthrough(README)
         .lines()
         .map(|line| {

@@ -148,14 +148,15 @@ impl Feed {
         for user in self.database.users(since).await? {
             fresh.register(&user, now);
         }
-        // Delivery latency is in no database: copy it from a running replica, if any.
+        // Delivery latency is in no database: copy it from a running replica, if any. The
+        // first replica finds none, and must not wait for one to appear.
         let copied = self
             .node
             .call_message::<_, wire::LatencyState>(
                 names::ANALYTICS,
                 "latency_state",
                 &wire::Empty {},
-                CallOptions::idempotent(),
+                CallOptions::idempotent().fail_fast(),
             )
             .await;
         match copied {
