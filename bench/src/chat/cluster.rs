@@ -85,6 +85,7 @@ impl Cluster {
             ("SWITCHBOARD_HTTP_LISTEN", "127.0.0.1:0".to_owned()),
             // One client per user here is far beyond the default 1,200 requests a minute.
             ("SWITCHBOARD_RATE_LIMIT", "0".to_owned()),
+            ("SWITCHBOARD_LOGIN_RATE_LIMIT", "0".to_owned()),
         ]);
         let process = ServerProcess::workspace_binary(
             "switchboard-http",

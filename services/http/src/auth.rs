@@ -135,7 +135,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 user
             }
         };
-        if let Err(retry_after) = state.limiter.check(user.id) {
+        if let Err(retry_after) = state.limits.users.check(&user.id) {
             return Err(ApiError {
                 retry_after: Some(retry_after),
                 ..ApiError::new(

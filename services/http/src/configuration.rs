@@ -55,6 +55,18 @@ pub struct HttpSettings {
     /// `SWITCHBOARD_HEADER_TIMEOUT_MS`: how long a client may take to send a request's head
     /// before its connection is closed (slow clients hold no connection for long).
     pub header_timeout_ms: u64,
+    /// `SWITCHBOARD_BODY_TIMEOUT_MS`: how long a request body may stall between two pieces
+    /// before the request is answered 408 (a client that opens a body and stops holds nothing).
+    pub body_timeout_ms: u64,
+    /// `SWITCHBOARD_LOGIN_RATE_LIMIT`: attempts to log in or register per minute per client
+    /// address, and to log in per username; 0 turns these limits off.
+    pub login_rate_limit: u32,
+    /// `SWITCHBOARD_TRUST_FORWARDED_FOR`: take the client's address from the last entry of
+    /// `X-Forwarded-For`, for a node reachable only through a balancer that appends it.
+    pub trust_forwarded_for: bool,
+    /// `SWITCHBOARD_MAX_STREAMS_PER_USER`: live streams (room events, log tail, anomalies) one
+    /// user may hold open on this node; 0 for no cap.
+    pub max_streams_per_user: usize,
 }
 
 impl Default for HttpSettings {
@@ -68,6 +80,10 @@ impl Default for HttpSettings {
             session_days: 30,
             session_cache_ms: 5000,
             header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            login_rate_limit: 20,
+            trust_forwarded_for: false,
+            max_streams_per_user: 16,
         }
     }
 }

@@ -157,6 +157,11 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "the body must be JSON with Content-Type: application/json",
             ),
+            other if stalled(&other) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body stalled; send it without pausing",
+            ),
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
@@ -165,6 +170,19 @@ impl From<JsonRejection> for ApiError {
             other => ApiError::new(other.status(), "invalid_json", other.body_text()),
         }
     }
+}
+
+/// Whether reading the body failed because it stalled past the body timeout (the startup's
+/// `RequestBodyTimeoutLayer`), somewhere down the rejection's chain of causes.
+fn stalled(rejection: &JsonRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 impl From<PathRejection> for ApiError {

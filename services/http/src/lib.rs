@@ -24,6 +24,7 @@ mod service_client;
 mod session_cache;
 pub mod startup;
 mod state;
+mod stream_slots;
 mod validation;
 mod web;
 

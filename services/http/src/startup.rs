@@ -11,6 +11,7 @@ use axum::{Json, Router, middleware};
 use switchboard::{AppContext, NodeError};
 use switchboard_proto::names;
 use tokio::net::TcpListener;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -22,7 +23,7 @@ use crate::http_metrics::{self, HttpMetrics};
 use crate::live::LiveHub;
 use crate::log_tail::LogTail;
 use crate::openapi::ApiDoc;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::RateLimits;
 use crate::reporting::Reporting;
 use crate::request_id;
 use crate::routes::{
@@ -31,6 +32,7 @@ use crate::routes::{
 use crate::served_by;
 use crate::session_cache::SessionCache;
 use crate::state::{AppState, Pieces};
+use crate::stream_slots::StreamSlots;
 use crate::web;
 
 /// Request bodies larger than this are refused with 413.
@@ -39,6 +41,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// The whole API as a router, and its OpenAPI document.
 pub(crate) fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let served = served_by::layer(state.node.name());
+    let body_timeout = Duration::from_millis(state.settings.body_timeout_ms.max(1));
     let metrics = HttpMetrics::register(state.node.metrics().registry());
     let (router, api) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .routes(routes!(accounts::register))
@@ -89,6 +92,7 @@ pub(crate) fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(middleware::from_fn_with_state(metrics, http_metrics::track))
         .layer(middleware::from_fn(request_id::assign))
         .layer(middleware::map_response(served))
@@ -137,7 +141,11 @@ impl Application {
         let state = AppState::new(Pieces {
             database: Database::new(node.clone(), timeout),
             reporting: Reporting::new(node.clone(), timeout),
-            limiter: Arc::new(RateLimiter::new(settings.rate_limit)),
+            streams: StreamSlots::new(settings.max_streams_per_user),
+            limits: Arc::new(RateLimits::new(
+                settings.rate_limit,
+                settings.login_rate_limit,
+            )),
             sessions,
             live,
             latency: switchboard_analytics::DeliveryLatency::start(context),

@@ -9,7 +9,7 @@ use crate::configuration::HttpSettings;
 use crate::database::Database;
 use crate::live::LiveHub;
 use crate::log_tail::LogTail;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::RateLimits;
 use crate::reporting::Reporting;
 use crate::routes::nodes::NodeClock;
 use crate::session_cache::SessionCache;
@@ -49,7 +49,9 @@ pub(crate) struct Pieces {
     /// Delivery latency of live events, shipped to the analytics replicas.
     pub(crate) latency: switchboard_analytics::DeliveryLatency,
     /// Per-user limits.
-    pub(crate) limiter: Arc<RateLimiter>,
+    pub(crate) limits: Arc<RateLimits>,
+    /// Live streams each user holds open on this node.
+    pub(crate) streams: Arc<crate::stream_slots::StreamSlots>,
     /// Sessions checked recently.
     pub(crate) sessions: Arc<SessionCache>,
     /// Settings.

@@ -4,7 +4,7 @@
 mod support;
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::*;
 use switchboard_http::HttpSettings;
 
@@ -292,4 +292,187 @@ async fn a_request_head_sent_a_byte_at_a_time_is_cut_off() {
         started.elapsed()
     );
     assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_request_body_that_stalls_is_answered_408_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let settings = HttpSettings {
+        body_timeout_ms: 500,
+        ..http_settings()
+    };
+    let cluster = Cluster::start_with(Backend::Sqlite, 1, 1, settings)
+        .await
+        .unwrap();
+    let api = cluster.api(0);
+    let address = api.base.trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // The head promises 100 bytes of body; 10 arrive, then nothing.
+    stalled
+        .write_all(
+            b"POST /v1/auth/login HTTP/1.1\r\nHost: stalled\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"usernam",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Everyone else is served meanwhile.
+    assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, async {
+        let mut buffer = [0u8; 1024];
+        loop {
+            match stalled.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    reply.extend_from_slice(&buffer[..n]);
+                    if reply.windows(4).any(|w| w == b"\r\n\r\n") && reply.ends_with(b"}") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the stalled request was never answered");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains("\"code\":\"body_timeout\""), "{reply}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "within the 500 ms body timeout, give or take: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn login_attempts_are_limited_per_address_and_per_username() {
+    let settings = HttpSettings {
+        login_rate_limit: 3,
+        ..http_settings()
+    };
+    let cluster = Cluster::start_with(Backend::Sqlite, 1, 1, settings)
+        .await
+        .unwrap();
+    let api = cluster.api(0);
+    let wrong = |username: &str| json!({ "username": username, "password": "not the password" });
+    // One address guessing one account's password: three tries, then 429 with Retry-After.
+    let mut replies = Vec::new();
+    for _ in 0..4 {
+        replies.push(api.post("/v1/auth/login", wrong("victim")).await);
+    }
+    assert!(
+        replies[..3]
+            .iter()
+            .all(|r| r.status == StatusCode::UNAUTHORIZED),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let limited = &replies[3];
+    assert_eq!(
+        (limited.status, limited.code()),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
+    );
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    // The address is spent for registrations too.
+    let register = api
+        .post(
+            "/v1/auth/register",
+            json!({ "username": "newcomer", "password": "correct horse battery" }),
+        )
+        .await;
+    assert_eq!(register.code(), "too_many_attempts");
+}
+
+#[tokio::test]
+async fn login_attempts_against_one_username_are_limited_whatever_the_address() {
+    let settings = HttpSettings {
+        login_rate_limit: 3,
+        trust_forwarded_for: true,
+        ..http_settings()
+    };
+    let cluster = Cluster::start_with(Backend::Sqlite, 1, 1, settings)
+        .await
+        .unwrap();
+    let api = cluster.api(0);
+    let mut statuses = Vec::new();
+    // Each guess from another address, as a balancer reports them: the username's limit holds.
+    for i in 0..4 {
+        let reply = api
+            .send(
+                api.request(Method::POST, "/v1/auth/login")
+                    .header("x-forwarded-for", format!("198.51.100.{i}"))
+                    .json(&json!({ "username": "victim", "password": "guess" })),
+            )
+            .await;
+        statuses.push((reply.status, reply.code().to_owned()));
+    }
+    assert_eq!(
+        statuses[3],
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts".to_owned()
+        ),
+        "{statuses:?}"
+    );
+    // Another username from a fresh address is not affected.
+    let other = api
+        .send(
+            api.request(Method::POST, "/v1/auth/login")
+                .header("x-forwarded-for", "198.51.100.200")
+                .json(&json!({ "username": "someone", "password": "guess" })),
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn live_streams_past_the_per_user_cap_are_refused_with_a_clear_code() {
+    let settings = HttpSettings {
+        max_streams_per_user: 3,
+        ..http_settings()
+    };
+    let cluster = Cluster::start_with(Backend::Sqlite, 1, 1, settings)
+        .await
+        .unwrap();
+    let user = cluster.api(0).register("streamer").await;
+    let room = user.create_room("streams").await;
+    let open = || async {
+        user.request(Method::GET, &format!("/v1/rooms/{room}/events"))
+            .send()
+            .await
+            .unwrap()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let stream = open().await;
+        assert_eq!(stream.status(), StatusCode::OK);
+        streams.push(stream);
+    }
+    let refused = open().await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "too_many_streams");
+    // Another user is not affected, and a closed stream frees its slot.
+    let other = cluster.api(0).register("listener").await;
+    other
+        .post(&format!("/v1/rooms/{room}/join"), json!({}))
+        .await;
+    let theirs = other
+        .request(Method::GET, &format!("/v1/rooms/{room}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), StatusCode::OK);
+    drop(streams.pop());
+    let reopened = switchboard::eventually(DEADLINE, || async {
+        open().await.status() == StatusCode::OK
+    })
+    .await;
+    assert!(reopened, "a closed stream's slot was never freed");
 }

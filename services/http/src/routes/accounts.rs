@@ -1,16 +1,15 @@
 //! `/v1/auth/*` and `/v1/me`: registration, login, logout.
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 
 use crate::auth::{self, AuthUser};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ClientAddress};
 use crate::model::{Credentials, Session, User};
 use crate::session_cache::SessionCache;
 use crate::state::AppState;
@@ -23,11 +22,18 @@ use crate::validation;
 
 /// Creates an account and logs it in.
 #[utoipa::path(post, path = "/v1/auth/register", tag = "accounts", request_body = Credentials,
-    responses((status = 201, body = Session), (status = 409, body = ErrorBody, description = "username_taken"), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = Session), (status = 409, body = ErrorBody, description = "username_taken"), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody, description = "too_many_attempts")))]
 pub(crate) async fn register(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Session>), ApiError> {
+    throttle(
+        state.limits.addresses.check(&address),
+        "register",
+        "",
+        address,
+    )?;
     validation::username(&credentials.username)?;
     validation::password(&credentials.password)?;
     let hash = auth::hash_password(credentials.password).await?;
@@ -39,12 +45,25 @@ pub(crate) async fn register(
 
 /// Logs in; the same 401 whether the user exists or not.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "accounts", request_body = Credentials,
-    responses((status = 200, body = Session), (status = 401, body = ErrorBody, description = "invalid_credentials")))]
+    responses((status = 200, body = Session), (status = 401, body = ErrorBody, description = "invalid_credentials"), (status = 429, body = ErrorBody, description = "too_many_attempts")))]
 pub(crate) async fn login(
     State(state): State<AppState>,
-    ConnectInfo(address): ConnectInfo<SocketAddr>,
+    ClientAddress(address): ClientAddress,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<Json<Session>, ApiError> {
+    let username = credentials.username.as_str();
+    throttle(
+        state.limits.addresses.check(&address),
+        "login",
+        username,
+        address,
+    )?;
+    throttle(
+        state.limits.usernames.check(&credentials.username),
+        "login",
+        username,
+        address,
+    )?;
     let found = match state.database.credentials(&credentials.username).await {
         Ok(reply) => Some(reply),
         Err(switchboard::NodeError::Service(e)) if e.code == "invalid_credentials" => None,
@@ -58,7 +77,7 @@ pub(crate) async fn login(
             Ok(Json(open_session(&state, user.into()).await?))
         }
         None => {
-            tracing::info!(kind = "login_failed", username = %credentials.username, address = %address.ip(), "login failed");
+            tracing::info!(kind = "login_failed", username = %credentials.username, address = %address, "login failed");
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_credentials",
@@ -66,6 +85,27 @@ pub(crate) async fn login(
             ))
         }
     }
+}
+
+/// Refuses an attempt past a login or register limit with 429 and `Retry-After`, and logs it.
+fn throttle(
+    checked: Result<(), u64>,
+    action: &'static str,
+    username: &str,
+    address: IpAddr,
+) -> Result<(), ApiError> {
+    let Err(retry_after) = checked else {
+        return Ok(());
+    };
+    tracing::info!(kind = "login_throttled", action, username, %address, retry_after, "too many attempts to log in or register");
+    Err(ApiError {
+        retry_after: Some(retry_after),
+        ..ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "too many attempts from this address or for this username; retry after the time in Retry-After",
+        )
+    })
 }
 
 async fn open_session(state: &AppState, user: User) -> Result<Session, ApiError> {

@@ -39,7 +39,8 @@ const PAGE: i64 = 500;
     params(("room_id" = i64, Path, description = "The room"), EventsQuery,
            ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this cursor")),
     responses((status = 200, content_type = "text/event-stream", description = "message, message_edited, message_deleted, member_joined, member_left, reset"),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "too_many_streams: the user holds SWITCHBOARD_MAX_STREAMS_PER_USER streams on this node")))]
 pub(crate) async fn room_events(
     State(state): State<AppState>,
     user: AuthUser,
@@ -52,6 +53,7 @@ pub(crate) async fn room_events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
         .or(query.after);
+    let slot = state.streams.take(user.id)?;
     // Subscribe first: anything committed from here on reaches `live`.
     let live = state.live.subscribe(room_id);
     // Membership and the starting point are checked now, so a refusal is a proper HTTP error.
@@ -76,6 +78,7 @@ pub(crate) async fn room_events(
     };
     let draining = state.draining.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         tokio::select! {
             _ = subscriber.run(start, resume.is_some(), live) => {}
             _ = draining.cancelled() => {}

@@ -89,6 +89,7 @@ pub fn http_settings() -> HttpSettings {
         http_listen: "127.0.0.1:0".into(),
         admin_token: Some(switchboard_http::configuration::Secret::new(ADMIN_TOKEN)),
         rate_limit: 0,
+        login_rate_limit: 0,
         ..HttpSettings::default()
     }
 }
