@@ -4,7 +4,8 @@
 #   Compose v2 (install-compose.sh) and the images (offline-images.sh); `docker compose up`;
 #   /readyz through the balancer within 60 s; the generated secrets (files with tight modes, kept
 #   across a down and up, in no `docker compose config` output and no container's environment);
-#   the chat API walkthrough; every service scaled (http=3 database=3 log=2 reporting=2
+#   the chat API walkthrough; the browser tests (tests/browser/run.sh) through the balancer, nodes
+#   killed with `docker kill` and started again with `docker start`; every service scaled (http=3 database=3 log=2 reporting=2
 #   analytics=2), each replica up in /v1/admin/cluster; requests spread over every http replica
 #   (X-Served-By); an http replica killed while a client posts with Idempotency-Key (retrying on
 #   connection errors and 502/503/504: nothing lost, nothing stored twice); SSE clients cut off by
@@ -528,6 +529,54 @@ step_admin_cluster() {
         || { show_cluster; fail "/v1/admin/cluster: want the http node as self and live nodes offering ${node_services[*]:1} (services offered: ${services:-no answer})"; }
 }
 
+# ---- browser tests -----------------------------------------------------------------------------
+# tests/browser/run.sh against the balancer: the chat client and the dashboard in headless
+# chromium, with the admin token in a file only this user reads (never on a command line or in
+# the output), and nodes killed through a node-control command that `docker kill`s the node's
+# container (SIGKILL to its process) and `docker start`s it again.
+write_node_control() {
+    {
+        printf '#!/usr/bin/env bash\n'
+        printf '# Written by compose-e2e.sh: `%s kill|restart NODE` for project %s.\n' "$1" "$project"
+        printf 'project=%q\n' "$project"
+        cat <<'EOF_CONTROL'
+# A node is named <service>@<hostname>, and a container's host name is its short id.
+set -euo pipefail
+action=$1 host=${2#*@}
+for id in $(docker ps -aq --filter "label=com.docker.compose.project=$project"); do
+    if [ "$(docker inspect --format '{{.Config.Hostname}}' "$id")" = "$host" ]; then
+        case "$action" in
+            kill) docker kill "$id" >/dev/null ;;
+            restart) docker start "$id" >/dev/null ;;
+            *) echo "unknown action $action" >&2; exit 2 ;;
+        esac
+        exit 0
+    fi
+done
+echo "no container of project $project has the host name $host" >&2
+exit 1
+EOF_CONTROL
+    } >"$1"
+    chmod 700 "$1"
+}
+step_browser() {
+    local token_file=$tmp/browser-admin-token rc
+    # The file is created 0600 (umask) before the token is written into it.
+    (umask 077 && compose exec -T http switchboard admin-token >"$token_file" 2>"$tmp/exec.err") \
+        || { cat "$tmp/exec.err" >&2; fail "docker compose exec http switchboard admin-token failed"; return 1; }
+    [ -s "$token_file" ] || { fail "switchboard admin-token printed nothing"; return 1; }
+    write_node_control "$tmp/node-control"
+    bash "$repo/tests/browser/run.sh" --url "$base" --admin-token-file "$token_file" \
+        --node-control "$tmp/node-control" --artifacts "$repo/target/browser-artifacts/compose" \
+        >"$tmp/browser.out" 2>&1
+    rc=$?
+    secret_admin=${secret_admin:-$(tr -d '[:space:]' <"$token_file")}
+    no_secret_in "$tmp/browser.out" "the browser tests' output" || return 1
+    sed 's/^/[e2e]   /' "$tmp/browser.out" | grep -v '^\[e2e\]   *$' | tail -n 40 >&2
+    [ "$rc" = 0 ] && tail -n 1 "$tmp/browser.out" | grep -Eq '^[0-9]+ passed, 0 failed$' \
+        || fail "the browser tests failed (exit $rc): $(tail -n 1 "$tmp/browser.out")"
+}
+
 # Every replica of every service is up in /v1/admin/cluster (the answering http node counts as
 # one of its kind) and its container is healthy.
 all_scaled() {
@@ -940,6 +989,7 @@ run_step "create a room, second user joins" step_room
 run_step "post and list messages, 401 without a token" step_messages
 run_step "SSE: a message event arrives after posting" step_sse
 run_step "admin cluster: token required, every service live" step_admin_cluster
+run_step "browser tests through the balancer (docker kill / start)" step_browser
 run_step "scale http=3 database=3 log=2 reporting=2 analytics=2: all up" step_scale
 run_step "requests spread over every http replica (X-Served-By)" step_spread
 run_step "200 keyed posts while an http replica is killed" step_http_kill

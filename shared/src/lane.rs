@@ -6,13 +6,19 @@
 //! a busy lane a frame that finds the queue otherwise empty waits one scheduler turn for the
 //! frames that are about to follow it; on an idle lane it goes at once.
 //! Queues are bounded: a full lane queue is backpressure for a call and `Overloaded` for a cast.
+//!
+//! Both ends count the frames each lane carries ([`Tally`]): once per batch, not per frame, with
+//! relaxed atomic adds, into the node's totals and, on the dialer's side, its link's.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures::Stream;
+use prometheus::IntCounter;
 use switchboard_proto::v1::{Batch, Frame, Lane, Reply, frame::Kind, reply};
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -80,6 +86,63 @@ pub(crate) fn size_bound(frame: &Frame) -> usize {
     }
 }
 
+/// The frames one link's three lanes carried since it opened, each way.
+#[derive(Debug, Default)]
+pub(crate) struct LinkTraffic {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl LinkTraffic {
+    /// Frames written so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Frames read so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+/// Where one lane counts the frames it writes and reads: the node's totals (every lane, both
+/// ends) and, on the side that dialed the link, that link's own counters.
+///
+/// Counting happens once per batch, with relaxed atomic adds: nothing orders other memory by
+/// these counters, and a reader only wants a recent value to take a difference of.
+#[derive(Debug, Clone)]
+pub(crate) struct Tally {
+    sent: IntCounter,
+    received: IntCounter,
+    link: Option<Arc<LinkTraffic>>,
+}
+
+impl Tally {
+    /// Counts into the node's totals (from its [`crate::metrics::Metrics`]) and, if given, into
+    /// a link's.
+    pub(crate) fn new(metrics: &crate::metrics::Metrics, link: Option<Arc<LinkTraffic>>) -> Self {
+        Self {
+            sent: metrics.frames_sent.clone(),
+            received: metrics.frames_received.clone(),
+            link,
+        }
+    }
+
+    fn sent(&self, frames: usize) {
+        self.sent.inc_by(frames as u64);
+        if let Some(link) = &self.link {
+            link.sent.fetch_add(frames as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn received(&self, frames: usize) {
+        self.received.inc_by(frames as u64);
+        if let Some(link) = &self.link {
+            link.received.fetch_add(frames as u64, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A stream of batches drained from a lane queue; ends when the queue closes, when the token is
 /// cancelled, or after yielding a terminal status.
 pub(crate) struct BatchingStream {
@@ -91,6 +154,7 @@ pub(crate) struct BatchingStream {
     held: Option<Frame>,
     /// Frames in the batch this stream yielded last.
     last_batch: usize,
+    tally: Tally,
 }
 
 impl std::fmt::Debug for BatchingStream {
@@ -102,7 +166,11 @@ impl std::fmt::Debug for BatchingStream {
 }
 
 impl BatchingStream {
-    pub(crate) fn new(rx: mpsc::Receiver<Outbound>, token: CancellationToken) -> Self {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Outbound>,
+        token: CancellationToken,
+        tally: Tally,
+    ) -> Self {
         Self {
             rx,
             cancelled: Box::pin(token.cancelled_owned()),
@@ -110,6 +178,7 @@ impl BatchingStream {
             done: false,
             held: None,
             last_batch: 0,
+            tally,
         }
     }
 
@@ -184,6 +253,9 @@ impl Stream for BatchingStream {
             }
         }
         this.last_batch = frames.len();
+        // Counted as it is handed to the connection: a batch yielded is a batch written, unless
+        // the connection dies under it, and then the counters no longer matter to that link.
+        this.tally.sent(frames.len());
         Poll::Ready(Some(Ok(Batch { frames })))
     }
 }
@@ -193,14 +265,25 @@ impl Stream for BatchingStream {
 pub(crate) struct FrameReader {
     stream: tonic::Streaming<Batch>,
     buffered: VecDeque<Frame>,
+    tally: Tally,
 }
 
 impl FrameReader {
-    pub(crate) fn new(stream: tonic::Streaming<Batch>) -> Self {
+    pub(crate) fn new(stream: tonic::Streaming<Batch>, tally: Tally) -> Self {
         Self {
             stream,
             buffered: VecDeque::new(),
+            tally,
         }
+    }
+
+    /// The next batch off the wire, counted.
+    async fn read(&mut self) -> Result<Option<Vec<Frame>>, tonic::Status> {
+        let frames = self.stream.message().await?.map(|batch| batch.frames);
+        if let Some(frames) = &frames {
+            self.tally.received(frames.len());
+        }
+        Ok(frames)
     }
 
     /// The next frame; `Ok(None)` when the peer closed the stream cleanly.
@@ -209,8 +292,8 @@ impl FrameReader {
             if let Some(frame) = self.buffered.pop_front() {
                 return Ok(Some(frame));
             }
-            match self.stream.message().await? {
-                Some(batch) => self.buffered.extend(batch.frames),
+            match self.read().await? {
+                Some(frames) => self.buffered.extend(frames),
                 None => return Ok(None),
             }
         }
@@ -221,7 +304,7 @@ impl FrameReader {
         if !self.buffered.is_empty() {
             return Ok(Some(self.buffered.drain(..).collect()));
         }
-        Ok(self.stream.message().await?.map(|batch| batch.frames))
+        self.read().await
     }
 }
 
@@ -251,6 +334,15 @@ mod tests {
             .collect()
     }
 
+    /// A tally of its own, counting for a link.
+    fn tally() -> Tally {
+        Tally {
+            sent: IntCounter::new("sent", "frames sent").unwrap(),
+            received: IntCounter::new("received", "frames received").unwrap(),
+            link: Some(Arc::default()),
+        }
+    }
+
     /// Polls `stream` once, as its task would.
     fn poll_once(stream: &mut BatchingStream) -> Poll<Option<Result<Batch, tonic::Status>>> {
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
@@ -260,7 +352,7 @@ mod tests {
     #[test]
     fn an_idle_lane_writes_a_lone_frame_at_once() {
         let (tx, rx) = mpsc::channel(8);
-        let mut stream = BatchingStream::new(rx, CancellationToken::new());
+        let mut stream = BatchingStream::new(rx, CancellationToken::new(), tally());
         tx.try_send(Ok(call(1))).unwrap();
         let Poll::Ready(Some(Ok(batch))) = poll_once(&mut stream) else {
             panic!("a lone frame on an idle lane waited");
@@ -271,7 +363,7 @@ mod tests {
     #[test]
     fn a_busy_lane_holds_a_lone_frame_for_the_frames_that_follow() {
         let (tx, rx) = mpsc::channel(8);
-        let mut stream = BatchingStream::new(rx, CancellationToken::new());
+        let mut stream = BatchingStream::new(rx, CancellationToken::new(), tally());
         tx.try_send(Ok(call(1))).unwrap();
         tx.try_send(Ok(call(2))).unwrap();
         let Poll::Ready(Some(Ok(batch))) = poll_once(&mut stream) else {
@@ -298,7 +390,7 @@ mod tests {
     fn a_held_frame_still_goes_out_when_the_lane_closes() {
         let (tx, rx) = mpsc::channel(8);
         let token = CancellationToken::new();
-        let mut stream = BatchingStream::new(rx, token.clone());
+        let mut stream = BatchingStream::new(rx, token.clone(), tally());
         tx.try_send(Ok(call(1))).unwrap();
         tx.try_send(Ok(call(2))).unwrap();
         assert!(poll_once(&mut stream).is_ready());
@@ -310,6 +402,24 @@ mod tests {
         };
         assert_eq!(ids(&batch), [3]);
         assert!(matches!(poll_once(&mut stream), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn a_lane_counts_every_frame_it_writes_once_per_batch() {
+        let (tx, rx) = mpsc::channel(8);
+        let tally = tally();
+        let mut stream = BatchingStream::new(rx, CancellationToken::new(), tally.clone());
+        for id in 1..=3 {
+            tx.try_send(Ok(call(id))).unwrap();
+        }
+        assert!(poll_once(&mut stream).is_ready());
+        tx.try_send(Ok(call(4))).unwrap();
+        assert!(poll_once(&mut stream).is_pending(), "held for a turn");
+        assert_eq!(tally.sent.get(), 3, "a held frame is not written yet");
+        assert!(poll_once(&mut stream).is_ready());
+        let link = tally.link.as_ref().unwrap();
+        assert_eq!((tally.sent.get(), link.sent()), (4, 4));
+        assert_eq!((tally.received.get(), link.received()), (0, 0));
     }
 
     /// The bound must never undercount, or an oversized frame could slip past the size check.

@@ -24,7 +24,8 @@ use crate::bulk;
 use crate::error::NodeError;
 use crate::handshake::{self, HandshakeError, Party, Role, Transcript};
 use crate::lane::{
-    BULK_THRESHOLD, BatchingStream, FrameReader, LANES, LaneSender, Urgency, size_bound,
+    BULK_THRESHOLD, BatchingStream, FrameReader, LANES, LaneSender, LinkTraffic, Tally, Urgency,
+    size_bound,
 };
 use crate::node::NodeInner;
 use crate::replies::{Replies, Reply};
@@ -68,6 +69,8 @@ pub(crate) struct Link {
     advertised: AtomicU64,
     pub(crate) closed: CancellationToken,
     max_frame: usize,
+    /// Frames its lanes wrote and read: the `switchboard.node` service's `stats`.
+    pub(crate) traffic: std::sync::Arc<LinkTraffic>,
 }
 
 /// Decrements the in-flight count however a call ends.
@@ -376,6 +379,8 @@ async fn dial_inner(
     };
     let bulk = client(bulk);
     let closed = CancellationToken::new();
+    let traffic = std::sync::Arc::new(LinkTraffic::default());
+    let tally = Tally::new(&node.metrics, Some(traffic.clone()));
     let mut senders = Vec::with_capacity(3);
     let mut readers = Vec::with_capacity(3);
     let mut identity: Option<(String, u64, String)> = None;
@@ -403,14 +408,14 @@ async fn dial_inner(
         .await
         .map_err(|_| NodeError::Transport("lane closed".into()))?;
         // Requests carry no terminal status; `map_while` just unwraps the frames.
-        let outbound = BatchingStream::new(rx, closed.clone()).map_while(Result::ok);
+        let outbound = BatchingStream::new(rx, closed.clone(), tally.clone()).map_while(Result::ok);
         let client = if lane == Lane::Bulk { &bulk } else { &shared };
         let response = client
             .clone()
             .link(outbound)
             .await
             .map_err(status_to_error)?;
-        let mut reader = FrameReader::new(response.into_inner());
+        let mut reader = FrameReader::new(response.into_inner(), tally.clone());
         let challenge = match reader.next().await.map_err(status_to_error)? {
             Some(wire::Frame {
                 kind: Some(Kind::Challenge(c)),
@@ -487,6 +492,7 @@ async fn dial_inner(
         advertised: AtomicU64::new(0),
         closed,
         max_frame: max,
+        traffic,
     });
     Ok((link, greeting.expect("three lanes were opened"), readers))
 }

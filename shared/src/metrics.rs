@@ -1,5 +1,5 @@
 //! Prometheus metrics of one node: calls and casts by service and outcome, call latency, links,
-//! reconnects, handshake failures and queue depths.
+//! reconnects, handshake failures, queue depths and the frames its lanes carried.
 //!
 //! Each [`Node`](crate::Node) owns its own registry, so several nodes in one test process keep
 //! separate figures. Services add their own metrics to [`Metrics::registry`].
@@ -27,8 +27,22 @@ pub struct Metrics {
     pub(crate) heartbeats: IntCounter,
     pub(crate) provider_waits_expired: IntCounterVec,
     pub(crate) queued_frames: IntGauge,
+    /// Frames written and read on every lane of every link, both ends (`frames_total`). Lanes
+    /// add each batch's frames at once ([`crate::lane::Tally`]); the dashboard's message rates
+    /// are these counters' differences over time.
+    pub(crate) frames_sent: IntCounter,
+    pub(crate) frames_received: IntCounter,
     /// Resolved call series per service, so the call path does no label lookups.
     series: Arc<RwLock<crate::routes::FastMap<String, Arc<[CallSeries; 2]>>>>,
+}
+
+/// Frames a node's links carried since it started, every lane, both ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Frames {
+    /// Frames written to peers.
+    pub sent: u64,
+    /// Frames read from peers.
+    pub received: u64,
 }
 
 /// Where a call was served.
@@ -170,6 +184,16 @@ impl Metrics {
             "Frames waiting in outbound lane queues, all links",
         )
         .expect("metric");
+        let frames = IntCounterVec::new(
+            Opts::new(
+                "frames_total",
+                "Frames written (sent) and read (received) on every lane of every link",
+            ),
+            &["direction"],
+        )
+        .expect("metric");
+        let frames_sent = frames.with_label_values(&["sent"]);
+        let frames_received = frames.with_label_values(&["received"]);
         for collector in [
             Box::new(calls.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(call_seconds.clone()),
@@ -183,6 +207,7 @@ impl Metrics {
             Box::new(heartbeats.clone()),
             Box::new(provider_waits_expired.clone()),
             Box::new(queued_frames.clone()),
+            Box::new(frames),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -200,7 +225,17 @@ impl Metrics {
             provider_waits_expired,
             heartbeats,
             queued_frames,
+            frames_sent,
+            frames_received,
             series: Arc::default(),
+        }
+    }
+
+    /// Frames this node's links carried so far (a snapshot of `frames_total`).
+    pub fn frames(&self) -> Frames {
+        Frames {
+            sent: self.frames_sent.get(),
+            received: self.frames_received.get(),
         }
     }
 

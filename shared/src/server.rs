@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::bulk::{self, Opening};
 use crate::dispatch::{CallLimit, LaneContext, run_lane};
 use crate::handshake::{self, HandshakeError, Party, Role, Transcript};
-use crate::lane::{BatchingStream, FrameReader, LaneSender};
+use crate::lane::{BatchingStream, FrameReader, LaneSender, Tally};
 use crate::link::DIAL_TIMEOUT;
 use crate::node::NodeInner;
 
@@ -188,7 +188,10 @@ impl node_server::Node for NodeService {
         request: tonic::Request<tonic::Streaming<wire::Batch>>,
     ) -> Result<tonic::Response<Self::LinkStream>, tonic::Status> {
         let remote = request.remote_addr();
-        let reader = FrameReader::new(request.into_inner());
+        // The peer's link to this node: its frames count in this node's totals; the link's own
+        // counters are the peer's to keep.
+        let tally = Tally::new(&self.node.metrics, None);
+        let reader = FrameReader::new(request.into_inner(), tally.clone());
         let (tx, rx) = mpsc::channel(self.node.config.link_queue.max(16));
         let closed = self.node.shutdown.child_token();
         tokio::spawn(accept(
@@ -199,7 +202,7 @@ impl node_server::Node for NodeService {
             closed.clone(),
         ));
         Ok(tonic::Response::new(Box::pin(BatchingStream::new(
-            rx, closed,
+            rx, closed, tally,
         ))))
     }
 }

@@ -1,6 +1,7 @@
 //! The built-in `switchboard.node` service every node answers, whatever else it hosts: the
-//! operator's view of one member (`members`), a round-trip probe (`ping`), and its applications
-//! (`apps`, `app_start`, `app_stop`; see [`crate::application`]). It is what the
+//! operator's view of one member (`members`), a round-trip probe (`ping`), the frames its
+//! links carried (`stats`, a `NodeStats`, what the dashboard reads message rates from), and its
+//! applications (`apps`, `app_start`, `app_stop`; see [`crate::application`]). It is what the
 //! `switchboard nodes`, `ping`, `apps` and `app` commands call, like Erlang's `net_adm` and
 //! `application:start/stop`.
 
@@ -24,6 +25,7 @@ pub(crate) async fn handle(node: &NodeInner, request: Request) -> Result<Bytes, 
             Some(applications) => applications.handle(&request).await,
             None => Ok(wire::AppsReply::default().encode_to_vec().into()),
         },
+        "stats" => Ok(stats(node).encode_to_vec().into()),
         other => Err(ServiceError::new(
             "unknown_method",
             format!("{SERVICE} has no method {other}"),
@@ -50,5 +52,26 @@ fn members(node: &NodeInner) -> wire::MembersReply {
                 groups: info.groups,
             })
             .collect(),
+    }
+}
+
+/// The node's frame totals and each link it dialed, by peer name.
+pub(crate) fn stats(node: &NodeInner) -> wire::NodeStats {
+    let frames = node.metrics.frames();
+    let mut links: Vec<wire::LinkStats> = node
+        .links()
+        .into_iter()
+        .map(|link| wire::LinkStats {
+            peer: link.peer.clone(),
+            incarnation: link.incarnation,
+            frames_sent: link.traffic.sent(),
+            frames_received: link.traffic.received(),
+        })
+        .collect();
+    links.sort_by(|a, b| a.peer.cmp(&b.peer));
+    wire::NodeStats {
+        frames_sent: frames.sent,
+        frames_received: frames.received,
+        links,
     }
 }

@@ -1,5 +1,6 @@
 //! The runtime across several nodes in one process, over the real protocol on loopback:
-//! membership, authentication, transparent calls, broadcasts, shutdown and restarts.
+//! membership, authentication, transparent calls, broadcasts, shutdown and restarts, and the
+//! frames links count.
 
 mod support;
 
@@ -146,6 +147,55 @@ async fn the_same_call_gives_the_same_result_locally_and_remotely() {
     assert!(
         matches!(missing, NodeError::NoProvider { .. }),
         "{missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_frames_calls_carry_are_counted_by_both_nodes_and_the_callers_link() {
+    use prost::Message as _;
+    let a = echo_node("a@test", &[]).await;
+    let b = bare_node("b@test", &[a.address()]).await;
+    assert!(b.wait_for_service("echo", DEADLINE).await);
+    const CALLS: u64 = 50;
+    let (a0, b0) = (a.metrics().frames(), b.metrics().frames());
+    for _ in 0..CALLS {
+        b.call("echo", "say", "x", CallOptions::default())
+            .await
+            .unwrap();
+    }
+    // A call returns once its reply was read, so both ends have counted both frames by then.
+    let (a1, b1) = (a.metrics().frames(), b.metrics().frames());
+    assert!(b1.sent >= b0.sent + CALLS, "calls out: {b0:?} -> {b1:?}");
+    assert!(
+        a1.received >= a0.received + CALLS,
+        "calls in: {a0:?} -> {a1:?}"
+    );
+    assert!(a1.sent >= a0.sent + CALLS, "replies out: {a0:?} -> {a1:?}");
+    assert!(
+        b1.received >= b0.received + CALLS,
+        "replies in: {b0:?} -> {b1:?}"
+    );
+    // b's `stats`, asked by a: the link b dialed to a carried the calls out and the replies in.
+    let reply = a
+        .call_on(
+            "b@test",
+            switchboard::system::SERVICE,
+            "stats",
+            Bytes::new(),
+            CallOptions::default(),
+        )
+        .await
+        .unwrap();
+    let stats = switchboard_proto::v1::NodeStats::decode(reply).unwrap();
+    assert!(stats.frames_sent >= b1.sent && stats.frames_received >= b1.received);
+    let link = stats
+        .links
+        .iter()
+        .find(|l| l.peer == "a@test")
+        .expect("b's link to a is listed");
+    assert!(
+        link.frames_sent >= CALLS && link.frames_received >= CALLS,
+        "{link:?}"
     );
 }
 

@@ -4,25 +4,33 @@
 #
 #   bash tests/browser/run.sh                       starts `switchboard up` on free ports (SQLite
 #                                                   in a temporary directory) and stops it after
-#   bash tests/browser/run.sh --url http://127.0.0.1:8080 --admin-token-file F
+#   bash tests/browser/run.sh --url http://127.0.0.1:8080 --admin-token-file F [--node-control CMD]
 #                                                   runs against a cluster already running there
 #                                                   (e.g. compose behind its load balancer); the
-#                                                   test that kills a node process is skipped
+#                                                   tests that kill a node run only with
+#                                                   --node-control: CMD is run as `CMD kill NODE`
+#                                                   and `CMD restart NODE` (compose-e2e.sh passes
+#                                                   one that docker kills and starts the node's
+#                                                   container), and are skipped without it
 #
 # Installs what is missing (chromium, chromium-driver, a venv with selenium under target/).
-# Screenshots go to target/browser-artifacts/. The last line is 'N passed, M failed'; the exit
-# status is non-zero when a test failed.
+# Screenshots go to target/browser-artifacts/ (--artifacts DIR elsewhere). The last line is
+# 'N passed, M failed'; the exit status is non-zero when a test failed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 url=""
 token_file=""
+node_control=""
+artifacts="$root/target/browser-artifacts"
 while [ $# -gt 0 ]; do
     case "$1" in
         --url) url="$2"; shift 2 ;;
         --admin-token-file) token_file="$2"; shift 2 ;;
-        *) echo "unknown argument: $1 (use --url URL --admin-token-file FILE)" >&2; exit 2 ;;
+        --node-control) node_control="$2"; shift 2 ;;
+        --artifacts) artifacts="$2"; shift 2 ;;
+        *) echo "unknown argument: $1 (use --url URL --admin-token-file FILE [--node-control CMD])" >&2; exit 2 ;;
     esac
 done
 if [ -n "$url" ] && [ -z "$token_file" ]; then
@@ -45,7 +53,6 @@ if ! "$venv/bin/python" -c 'import selenium' >/dev/null 2>&1; then
     "$venv/bin/pip" install -q 'selenium>=4.20' >&2
 fi
 
-artifacts="$root/target/browser-artifacts"
 mkdir -p "$artifacts"
 
 up_pid=""
@@ -64,6 +71,7 @@ if [ -z "$url" ]; then
     cargo build --workspace --bins --locked >&2
     data_dir=$(mktemp -d)
     log="$artifacts/switchboard-up.log"
+    : >"$log"
     "$root/target/debug/switchboard" up --http 127.0.0.1:0 --data-dir "$data_dir" >"$log" 2>&1 &
     up_pid=$!
     deadline=$(( $(date +%s) + 120 ))
@@ -83,6 +91,7 @@ fi
 
 args=(--url "$url" --admin-token-file "$token_file" --artifacts "$artifacts")
 if [ -n "$up_pid" ]; then args+=(--up-pid "$up_pid"); fi
+if [ -n "$node_control" ]; then args+=(--node-control "$node_control"); fi
 set +e
 "$venv/bin/python" "$root/tests/browser/test_web.py" "${args[@]}"
 status=$?

@@ -4,6 +4,11 @@ Run by tests/browser/run.sh, which starts the cluster (or is pointed at one with
 test drives headless chromium through selenium and waits on conditions with deadlines
 (WebDriverWait), never on fixed sleeps. Screenshots are written to --artifacts. The last line
 printed is 'N passed, M failed'.
+
+The tests that kill a node need a way to kill and restart one (`NodeControl`): the children of a
+`switchboard up` this run started (--up-pid: SIGKILL, and `up` restarts the node), or a command
+(--node-control CMD, run as `CMD kill NODE` and `CMD restart NODE`, e.g. `docker kill` and
+`docker start` of the node's container). Without either they are skipped.
 """
 
 import argparse
@@ -11,6 +16,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -38,7 +44,7 @@ class Context:
         with open(args.admin_token_file, encoding="utf-8") as f:
             self.admin_token = f.read().strip()
         self.artifacts = args.artifacts
-        self.up_pid = args.up_pid
+        self.nodes = NodeControl.of(args)
         self.run = secrets.token_hex(3)
         self.drivers = []
         self.alice = self.browser()
@@ -281,6 +287,53 @@ def node_pid(up_pid, name):
     return None
 
 
+class NodeControl:
+    """How the tests kill a node's process and bring it back."""
+
+    @staticmethod
+    def of(args):
+        if args.node_control:
+            return CommandControl(args.node_control)
+        if args.up_pid is not None:
+            return UpControl(args.up_pid)
+        return None
+
+
+class UpControl(NodeControl):
+    """The nodes of a `switchboard up` this run started: SIGKILL, and `up` restarts the node."""
+
+    def __init__(self, up_pid):
+        self.up_pid = up_pid
+
+    def kill(self, name):
+        pid = node_pid(self.up_pid, name)
+        assert pid, f"no process for {name}"
+        os.kill(pid, signal.SIGKILL)
+
+    def restart(self, name):
+        pass  # `switchboard up` restarts a node that dies, at once
+
+
+class CommandControl(NodeControl):
+    """A command run as `CMD kill NODE` and `CMD restart NODE` (e.g. docker kill, docker start)."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def run(self, action, name):
+        done = subprocess.run([self.command, action, name], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{self.command} {action} {name}: exit {done.returncode}: {done.stderr.strip()}"
+
+    def kill(self, name):
+        self.run("kill", name)
+
+    def restart(self, name):
+        self.run("restart", name)
+
+
+NO_CONTROL = "skipped: no way to kill this cluster's nodes (it was not started by this run; see --node-control)"
+
+
 def open_dashboard(ctx):
     # Tall enough that the screenshot holds every panel.
     driver = ctx.browser(1440, 2000)
@@ -300,36 +353,55 @@ def dashboard_screenshot(ctx, driver):
     ctx.screenshot(driver, "dashboard.png")
 
 
+def test_dashboard_shows_message_rates(ctx):
+    driver = ctx.dashboard or open_dashboard(ctx)
+
+    def rates(d):
+        # Every node that is up has a rate in and out once two polls have counted its frames.
+        rows = [r for r in d.find_elements(By.CSS_SELECTOR, "#node-rows tr") if r.get_attribute("data-state") == "up"]
+        cells = [r.find_elements(By.CSS_SELECTOR, "td.rates[data-in][data-out]") for r in rows]
+        if len(rows) < 5 or not all(cells):
+            return False
+        return [(float(c[0].get_attribute("data-in")), float(c[0].get_attribute("data-out"))) for c in cells]
+
+    measured = wait(driver, rates, message="a message rate for every node")
+    assert all(r_in >= 0 and r_out >= 0 for r_in, r_out in measured), measured
+    # Heartbeats and the dashboard's own polls flow on every link, so no node is silent.
+    assert all(r_in > 0 or r_out > 0 for r_in, r_out in measured), measured
+    header = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "section[aria-labelledby='nodes-title'] thead th")]
+    assert "Messages/s" in header, header
+    print(f"    messages/s in, out: {', '.join(f'{a:.1f}/{b:.1f}' for a, b in measured)}")
+
+
 def test_dashboard_shows_a_node_go_down_and_come_back(ctx):
-    driver = open_dashboard(ctx)
-    if ctx.up_pid is None:
+    driver = ctx.dashboard or open_dashboard(ctx)
+    if ctx.nodes is None:
         dashboard_screenshot(ctx, driver)
-        return "skipped: the cluster was not started by this run, so its processes are not ours to kill"
+        return NO_CONTROL
     def analytics(d):
         rows = d.find_elements(By.CSS_SELECTOR, "#node-rows tr[data-node^='analytics@']")
         return rows and (rows[0].get_attribute("data-node"), rows[0].get_attribute("data-incarnation"))
 
     name, before = wait(driver, analytics, message="an analytics node listed")
-    pid = node_pid(ctx.up_pid, name)
-    assert pid, f"no process for {name}"
     killed = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
+    ctx.nodes.kill(name)
     wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, f"#events li[data-kind='node_down'][data-peer='{name}']"),
          timeout=NODE_DOWN_WAIT, message=f"{name} shown down")
     seen_down = time.monotonic() - killed
+    ctx.nodes.restart(name)
 
     def back(d):
         rows = d.find_elements(By.CSS_SELECTOR, f"#node-rows tr[data-node='{name}']")
         return rows and rows[0].get_attribute("data-state") == "up" and rows[0].get_attribute("data-incarnation") != before
 
-    wait(driver, back, timeout=30, message=f"{name} back with a new incarnation")
-    print(f"    {name} shown down {seen_down:.2f}s after kill -9, and back")
+    wait(driver, back, timeout=60, message=f"{name} back with a new incarnation")
+    print(f"    {name} shown down {seen_down:.2f}s after it was killed, and back")
     dashboard_screenshot(ctx, driver)
 
 
 def test_the_stream_resumes_after_the_http_node_restarts(ctx):
-    if ctx.up_pid is None:
-        return "skipped: the cluster was not started by this run, so its processes are not ours to kill"
+    if ctx.nodes is None:
+        return NO_CONTROL
     alice = ctx.alice
     live(alice)
     status, _, me = api(ctx, "POST", "/v1/auth/login",
@@ -337,12 +409,17 @@ def test_the_stream_resumes_after_the_http_node_restarts(ctx):
     assert status == 200
     _, _, rooms = api(ctx, "GET", "/v1/rooms", token=me["token"])
     room = next(r for r in rooms["rooms"] if r["name"] == ctx.room)
-    # `switchboard up` names its first http node so; it serves the URL under test.
-    pid = node_pid(ctx.up_pid, "http@localhost")
-    assert pid, "no http@localhost process"
-    os.kill(pid, signal.SIGKILL)
+    # Every http node is killed, so whichever serves the page's stream (behind a balancer, any of
+    # them) goes; with `switchboard up` that is the one node serving the URL under test.
+    _, _, cluster = api(ctx, "GET", "/v1/admin/nodes", token=ctx.admin_token)
+    https = [n["name"] for n in cluster["nodes"] if n["name"].startswith("http@") and not n["state"].startswith("down")]
+    assert https, cluster
+    for name in https:
+        ctx.nodes.kill(name)
     wait(alice, lambda d: d.find_element(By.ID, "connection").get_attribute("data-state") != "live",
          message="the page shows the stream is down")
+    for name in https:
+        ctx.nodes.restart(name)
     missed = f"posted while the stream was down {ctx.run}"
 
     def posted(_driver):
@@ -351,10 +428,15 @@ def test_the_stream_resumes_after_the_http_node_restarts(ctx):
             api(ctx, "POST", f"/v1/rooms/{room['id']}/messages", token=me["token"],
                 body={"body": missed}, headers={"idempotency-key": f"missed-{ctx.run}"})
             return True
+        except urllib.error.HTTPError as error:
+            # A balancer with no replica up answers 502/503 until one is back.
+            if error.code in (502, 503, 504):
+                return False
+            raise
         except (urllib.error.URLError, ConnectionError):
             return False
 
-    wait(alice, posted, message="posted once the http node is back")
+    wait(alice, posted, timeout=60, message="posted once the http node is back")
     shows(alice, missed)
     live(alice)
     assert bodies(alice).count(missed) == 1
@@ -415,6 +497,7 @@ TESTS = [
     test_a_reload_keeps_the_session,
     test_older_history_loads_on_scroll,
     test_phone_width,
+    test_dashboard_shows_message_rates,
     test_dashboard_shows_a_node_go_down_and_come_back,
     test_the_stream_resumes_after_the_http_node_restarts,
     test_dashboard_resolves_a_report,
@@ -427,7 +510,10 @@ def main():
     parser.add_argument("--url", required=True)
     parser.add_argument("--admin-token-file", required=True)
     parser.add_argument("--artifacts", default="target/browser-artifacts")
-    parser.add_argument("--up-pid", type=int, default=None)
+    parser.add_argument("--up-pid", type=int, default=None,
+                        help="the `switchboard up` whose children are the nodes (kill -9; up restarts them)")
+    parser.add_argument("--node-control", default=None,
+                        help="a command run as `CMD kill NODE` and `CMD restart NODE`")
     args = parser.parse_args()
     os.makedirs(args.artifacts, exist_ok=True)
     started = time.monotonic()

@@ -1,7 +1,8 @@
 //! The web client and the dashboard as an http node serves them: the pages at `/` and
 //! `/dashboard` with a Content-Security-Policy that allows no inline script or style, every
 //! asset a page links with its right content type, and the admin endpoints only the dashboard
-//! uses (`/v1/admin/nodes`, `/v1/admin/rooms/{room_id}/analytics`). The pages' behaviour is
+//! uses (`/v1/admin/nodes` with its round trips and frame counters,
+//! `/v1/admin/rooms/{room_id}/analytics`). The pages' behaviour is
 //! tested in a real browser by `tests/browser/run.sh`.
 
 mod support;
@@ -163,6 +164,68 @@ async fn the_dashboards_node_view_has_uptime_and_round_trips() {
     );
     assert!(database["uptime_seconds"].as_u64().is_some(), "{database}");
     assert!(database["up_since"].as_str().is_some(), "{database}");
+}
+
+/// The frame counters of the node hosting `service`, from one `/v1/admin/nodes` reply.
+fn frames(nodes: &serde_json::Value, service: &str) -> (u64, u64) {
+    let node = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| {
+            n["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == service)
+        })
+        .unwrap_or_else(|| panic!("no node hosts {service}: {nodes}"));
+    let count = |field: &str| {
+        node[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{service}: no {field} in {node}"))
+    };
+    (count("frames_sent"), count("frames_received"))
+}
+
+#[tokio::test]
+async fn the_node_view_counts_the_frames_calls_carry() {
+    let (cluster, api) = cluster().await;
+    cluster.wait_for_mesh().await;
+    let admin = Api {
+        token: Some(ADMIN_TOKEN.to_owned()),
+        ..api.clone()
+    };
+    let before = admin.get("/v1/admin/nodes").await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.body);
+    let (db_sent, db_received) = frames(&before.body, "database");
+    let (http_sent, http_received) = frames(&before.body, "http.sessions");
+    // Each post is at least one call from the http node to the database node and its reply.
+    const POSTS: u64 = 20;
+    let alice = api.register("frames_alice").await;
+    let room = alice.create_room("frames").await;
+    for i in 0..POSTS {
+        let posted = alice.post_message(room, &format!("frame {i}"), None).await;
+        assert_eq!(posted.status, StatusCode::CREATED, "{}", posted.body);
+    }
+    let last = std::sync::Mutex::new(serde_json::Value::Null);
+    let risen = switchboard::eventually(DEADLINE, || async {
+        let now = admin.get("/v1/admin/nodes").await.body;
+        let (sent, received) = frames(&now, "database");
+        let (own_sent, own_received) = frames(&now, "http.sessions");
+        *last.lock().unwrap() = now;
+        received >= db_received + POSTS
+            && sent >= db_sent + POSTS
+            && own_sent >= http_sent + POSTS
+            && own_received >= http_received + POSTS
+    })
+    .await;
+    assert!(
+        risen,
+        "the counters did not rise by {POSTS} calls: before {}, after {}",
+        before.body,
+        last.lock().unwrap()
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-// The operators' dashboard: every node with its services, state, uptime and round trip (polled
-// each second), cluster events (node up, node down, failover) and a filtered log tail from the
+// The operators' dashboard: every node with its services, state, uptime, round trip and message
+// rates in and out (polled each second; rates are the differences of each node's frame counters
+// over the last few polls), cluster events (node up, node down, failover) and a filtered log tail from the
 // live activity log, charts of the last hour from analytics, and the open anomalies and content
 // reports with their resolve actions. The admin token is pasted in once, kept in sessionStorage
 // (gone when the tab closes) and sent only as an Authorization header.
@@ -16,6 +17,9 @@ const ROOMS_EVERY_MS = 10_000;
 const TAIL_MAX = 300;
 const EVENTS_MAX = 100;
 const EVENT_KINDS = new Set(["node_up", "node_down", "failover"]);
+// Message rates are measured over the polls of the last few seconds: one second alone would
+// jump with every batch a poll happens to split.
+const RATE_WINDOW_MS = 5000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -24,6 +28,7 @@ const state = {
   timers: [],
   stream: null,
   nodes: new Map(), // name -> last view, to notice changes between polls
+  samples: new Map(), // name -> [{ at, incarnation, sent, received }] of the last RATE_WINDOW_MS
   events: new Map(), // dedupe key -> { element, observers }
   paused: false,
   lastUpdate: null,
@@ -108,11 +113,49 @@ async function refreshNodes() {
       node.restarted = before.restarted;
     }
     node.seenAt = Date.now();
+    node.rates = rates(node, performance.now());
     state.nodes.set(node.name, node);
     return nodeRow(node, changed);
   });
   replace($("node-rows"), rows);
   replace($("log-nodes"), list.nodes.map((n) => h("option", { value: n.name })));
+}
+
+/**
+ * Frames per second the node's links read (in) and wrote (out), from its counters in this poll
+ * and the oldest poll of the window; null until two polls of one incarnation have counts. A
+ * restarted node counts from zero again, so its older samples are dropped.
+ */
+function rates(node, at) {
+  if (node.frames_sent == null || node.frames_received == null) return null;
+  const sample = { at, incarnation: node.incarnation, sent: node.frames_sent, received: node.frames_received };
+  const kept = (state.samples.get(node.name) ?? []).filter(
+    (s) => s.incarnation === sample.incarnation && s.sent <= sample.sent && s.received <= sample.received && at - s.at <= RATE_WINDOW_MS,
+  );
+  kept.push(sample);
+  state.samples.set(node.name, kept);
+  const first = kept[0];
+  const seconds = (at - first.at) / 1000;
+  if (kept.length < 2 || seconds <= 0) return null;
+  return { in: (sample.received - first.received) / seconds, out: (sample.sent - first.sent) / seconds };
+}
+
+function rate(perSecond) {
+  if (perSecond >= 10_000) return `${Math.round(perSecond / 1000)}k`;
+  if (perSecond >= 100) return `${Math.round(perSecond)}`;
+  return perSecond.toFixed(1);
+}
+
+function rateCell(node) {
+  if (!node.rates) return h("td", { class: "num rates" }, "–");
+  const { in: read, out: written } = node.rates;
+  return h(
+    "td",
+    { class: "num rates", dataset: { in: read.toFixed(2), out: written.toFixed(2) }, title: "frames per second its links read / wrote: calls, replies, casts, broadcasts, heartbeats" },
+    h("span", { class: "rate-in" }, `↓ ${rate(read)}`),
+    " ",
+    h("span", { class: "rate-out" }, `↑ ${rate(written)}`),
+  );
 }
 
 function stateClass(node) {
@@ -132,6 +175,7 @@ function nodeRow(node, changed) {
     h("td", { class: "num uptime", title: node.since_start ? "at least: it was up when this http node started" : "" },
       node.uptime_seconds === null ? "–" : `${node.since_start ? "≥ " : ""}${duration(node.uptime_seconds)}`),
     h("td", { class: "num" }, node.rtt_ms === null ? (node.state === "self" ? "local" : "–") : `${node.rtt_ms.toFixed(2)} ms`),
+    rateCell(node),
     h("td", { class: "small" }, h("code", {}, node.incarnation.slice(-8)), node.restarted ? h("div", { class: "muted" }, `restarted ${node.restarted.toLocaleTimeString()}`) : null),
   );
 }

@@ -1,6 +1,12 @@
 //! `GET /v1/admin/nodes`: the dashboard's live view of the cluster, like Erlang's observer. It is
-//! `/v1/admin/cluster` plus what an operator watches a node by: how long its process has been up
-//! and the round trip of a ping over the link to it, measured now.
+//! `/v1/admin/cluster` plus what an operator watches a node by: how long its process has been up,
+//! the round trip of a call over the link to it, measured now, and the frames its links carried.
+//!
+//! The round trip and the frame counts come from one call, to the node's built-in
+//! `switchboard.node` `stats` (this node reads its own counters in place). The counts are totals
+//! since that node's process started, whichever http node asks, so the dashboard turns two polls
+//! into messages per second in and out, even when a balancer sends its polls to different http
+//! nodes; a new incarnation starts again from zero.
 //!
 //! The runtime does not carry a node's start time in its gossip, so uptime is as this http node
 //! saw it: since the link to that incarnation of the node came up, or since this http node
@@ -13,8 +19,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::State;
+use prost::Message as _;
 use serde::Serialize;
 use switchboard::{AppContext, Bytes, CallOptions, ClusterEvent, Node, PeerState};
+use switchboard_proto::v1 as wire;
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
@@ -23,7 +31,7 @@ use crate::error::ErrorBody;
 use crate::model::timestamp;
 use crate::state::AppState;
 
-/// How long a ping may take before the node is shown without a round trip.
+/// How long the stats call may take before the node is shown without a round trip or counts.
 const PING_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// When this http node saw each incarnation of each peer come up.
@@ -103,9 +111,14 @@ pub(crate) struct NodeView {
     /// True when the node was already up as this http node started, so it has been up at
     /// least `uptime_seconds`.
     since_start: bool,
-    /// Round trip of a ping over the link to it, in milliseconds; absent for this node itself,
-    /// for a node that is down and for one that did not answer within 500 ms.
+    /// Round trip of a call over the link to it (its `stats`), in milliseconds; absent for this
+    /// node itself, for a node that is down and for one that did not answer within 500 ms.
     rtt_ms: Option<f64>,
+    /// Frames (calls, replies, casts, broadcasts, heartbeats...) its links have written since
+    /// its process started; absent when it did not answer. Two polls make a rate.
+    frames_sent: Option<u64>,
+    /// Frames its links have read since its process started; absent when it did not answer.
+    frames_received: Option<u64>,
 }
 
 /// `GET /v1/admin/nodes`.
@@ -128,10 +141,21 @@ pub(crate) async fn nodes(State(state): State<AppState>, _admin: Admin) -> Json<
         let clock = state.clock.clone();
         async move {
             let up = info.is_self || info.state == PeerState::Up;
-            let rtt_ms = if up && !info.is_self {
-                ping(&node, &info.name).await
+            let (rtt_ms, frames) = if info.is_self {
+                (None, Some(node.metrics().frames()))
+            } else if up {
+                match stats(&node, &info.name).await {
+                    Some((rtt, stats)) => (
+                        Some(rtt),
+                        Some(switchboard::metrics::Frames {
+                            sent: stats.frames_sent,
+                            received: stats.frames_received,
+                        }),
+                    ),
+                    None => (None, None),
+                }
             } else {
-                None
+                (None, None)
             };
             let (since, since_start) = clock.up_since(&info.name, info.incarnation);
             let since = up.then_some(since);
@@ -152,6 +176,8 @@ pub(crate) async fn nodes(State(state): State<AppState>, _admin: Admin) -> Json<
                     .map(|at| now.duration_since(at).unwrap_or_default().as_secs()),
                 since_start: up && since_start && !info.is_self,
                 rtt_ms,
+                frames_sent: frames.map(|f| f.sent),
+                frames_received: frames.map(|f| f.received),
                 name: info.name,
                 address: info.address,
                 incarnation: format!("{:016x}", info.incarnation),
@@ -166,18 +192,20 @@ pub(crate) async fn nodes(State(state): State<AppState>, _admin: Admin) -> Json<
     })
 }
 
-/// The round trip of one ping to `name`'s built-in service, in milliseconds.
-async fn ping(node: &Node, name: &str) -> Option<f64> {
+/// `name`'s frame counts, and the round trip of the call that fetched them in milliseconds.
+async fn stats(node: &Node, name: &str) -> Option<(f64, wire::NodeStats)> {
     let started = Instant::now();
     let options = CallOptions::idempotent().timeout(PING_TIMEOUT);
-    node.call_on(
-        name,
-        switchboard::system::SERVICE,
-        "ping",
-        Bytes::new(),
-        options,
-    )
-    .await
-    .ok()?;
-    Some((started.elapsed().as_secs_f64() * 1e6).round() / 1e3)
+    let reply = node
+        .call_on(
+            name,
+            switchboard::system::SERVICE,
+            "stats",
+            Bytes::new(),
+            options,
+        )
+        .await
+        .ok()?;
+    let rtt = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    Some((rtt, wire::NodeStats::decode(reply).ok()?))
 }
