@@ -29,7 +29,7 @@ use anyhow::{Context, ensure};
 use futures::{StreamExt, TryStreamExt};
 
 use self::api::{Api, User};
-use self::cluster::{Batches, Cluster};
+use self::cluster::{BATCH_WRITES_VARIABLE, Batches, Cluster};
 use self::postgres::{Postgres, RawInserts};
 use self::sse::Subscribers;
 use crate::cli::RunOptions;
@@ -539,9 +539,11 @@ fn notes(
         ),
         format!(
             "nodes: the release switchboard-database and switchboard-http binaries, one process \
-             each, {} tokio worker(s) each; database pool 16 connections (default); rate limit \
-             off; nodes log at warn (the per-post info line is not written)",
-            options.server_workers
+             each, {} tokio worker(s) each; database pool 16 connections (default); batch writes \
+             {} ({BATCH_WRITES_VARIABLE}); rate limit off; nodes log at warn (the per-post info \
+             line is not written)",
+            options.server_workers,
+            std::env::var(BATCH_WRITES_VARIABLE).unwrap_or_else(|_| "guarded (default)".into()),
         ),
         format!("CPUs: {} for everything: {cpus}", options.cpus),
         format!(

@@ -24,6 +24,11 @@ use crate::server_process::{HTTP, NODE, ServerProcess, service_log_line};
 /// The log filter of every node: quiet, but for the lines that announce the addresses.
 const LOG_FILTER: &str = "warn,switchboard::node=info,switchboard_http::startup=info";
 
+/// The variable that chooses how the database node writes a batch of posts (`guarded`, its
+/// default, or `locked`), handed to it as `SWITCHBOARD_BATCH_WRITES`: the locked path is the
+/// baseline the guarded one has to beat.
+pub(crate) const BATCH_WRITES_VARIABLE: &str = "SWITCHBOARD_BENCH_BATCH_WRITES";
+
 /// How long a node may take to serve (the database node migrates a fresh database first).
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -52,6 +57,9 @@ impl Cluster {
             ("DATABASE_URL", database_url.to_owned()),
             ("SWITCHBOARD_METRICS_LISTEN", metrics.clone()),
         ]);
+        if let Ok(writes) = std::env::var(BATCH_WRITES_VARIABLE) {
+            env.push(("SWITCHBOARD_BATCH_WRITES", writes));
+        }
         let database = ServerProcess::workspace_binary(
             "switchboard-database",
             options,

@@ -31,8 +31,9 @@ pub async fn start(config: NodeConfig, cookie: Cookie) -> Result<Node, NodeError
     let url = configuration::database_url(&config.data_dir, &settings)?;
     let store = Store::connect(&url, settings.db_max_connections)
         .await
-        .map_err(|e| NodeError::Config(format!("database: {e}")))?;
-    tracing::info!(backend = ?store.backend(), "database ready");
+        .map_err(|e| NodeError::Config(format!("database: {e}")))?
+        .with_batch_writes(settings.batch_writes);
+    tracing::info!(backend = ?store.backend(), batch_writes = ?settings.batch_writes, "database ready");
     serve(config, cookie, store, &settings).await
 }
 

@@ -29,6 +29,7 @@ use switchboard_proto::v1 as wire;
 
 use super::messages::{PostOutcome, fingerprint, key_reused};
 use super::{Backend, Store, StoreError, now_ms};
+use crate::configuration::BatchWrites;
 
 /// One post waiting in a batch.
 #[derive(Debug, Clone)]
@@ -214,9 +215,9 @@ impl Store {
         publish: Publish<'_>,
     ) -> Result<Vec<Result<PostOutcome, StoreError>>, StoreError> {
         let batch = Batch::new(posts, turn);
-        let decided = match self.backend {
-            Backend::Postgres => self.post_guarded(&batch, publish).await?,
-            Backend::Sqlite => {
+        let decided = match (self.backend, self.batch_writes) {
+            (Backend::Postgres, BatchWrites::Guarded) => self.post_guarded(&batch, publish).await?,
+            (Backend::Postgres, BatchWrites::Locked) | (Backend::Sqlite, _) => {
                 let decided = self.post_locked(&batch).await?;
                 publish_all(&decided, publish);
                 decided
