@@ -24,11 +24,6 @@ use crate::server_process::{HTTP, NODE, ServerProcess, service_log_line};
 /// The log filter of every node: quiet, but for the lines that announce the addresses.
 const LOG_FILTER: &str = "warn,switchboard::node=info,switchboard_http::startup=info";
 
-/// The variable that chooses how the database node writes a batch of posts (`guarded`, its
-/// default, or `locked`), handed to it as `SWITCHBOARD_BATCH_WRITES`: the locked path is the
-/// baseline the guarded one has to beat.
-pub(crate) const BATCH_WRITES_VARIABLE: &str = "SWITCHBOARD_BENCH_BATCH_WRITES";
-
 /// How long a node may take to serve (the database node migrates a fresh database first).
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -44,8 +39,13 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a database node on `database_url`.
-    pub(crate) fn start(options: &RunOptions, database_url: &str) -> anyhow::Result<Self> {
+    /// Starts a database node on `database_url`, writing batches of posts as `batch_writes`
+    /// says (`SWITCHBOARD_BATCH_WRITES`: `guarded` or `locked`).
+    pub(crate) fn start(
+        options: &RunOptions,
+        database_url: &str,
+        batch_writes: &str,
+    ) -> anyhow::Result<Self> {
         let cookie = fresh_cookie();
         let data_dir =
             std::env::temp_dir().join(format!("switchboard-bench-{:016x}", rand::random::<u64>()));
@@ -56,10 +56,8 @@ impl Cluster {
             ("SWITCHBOARD_NODE_NAME", "bench-database".to_owned()),
             ("DATABASE_URL", database_url.to_owned()),
             ("SWITCHBOARD_METRICS_LISTEN", metrics.clone()),
+            ("SWITCHBOARD_BATCH_WRITES", batch_writes.to_owned()),
         ]);
-        if let Ok(writes) = std::env::var(BATCH_WRITES_VARIABLE) {
-            env.push(("SWITCHBOARD_BATCH_WRITES", writes));
-        }
         let database = ServerProcess::workspace_binary(
             "switchboard-database",
             options,
