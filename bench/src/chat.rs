@@ -4,7 +4,9 @@
 //! raw single-row `INSERT` loop at the same concurrency (64 and 256 clients), with p99 under
 //! 20 ms; and live delivery over Server-Sent Events, from a post on one http node to receipt on
 //! another, with p99 under 50 ms at 1,000 subscribers. It also prints what 1,000 open SSE
-//! connections cost an http node in resident memory.
+//! connections cost an http node in resident memory. And it holds the database node's guarded
+//! batch writes on PostgreSQL to the locking transaction every backend can run (the same chat
+//! with `SWITCHBOARD_BATCH_WRITES=locked`): they exist only while they are faster.
 //!
 //! Why the baseline can be beaten: every post is acknowledged only after its commit, as an
 //! autocommit insert is, but the database node commits the posts that arrive together in one
@@ -12,8 +14,9 @@
 //!
 //! The set-up ([`cluster`], [`postgres`]): a fresh database; one `switchboard-database` and one
 //! `switchboard-http` process; one registered user per client, all members of one room ([`api`]);
-//! one PostgreSQL connection per baseline client. The end-to-end and raw points take turns slice
-//! by slice ([`crate::points`]). Then a second http node joins, opens the SSE streams, and posts
+//! one PostgreSQL connection per baseline client; for the locked points, a second database node
+//! and http node on a second fresh database, with users and a room of their own. The end-to-end,
+//! locked and raw points take turns slice by slice ([`crate::points`]). Then a second http node joins, opens the SSE streams, and posts
 //! through the first are timed to every subscriber ([`sse`]).
 
 mod api;
@@ -49,6 +52,7 @@ const BODY_BYTES: usize = 100;
 /// The points' names, shared by the table, `--only` and the checks.
 const E2E: &str = "chat post end to end (http node -> database node -> PostgreSQL)";
 const RAW: &str = "raw single-row INSERT, autocommit (same PostgreSQL)";
+const LOCKED: &str = "chat post end to end, batches in a locking transaction (same PostgreSQL)";
 const SSE: &str = "SSE delivery: post on http node A -> receipt on http node B";
 
 /// SSE subscribers, and under `--quick`.
@@ -58,8 +62,10 @@ const QUICK_SUBSCRIBERS: usize = 200;
 /// Timed posts per second during the SSE run.
 const SSE_RATE: u32 = 50;
 
-/// The floors.
+/// The floors. The guarded batch writes (`post_batch/guarded.rs`, `in_turn.rs`) exist only while
+/// they are faster than the locking transaction every backend can run.
 const RATIO_FLOOR: f64 = 1.0;
+const GUARDED_FLOOR: f64 = 1.0;
 const POST_P99: Duration = Duration::from_millis(20);
 const DELIVERY_P99: Duration = Duration::from_millis(50);
 
@@ -92,10 +98,26 @@ pub(crate) async fn run(options: &RunOptions) -> anyhow::Result<Option<Section>>
             return Ok(Some(skipped(options, &format!("{why:#}"))));
         }
     };
-    let measured = measure(options, &plan, &postgres).await;
+    let locked = if plan.throughput {
+        match Postgres::create().await {
+            Ok(locked) => Some(locked),
+            Err(why) => {
+                let _ = postgres.drop_database().await;
+                return Err(why.context("a second database for the locked batch writes"));
+            }
+        }
+    } else {
+        None
+    };
+    let measured = measure(options, &plan, &postgres, locked.as_ref()).await;
     let dropped = postgres.drop_database().await;
+    let locked_dropped = match locked {
+        Some(locked) => locked.drop_database().await,
+        None => Ok(()),
+    };
     let section = measured?;
     dropped?;
+    locked_dropped?;
     Ok(Some(section))
 }
 
@@ -119,7 +141,9 @@ impl Plan {
         let delivery_load = format!("{} subs, {SSE_RATE} posts/s", thousands(subscribers as f64));
         Self {
             throughput: CLIENTS.iter().any(|n| {
-                options.selects(E2E, &n.to_string()) || options.selects(RAW, &n.to_string())
+                [E2E, RAW, LOCKED]
+                    .iter()
+                    .any(|scenario| options.selects(scenario, &n.to_string()))
             }),
             delivery: options.selects(SSE, &delivery_load),
             subscribers,
@@ -133,31 +157,30 @@ async fn measure(
     options: &RunOptions,
     plan: &Plan,
     postgres: &Postgres,
+    locked: Option<&Postgres>,
 ) -> anyhow::Result<Section> {
-    let cluster = Cluster::start(options, &postgres.url())?;
+    let cluster = Cluster::start(options, &postgres.url(), "guarded")?;
     let (mut http_a, api) = cluster.add_http(options, "bench-http-a").await?;
-    let users = Arc::new(register(&api, CLIENTS[1]).await?);
-    let room = api.create_room(&users[0], "bench").await?;
-    join(&api, &users[1..], room).await?;
-    let messages = api.uri(&format!("/v1/rooms/{room}/messages"))?;
-    let posted = Arc::new(AtomicU64::new(0));
-    let poster = Poster {
-        api: api.clone(),
-        users: users.clone(),
-        messages,
-        posted,
-    };
+    let (poster, room) = Poster::in_a_new_room(api).await?;
 
     let mut rows = Vec::new();
     let mut batches = Vec::new();
-    if plan.throughput {
+    if let Some(locked) = locked {
+        progress("chat: a second database node and http node, with locked batch writes");
+        let locked_cluster = Cluster::start(options, &locked.url(), "locked")?;
+        let (mut locked_http, locked_api) = locked_cluster
+            .add_http(options, "bench-http-locked")
+            .await?;
+        let (locked_poster, _) = Poster::in_a_new_room(locked_api).await?;
         progress(format_args!(
             "chat: opening {} PostgreSQL connections for the baseline",
             CLIENTS[1]
         ));
         let raw = postgres.raw_inserts(CLIENTS[1]).await?;
-        let (points, per_point) = throughput_points(&poster, &raw, &cluster, room);
+        let (points, per_point) = throughput_points(&poster, &locked_poster, &raw, &cluster, room);
         rows = measure_in_turn("chat", selected(points, options), options).await?;
+        locked_http.check_alive()?;
+        locked_cluster.finish()?;
         batches = per_point
             .into_iter()
             .map(|(clients, b)| (clients, *b.lock().unwrap_or_else(|p| p.into_inner())))
@@ -245,6 +268,22 @@ struct Poster {
 }
 
 impl Poster {
+    /// Registers a user per client of the largest point, all members of a new room: the
+    /// poster, and the room.
+    async fn in_a_new_room(api: Api) -> anyhow::Result<(Self, i64)> {
+        let users = Arc::new(register(&api, CLIENTS[1]).await?);
+        let room = api.create_room(&users[0], "bench").await?;
+        join(&api, &users[1..], room).await?;
+        let messages = api.uri(&format!("/v1/rooms/{room}/messages"))?;
+        let poster = Poster {
+            api,
+            users,
+            messages,
+            posted: Arc::new(AtomicU64::new(0)),
+        };
+        Ok((poster, room))
+    }
+
     fn post(
         &self,
         client: usize,
@@ -261,10 +300,11 @@ impl Poster {
     }
 }
 
-/// The end-to-end and raw points at each client count, in table order, and the group-commit
-/// batches each end-to-end point's slices saw.
+/// The end-to-end, locked and raw points at each client count, in table order, and the
+/// group-commit batches each end-to-end point's slices saw.
 fn throughput_points(
     poster: &Poster,
+    locked: &Poster,
     raw: &RawInserts,
     cluster: &Cluster,
     room: i64,
@@ -273,7 +313,7 @@ fn throughput_points(
     let mut points = Vec::new();
     let mut batches = Vec::new();
     for clients in CLIENTS {
-        let post = {
+        let post = |poster: &Poster| {
             let poster = poster.clone();
             move |client: usize| {
                 poster.post(client, padded(format!("switchboard-bench post {client} ")))
@@ -290,10 +330,11 @@ fn throughput_points(
         };
         let seen = Arc::new(Mutex::new(Batches::default()));
         points.push(counting_batches(
-            Point::closed_per_client(E2E, clients, post),
+            Point::closed_per_client(E2E, clients, post(poster)),
             cluster,
             seen.clone(),
         ));
+        points.push(Point::closed_per_client(LOCKED, clients, post(locked)));
         points.push(Point::closed_per_client(RAW, clients, insert));
         batches.push((clients, seen));
     }
@@ -469,10 +510,16 @@ fn checks(plan: &Plan, rows: &[Row], delivery: Option<&Delivery>) -> Vec<Check> 
     for clients in CLIENTS {
         let e2e = find(rows, E2E, &clients.to_string());
         let raw = find(rows, RAW, &clients.to_string());
+        let locked = find(rows, LOCKED, &clients.to_string());
         checks.push(Check::new(
             format!("chat post @{clients} / raw INSERT @{clients} (throughput)"),
             throughput_ratio(&e2e, &raw),
             Bound::AtLeast(RATIO_FLOOR),
+        ));
+        checks.push(Check::new(
+            format!("chat post @{clients} / locked batch writes @{clients} (throughput)"),
+            throughput_ratio(&e2e, &locked),
+            Bound::AtLeast(GUARDED_FLOOR),
         ));
         let p99 = Check::within(
             format!("chat post p99 @{clients}"),
@@ -543,6 +590,11 @@ fn notes(
              off; nodes log at warn (the per-post info line is not written)",
             options.server_workers
         ),
+        "locked batch writes: a second database node (SWITCHBOARD_BATCH_WRITES=locked: each \
+         batch one transaction that locks the room first, the portable path) and http node, \
+         on a second fresh database of the same server, with users and a room of their own; \
+         idle while the other points are measured"
+            .to_owned(),
         format!("CPUs: {} for everything: {cpus}", options.cpus),
         format!(
             "chat post: N closed-loop clients, each its own registered user, all in one room, \

@@ -33,6 +33,8 @@ SCENARIOS:
     cluster     N echo nodes (N = 5, 16, 32, 64, 128) in one cluster: time to a full mesh, idle
                 CPU, RSS and TCP connections per node, kill -9 and SIGSTOP seen down by every
                 node under 1,000 idempotent calls/s, and idle Erlang clusters of the same sizes
+    codec       the hand-written batch encoder and decoder vs prost on batches of 16 calls and
+                of 16 replies, in this process
     all         every scenario family implemented so far
 
 OPTIONS:
@@ -75,13 +77,15 @@ pub(crate) enum Family {
     Chat,
     /// Small calls beside one-way casts to a group at full rate.
     Fanout,
+    /// The hand-written batch codec against prost on the same batches.
+    Codec,
     /// The cost of membership and failure detection as a cluster grows from 5 to 128 nodes.
     Cluster,
 }
 
 impl Family {
     /// Every family, in the order `all` runs them.
-    pub(crate) const ALL: [Family; 8] = [
+    pub(crate) const ALL: [Family; 9] = [
         Family::Runtime,
         Family::Failover,
         Family::Hol,
@@ -90,6 +94,7 @@ impl Family {
         Family::Chat,
         Family::Fanout,
         Family::Cluster,
+        Family::Codec,
     ];
 }
 
@@ -193,6 +198,7 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Command> {
         "chat" => vec![Family::Chat],
         "fanout" => vec![Family::Fanout],
         "cluster" => vec![Family::Cluster],
+        "codec" => vec![Family::Codec],
         "all" => Family::ALL.to_vec(),
         "serve-node" => return serve(ServerKind::Node, rest),
         "serve-tonic" => return serve(ServerKind::Tonic, rest),

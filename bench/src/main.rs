@@ -13,7 +13,8 @@
 //! transfers), [`erlang`] (the runtime's shapes against two Erlang nodes), [`footprint`] (idle
 //! memory of the service binaries), [`chat`] (the chat's node binaries on PostgreSQL against
 //! raw inserts, and SSE delivery), [`fanout`] (small calls beside casts to a group at full
-//! rate) and [`cluster`] (membership and failure detection from 5 to 128 nodes); [`echo_node`]
+//! rate), [`cluster`] (membership and failure detection from 5 to 128 nodes) and [`codec`] (the
+//! hand-written batch codec against prost); [`echo_node`]
 //! is the Switchboard server they call and the client side they share (cluster set-up, calls,
 //! one-way casts); [`points`] measures a family's points in turn;
 //! [`load`] drives closed- and open-loop load; [`stats`] turns samples into rates, percentiles
@@ -24,6 +25,7 @@ mod baseline;
 mod chat;
 mod cli;
 mod cluster;
+mod codec;
 mod echo_node;
 mod erlang;
 mod failover;
@@ -135,6 +137,7 @@ async fn run(families: &[Family], options: &RunOptions) -> anyhow::Result<Report
             Family::Chat => chat::run(options).await?,
             Family::Fanout => fanout::run(options).await?,
             Family::Cluster => cluster::run(options).await?,
+            Family::Codec => codec::run(options).await?,
         };
         report.sections.extend(section);
     }

@@ -9,11 +9,20 @@
 //! measured once, from its fields, and its fields are copied from slices. The other frames
 //! (handshake, heartbeats, gossip, error replies) are rare and go through prost.
 //!
+//! What it gains, on batches of 16 calls or 16 replies with 150-byte payloads, against prost on
+//! the same batches in the same run (`cargo build --release -p switchboard-bench &&
+//! target/release/switchboard-bench codec`, commits `1244e32` and `1873739`, three runs on 2
+//! shared CPUs): building and encoding a batch of calls 1.68x-1.95x as fast, of replies
+//! 1.69x-1.83x; decoding a batch of calls 1.29x-1.41x as fast, of replies 1.43x-1.79x. The
+//! bench's `codec` family holds every ratio to at least 1.0x.
+//!
 //! The output is byte for byte what `Batch::encode` writes, and the decoder reads what prost's
-//! does (the tests compare both, on good input and bad). The decoder reads a call or a reply
-//! frame laid out as the encoder writes it (one kind per frame, known fields of the right wire
-//! types) and hands any other frame, and any batch it cannot split into frames, to prost, so
-//! every unusual case, malformed ones included, gets prost's answer.
+//! does: the unit tests below pin the known edge cases, and the property tests in
+//! `tests/batch_codec.rs` compare both codecs on arbitrary batches and on malformed input
+//! (arbitrary bytes, cut and corrupted batches, frames of arbitrary fields). The decoder reads a
+//! call or a reply frame laid out as the encoder writes it (one kind per frame, known fields of
+//! the right wire types) and hands any other frame, and any batch it cannot split into frames, to
+//! prost, so every unusual case, malformed ones included, gets prost's answer.
 
 use std::ops::Range;
 

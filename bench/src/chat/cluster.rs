@@ -39,8 +39,13 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// Starts a database node on `database_url`.
-    pub(crate) fn start(options: &RunOptions, database_url: &str) -> anyhow::Result<Self> {
+    /// Starts a database node on `database_url`, writing batches of posts as `batch_writes`
+    /// says (`SWITCHBOARD_BATCH_WRITES`: `guarded` or `locked`).
+    pub(crate) fn start(
+        options: &RunOptions,
+        database_url: &str,
+        batch_writes: &str,
+    ) -> anyhow::Result<Self> {
         let cookie = fresh_cookie();
         let data_dir =
             std::env::temp_dir().join(format!("switchboard-bench-{:016x}", rand::random::<u64>()));
@@ -51,6 +56,7 @@ impl Cluster {
             ("SWITCHBOARD_NODE_NAME", "bench-database".to_owned()),
             ("DATABASE_URL", database_url.to_owned()),
             ("SWITCHBOARD_METRICS_LISTEN", metrics.clone()),
+            ("SWITCHBOARD_BATCH_WRITES", batch_writes.to_owned()),
         ]);
         let database = ServerProcess::workspace_binary(
             "switchboard-database",

@@ -79,8 +79,9 @@ impl DatabaseApp {
         let url = configuration::database_url(data_dir, settings)?;
         let store = Store::connect(&url, settings.db_max_connections)
             .await
-            .map_err(|e| NodeError::Config(format!("database: {e}")))?;
-        tracing::info!(backend = ?store.backend(), "database ready");
+            .map_err(|e| NodeError::Config(format!("database: {e}")))?
+            .with_batch_writes(settings.batch_writes);
+        tracing::info!(backend = ?store.backend(), batch_writes = ?settings.batch_writes, "database ready");
         Ok(store)
     }
 }

@@ -25,6 +25,8 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Connection, Executor};
 use switchboard::ServiceError;
 
+use crate::configuration::BatchWrites;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -92,6 +94,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// How batches of posts are written on PostgreSQL.
+    batch_writes: BatchWrites,
     /// Where this node's batches of posts in flight leave each room (PostgreSQL only).
     batch_memory: Arc<BatchMemory>,
     /// When a connection was last found lost or reset.
@@ -167,6 +171,7 @@ impl Store {
         Ok(Self {
             pool,
             backend,
+            batch_writes: BatchWrites::default(),
             batch_memory: Arc::default(),
             resets,
         })
@@ -176,6 +181,12 @@ impl Store {
     /// older than now are checked before they are used again.
     pub(crate) fn record_reset(&self) {
         self.resets.record();
+    }
+
+    /// This store, writing batches of posts on PostgreSQL as `writes` says.
+    pub fn with_batch_writes(mut self, writes: BatchWrites) -> Self {
+        self.batch_writes = writes;
+        self
     }
 
     /// Which database this is.

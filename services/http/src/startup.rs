@@ -11,6 +11,8 @@ use axum::{Json, Router, middleware};
 use switchboard::{AppContext, NodeError};
 use switchboard_proto::names;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -94,7 +96,15 @@ pub(crate) fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(middleware::from_fn_with_state(metrics, http_metrics::track))
-        .layer(middleware::from_fn(request_id::assign))
+        .layer(
+            // Outermost first: an unusable client id is dropped before a fresh one is set
+            // where none is, and the response echoes the id the request was served under.
+            ServiceBuilder::new()
+                .layer(middleware::map_request(request_id::drop_unusable))
+                .layer(SetRequestIdLayer::x_request_id(request_id::Fresh))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(middleware::from_fn(request_id::scope)),
+        )
         .layer(middleware::map_response(served))
         .with_state(state);
     (router, api)

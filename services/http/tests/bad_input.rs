@@ -179,6 +179,18 @@ async fn unknown_routes_methods_and_missing_tokens() {
         )
         .await;
     assert_eq!(echoed.headers["x-request-id"], "client-chosen-id");
+    // An id too long or not plain is not logged or carried: the request gets a fresh one.
+    for unusable in ["a".repeat(65), "two words".into(), "new\\nline".into()] {
+        let replaced = user
+            .send(
+                user.request(Method::GET, "/v1/no-such-route")
+                    .header("x-request-id", unusable.as_str()),
+            )
+            .await;
+        let header = replaced.headers["x-request-id"].to_str().unwrap();
+        assert!(!header.is_empty() && header != unusable, "{header}");
+        assert_eq!(replaced.body["request_id"], header);
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! A batch in one transaction that locks its rooms first: how SQLite writes batches, and
-//! PostgreSQL's fallback when guarded writes keep losing races (see [`super::guarded`]).
+//! PostgreSQL's fallback when guarded writes keep losing races (see [`super::guarded`]) or when
+//! `SWITCHBOARD_BATCH_WRITES=locked`.
 //!
 //! The statements are fixed in number whatever the batch's size: look up the idempotency keys
 //! and the authors; then, in the transaction, lock the rooms and read memberships, bump each
