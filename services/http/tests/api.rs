@@ -469,21 +469,12 @@ async fn two_http_nodes_posting_concurrently_produce_gapless_seqs(backend: Backe
     }
     all.sort_unstable();
     assert_eq!(all, (1..=120).collect::<Vec<i64>>());
-    let mut stored = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = first
-            .get(&format!(
-                "/v1/rooms/{room}/messages?after={after}&limit=200"
-            ))
-            .await;
-        let messages = page.body["messages"].as_array().unwrap().clone();
-        if messages.is_empty() {
-            break;
-        }
-        stored.extend(messages.iter().map(|m| m["seq"].as_i64().unwrap()));
-        after = page.body["next_after"].as_i64().unwrap();
-    }
+    let stored: Vec<i64> = first
+        .stored(room)
+        .await
+        .into_iter()
+        .map(|(_, seq)| seq)
+        .collect();
     assert_eq!(stored, (1..=120).collect::<Vec<i64>>());
 }
 

@@ -42,29 +42,6 @@ fn provides(viewer: &Node, provider: &str, service: &str) -> bool {
     })
 }
 
-/// Every message of `room`, oldest first, as (id, seq).
-async fn stored(user: &Api, room: i64) -> Vec<(i64, i64)> {
-    let mut stored = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = user
-            .get(&format!(
-                "/v1/rooms/{room}/messages?after={after}&limit=200"
-            ))
-            .await;
-        let messages = page.body["messages"].as_array().unwrap().clone();
-        if messages.is_empty() {
-            return stored;
-        }
-        stored.extend(
-            messages
-                .iter()
-                .map(|m| (m["id"].as_i64().unwrap(), m["seq"].as_i64().unwrap())),
-        );
-        after = page.body["next_after"].as_i64().unwrap();
-    }
-}
-
 on_both_backends!(
     stopping_database_on_one_of_two_nodes_under_load_fails_no_keyed_post,
     one_node_with_every_application_serves_the_whole_chat,
@@ -147,7 +124,7 @@ async fn stopping_database_on_one_of_two_nodes_under_load_fails_no_keyed_post(ba
     }
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert_eq!(failures.load(Ordering::Relaxed), 0, "failed keyed posts");
-    let stored = stored(&user, room).await;
+    let stored = user.stored(room).await;
     let ids: HashSet<i64> = stored.iter().map(|(id, _)| *id).collect();
     assert_eq!(stored.len(), acknowledged.len(), "each post stored once");
     assert_eq!(ids, acknowledged.iter().copied().collect::<HashSet<_>>());

@@ -78,25 +78,7 @@ async fn killing_one_of_two_database_nodes_loses_and_duplicates_nothing(backend:
         );
         assert!(acknowledged.insert(reply.body["id"].as_i64().unwrap()));
     }
-    let mut stored = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = user
-            .get(&format!(
-                "/v1/rooms/{room}/messages?after={after}&limit=200"
-            ))
-            .await;
-        let messages = page.body["messages"].as_array().unwrap().clone();
-        if messages.is_empty() {
-            break;
-        }
-        stored.extend(
-            messages
-                .iter()
-                .map(|m| (m["id"].as_i64().unwrap(), m["seq"].as_i64().unwrap())),
-        );
-        after = page.body["next_after"].as_i64().unwrap();
-    }
+    let stored = user.stored(room).await;
     let ids: HashSet<i64> = stored.iter().map(|(id, _)| *id).collect();
     assert_eq!(
         stored.len(),

@@ -389,6 +389,29 @@ impl Api {
         reply.body["id"].as_i64().unwrap()
     }
 
+    /// Every message of `room`, oldest first, as (id, seq), read page by page.
+    pub async fn stored(&self, room: i64) -> Vec<(i64, i64)> {
+        let mut stored = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self
+                .get(&format!(
+                    "/v1/rooms/{room}/messages?after={after}&limit=200"
+                ))
+                .await;
+            let messages = page.body["messages"].as_array().unwrap().clone();
+            if messages.is_empty() {
+                return stored;
+            }
+            stored.extend(
+                messages
+                    .iter()
+                    .map(|m| (m["id"].as_i64().unwrap(), m["seq"].as_i64().unwrap())),
+            );
+            after = page.body["next_after"].as_i64().unwrap();
+        }
+    }
+
     /// Posts a message and returns the reply.
     pub async fn post_message(&self, room: i64, body: &str, key: Option<&str>) -> Reply {
         let mut request = self
