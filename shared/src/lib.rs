@@ -23,6 +23,7 @@ mod methods;
 pub mod metrics;
 mod metrics_endpoint;
 mod node;
+mod refusals;
 pub mod registry;
 mod replies;
 mod routes;

@@ -563,7 +563,9 @@ impl NodeInner {
     /// Records a failed handshake: logged with the peer's address, counted, published.
     pub(crate) fn handshake_refused(&self, address: &str, error: &HandshakeError) {
         self.metrics.handshake_failures.inc();
-        tracing::warn!(kind = "handshake_refused", node = %self.name, %address, reason = %error, "handshake refused");
+        if let Some(suppressed) = self.refusals.admit(address) {
+            tracing::warn!(kind = "handshake_refused", node = %self.name, %address, reason = %error, suppressed, "handshake refused");
+        }
         let _ = self.events.send(ClusterEvent::HandshakeRefused {
             address: address.to_owned(),
             reason: error.to_string(),

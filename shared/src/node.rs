@@ -92,6 +92,8 @@ pub(crate) struct NodeInner {
     pub(crate) bulk: BulkThread,
     /// The applications it runs ([`crate::application`]), for the built-in service.
     pub(crate) applications: ApplicationsCell,
+    /// Which refused handshakes get a log line ([`crate::refusals`]).
+    pub(crate) refusals: crate::refusals::RefusalLog,
 }
 
 impl std::fmt::Debug for NodeInner {
@@ -216,6 +218,7 @@ impl NodeBuilder {
             stopping: AtomicBool::new(false),
             bulk,
             applications: ApplicationsCell::new(),
+            refusals: crate::refusals::RefusalLog::default(),
         });
         let server = crate::server::spawn(inner.clone(), listener);
         inner.start_discovery();

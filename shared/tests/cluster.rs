@@ -156,6 +156,8 @@ async fn the_frames_calls_carry_are_counted_by_both_nodes_and_the_callers_link()
     let a = echo_node("a@test", &[]).await;
     let b = bare_node("b@test", &[a.address()]).await;
     assert!(b.wait_for_service("echo", DEADLINE).await);
+    // a asks b for its stats below, over a's own link to b, which a dials once b has said hello.
+    assert!(eventually(DEADLINE, || async { sees_up(&a, &["b@test"]) }).await);
     const CALLS: u64 = 50;
     let (a0, b0) = (a.metrics().frames(), b.metrics().frames());
     for _ in 0..CALLS {
