@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 /// Above this many tracked keys, keys back at a full allowance are dropped.
@@ -54,7 +54,7 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
             limiter.shrink_to_fit();
         }
         limiter.check_key(key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let wait = not_until.wait_time_from(limiter.clock().now());
             wait.as_secs_f64().ceil().max(1.0) as u64
         })
     }
