@@ -16,7 +16,7 @@ use prost::bytes::Bytes;
 use switchboard_proto::batch;
 use switchboard_proto::v1::{
     Advertisement, Batch, Call, Cast, Error, Frame, Goodbye, Gossip, GroupCast, Heartbeat, Hello,
-    Member, Reply, frame::Kind, reply,
+    Member, Reply, Suspect, frame::Kind, reply,
 };
 
 /// A `bytes` field: most often empty or name-sized, sometimes past a one-byte length.
@@ -109,6 +109,8 @@ fn frame() -> impl Strategy<Value = Frame> {
             })
         }),
         1 => ".{0,12}".prop_map(|reason| Kind::Goodbye(Goodbye { reason })),
+        1 => (".{0,8}", number())
+            .prop_map(|(name, incarnation)| Kind::Suspect(Suspect { name, incarnation })),
     ];
     prop_oneof![
         20 => kind.prop_map(|kind| Frame { kind: Some(kind) }),

@@ -109,6 +109,7 @@ fn handle(node: &Arc<NodeInner>, context: &LaneContext, frame: wire::Frame) -> R
             node.update_advertisement(&context.peer, context.incarnation, advertisement)
         }
         Kind::Gossip(gossip) => node.learn(gossip),
+        Kind::Suspect(suspicion) => node.suspected(suspicion),
         Kind::Goodbye(goodbye) => {
             node.peer_left(&context.peer, context.incarnation, &goodbye.reason)
         }

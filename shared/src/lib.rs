@@ -26,6 +26,7 @@ mod node;
 mod refusals;
 pub mod registry;
 mod replies;
+mod ring;
 mod routes;
 mod server;
 pub mod service;

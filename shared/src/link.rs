@@ -4,12 +4,13 @@
 //! Each node dials every peer it knows, so between two nodes there is one link per direction.
 //! A node sends its own calls and casts on the link it dialed; replies come back on the same
 //! stream. Heartbeats run on the control lane, apart from data, so a busy or large transfer never
-//! makes a healthy peer look dead. The node's failure detector (`membership.rs`) watches every
-//! link: anything the peer sends, on either node's connection, counts as hearing from it.
+//! makes a healthy peer look dead. The node's failure detector (`membership.rs`) times the links
+//! to its ring neighbours (`ring.rs`) and probes any other link it has reason to doubt: anything
+//! the peer sends, on either node's connection, counts as hearing from it.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,6 +40,20 @@ pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// formed. A few at a time, each dial finishes in milliseconds.
 pub(crate) const CONCURRENT_DIALS: usize = 4;
 
+/// `Link::probe_sent_ms` when no probe waits for an answer.
+const NO_PROBE: u64 = u64::MAX;
+
+/// Where a probe of a link stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// No probe is waiting (none was sent, or the peer has answered).
+    Idle,
+    /// A probe went out and the window for its answer is still open.
+    Waiting,
+    /// Nothing was heard from the peer within the window after the probe.
+    Unanswered,
+}
+
 /// What the peer said when the link opened.
 #[derive(Debug)]
 pub(crate) struct Greeting {
@@ -65,6 +80,10 @@ pub(crate) struct Link {
     /// Milliseconds since `opened` at which this link last sent a heartbeat, and how many.
     last_beat_ms: AtomicU64,
     beats: AtomicU64,
+    /// Whether the failure detector times this peer (a ring neighbour) or only probes it.
+    watched: AtomicBool,
+    /// Milliseconds since `opened` at which an unanswered probe went out; [`NO_PROBE`] if none.
+    probe_sent_ms: AtomicU64,
     /// The version of this node's advertisement last queued on this link.
     advertised: AtomicU64,
     pub(crate) closed: CancellationToken,
@@ -120,6 +139,50 @@ impl Link {
             sequence: beats + 1,
         }));
         true
+    }
+
+    /// Marks whether the detector times this link. A link that starts being timed counts as
+    /// heard now, so its silence is measured from the start of the watch, not from whenever an
+    /// idle, unwatched link last carried a frame.
+    pub(crate) fn set_watched(&self, watched: bool) {
+        if self.watched.swap(watched, Ordering::Relaxed) != watched && watched {
+            self.heard();
+        }
+    }
+
+    /// Sends a heartbeat now and expects to hear from the peer within a window (see
+    /// [`Link::probe_state`]), unless a probe already waits. Called by the detector for a
+    /// suspect or a doubted link, so a peer nobody times is still found out when it matters.
+    pub(crate) fn probe(&self) {
+        let now = self.opened.elapsed().as_millis() as u64;
+        if self
+            .probe_sent_ms
+            .compare_exchange(NO_PROBE, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let beats = self.beats.fetch_add(1, Ordering::Relaxed) + 1;
+        self.last_beat_ms.store(now, Ordering::Relaxed);
+        self.send_control(Kind::Heartbeat(wire::Heartbeat { sequence: beats }));
+    }
+
+    /// Whether the last probe was answered: anything heard after it went out is an answer.
+    pub(crate) fn probe_state(&self, window: Duration) -> Probe {
+        let sent = self.probe_sent_ms.load(Ordering::Relaxed);
+        if sent == NO_PROBE {
+            return Probe::Idle;
+        }
+        if self.last_heard_ms.load(Ordering::Relaxed) >= sent {
+            self.probe_sent_ms.store(NO_PROBE, Ordering::Relaxed);
+            return Probe::Idle;
+        }
+        let now = self.opened.elapsed().as_millis() as u64;
+        if now.saturating_sub(sent) > window.as_millis() as u64 {
+            Probe::Unanswered
+        } else {
+            Probe::Waiting
+        }
     }
 
     pub(crate) fn silent_for(&self) -> Duration {
@@ -489,6 +552,8 @@ async fn dial_inner(
         last_heard_ms: AtomicU64::new(0),
         last_beat_ms: AtomicU64::new(0),
         beats: AtomicU64::new(0),
+        watched: AtomicBool::new(false),
+        probe_sent_ms: AtomicU64::new(NO_PROBE),
         advertised: AtomicU64::new(0),
         closed,
         max_frame: max,

@@ -5,9 +5,10 @@
 //! every link carries gossip of the members the sender is linked to, and an inbound link from an
 //! unknown node is answered by dialing it back, so any one seed yields a full mesh.
 //!
-//! Failure: a closed stream marks the peer down at once; a silent one (no frame within
-//! `heartbeat_timeout_ms`, heartbeats every `heartbeat_interval_ms`) too. Every decision is a
-//! structured event. A peer that went down is redialed with exponential backoff and jitter; a
+//! Failure: a closed stream marks the peer down at once. A node times its ring neighbours
+//! (`ring.rs`): one silent for `heartbeat_timeout_ms` (heartbeats every `heartbeat_interval_ms`)
+//! is down, and suspected to every other node, which probes it and declares it down too if it
+//! does not answer within an interval. Every decision is a structured event. A peer that went down is redialed with exponential backoff and jitter; a
 //! node restarted under the same name replaces its old incarnation at once and is never banned.
 
 use std::sync::Arc;
@@ -22,9 +23,10 @@ use crate::error::NodeError;
 use crate::events::ClusterEvent;
 use crate::handshake::HandshakeError;
 use crate::lane::{FrameReader, LANES};
-use crate::link::{self, Greeting, Link};
+use crate::link::{self, Greeting, Link, Probe};
 use crate::node::NodeInner;
 use crate::registry::{Peer, PeerState};
+use crate::ring;
 
 /// A peer that stays unreachable this long is forgotten; discovery finds it again if it returns.
 const FORGET_AFTER: Duration = Duration::from_secs(300);
@@ -101,13 +103,15 @@ impl NodeInner {
     /// link, so an idle node wakes a fixed number of times per second however many peers it
     /// has (a timer per link was most of an idle 64-node cluster's wake-ups).
     ///
-    /// Each tick it declares down every link silent for longer than the timeout, fails calls
-    /// past their deadline, and sends the heartbeats that are due. Of each pair of nodes, the
-    /// one whose name sorts first sends a heartbeat every interval, and the other acknowledges
-    /// it; the other sends its own only once it has heard nothing from the peer for an interval
-    /// and a half. Anything received from the peer, on either node's connection, counts as
-    /// heard. So an idle pair exchanges one heartbeat and one acknowledgement per interval, not
-    /// two of each, and a silent peer is still found within the timeout by both sides.
+    /// Each tick it fails calls past their deadline and walks the links in name order. A ring
+    /// neighbour (`ring.rs`; every link of a hidden node, which is no one's neighbour) is timed:
+    /// silent for longer than the timeout, it is declared down and suspected to every other
+    /// peer, and every other link is probed, in case the silence is this node's own (cut off from
+    /// the rest, it finds all its links unanswered). Of each timed pair, the node whose name sorts
+    /// first sends a heartbeat every interval and the other acknowledges it; the other sends its
+    /// own only once it has heard nothing for an interval and a half. Any other link is probed
+    /// when a peer suspects it, or when it has calls waiting and has been silent for the timeout;
+    /// a probe unanswered within one interval takes the link down.
     pub(crate) fn start_failure_detector(self: &Arc<Self>) {
         let node = self.clone();
         tokio::spawn(async move {
@@ -125,20 +129,67 @@ impl NodeInner {
                     _ = node.shutdown.cancelled() => return,
                 }
                 let now = tokio::time::Instant::now();
-                for link in node.links() {
-                    let silent = link.silent_for();
-                    if silent > timeout {
-                        node.link_down(&link, "heartbeat_timeout");
+                let mut links = node.links();
+                links.sort_unstable_by(|a, b| a.peer.cmp(&b.peer));
+                let watched = if node.hidden {
+                    vec![true; links.len()]
+                } else {
+                    let names: Vec<&str> = links.iter().map(|l| l.peer.as_str()).collect();
+                    ring::watched(&node.name, &names)
+                };
+                let mut silent_neighbour = false;
+                for (link, watched) in links.iter().zip(watched) {
+                    link.expire(now);
+                    link.set_watched(watched);
+                    if link.probe_state(interval) == Probe::Unanswered {
+                        node.link_down(link, "heartbeat_timeout");
                         continue;
                     }
-                    link.expire(now);
+                    let silent = link.silent_for();
+                    if !watched {
+                        if link.in_flight() > 0 && silent > timeout {
+                            link.probe();
+                        }
+                        continue;
+                    }
+                    if silent > timeout {
+                        node.link_down(link, "heartbeat_timeout");
+                        node.suspect(link, &links);
+                        silent_neighbour = true;
+                        continue;
+                    }
                     let leads = node.name < link.peer;
                     if (leads || silent > fallback) && link.beat_if_due(interval) {
                         node.metrics.heartbeats.inc();
                     }
                 }
+                if silent_neighbour {
+                    for link in &links {
+                        link.probe();
+                    }
+                }
             }
         });
+    }
+
+    /// Tells every other peer that `silent` went quiet, so each probes it itself.
+    fn suspect(&self, silent: &Link, links: &[Arc<Link>]) {
+        let suspicion = Kind::Suspect(wire::Suspect {
+            name: silent.peer.clone(),
+            incarnation: silent.incarnation,
+        });
+        for link in links {
+            if !std::ptr::eq(Arc::as_ptr(link), silent) {
+                link.send_control(suspicion.clone());
+            }
+        }
+    }
+
+    /// A peer suspects `name`: probe it, unless the link is to another incarnation.
+    pub(crate) fn suspected(&self, suspicion: wire::Suspect) {
+        if let Some(link) = self.outbound_link(&suspicion.name, suspicion.incarnation) {
+            link.probe();
+        }
     }
 
     /// The link this node dialed to `peer`'s incarnation `incarnation`, if it is open.

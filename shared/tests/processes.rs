@@ -126,3 +126,67 @@ async fn a_frozen_peer_is_declared_down_within_the_heartbeat_window_and_rejoins(
         caller.nodes()
     );
 }
+
+/// In a cluster of eight, a node is timed only by its four ring neighbours: the other three learn
+/// of its hang from a neighbour's suspicion and their own unanswered probe, not by timing it.
+#[tokio::test]
+async fn a_frozen_node_is_declared_down_by_every_node_not_only_its_ring_neighbours() {
+    let first = bare_node("obs-0@test", &[]).await;
+    let seed = first.address().to_owned();
+    let mut observers = vec![first];
+    for i in 1..6 {
+        observers.push(bare_node(&format!("obs-{i}@test"), &[&seed]).await);
+    }
+    // On the ring of names, p-frozen sits between obs-5 and p-other: obs-4, obs-5, p-other and
+    // obs-0 time it; obs-1, obs-2 and obs-3 do not.
+    let frozen = Process::spawn("p-frozen@test", &[&seed]);
+    let _other = Process::spawn("p-other@test", &[&seed]);
+    let everyone: Vec<String> = (0..6)
+        .map(|i| format!("obs-{i}@test"))
+        .chain(["p-frozen@test".into(), "p-other@test".into()])
+        .collect();
+    assert!(
+        eventually(DEADLINE, || async {
+            observers.iter().all(|o| {
+                let others: Vec<&str> = everyone
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|n| *n != o.name())
+                    .collect();
+                sees_up(o, &others)
+            })
+        })
+        .await,
+        "no full mesh"
+    );
+    let downs: Vec<_> = observers
+        .iter()
+        .map(|o| o.monitor_node("p-frozen@test"))
+        .collect();
+    frozen.stop();
+    let stopped = Instant::now();
+    for (observer, down) in observers.iter().zip(downs) {
+        let reason = tokio::time::timeout(DEADLINE, down)
+            .await
+            .unwrap_or_else(|_| panic!("{} never saw p-frozen down", observer.name()))
+            .unwrap();
+        assert_eq!(reason, "heartbeat_timeout", "{}", observer.name());
+        eprintln!(
+            "{} saw p-frozen down after {:?}",
+            observer.name(),
+            stopped.elapsed()
+        );
+    }
+    // Neighbours time out after 0.8 s of silence, the rest after one more probe interval; allow
+    // scheduling slack on a busy machine.
+    let detected = stopped.elapsed();
+    assert!(
+        detected < Duration::from_secs(4),
+        "every node after {detected:?}"
+    );
+    // The rest of the cluster stays whole: a suspicion takes only the silent node down.
+    for observer in &observers {
+        assert!(sees_up(observer, &["p-other@test"]), "{}", observer.name());
+    }
+    frozen.resume();
+}
