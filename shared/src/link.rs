@@ -386,9 +386,12 @@ impl Link {
 
 /// Dials `address`, runs the handshake on every lane and returns the open link with what the
 /// peer said. The lanes' receive loops are started by the caller once the link is installed.
+/// `introduce` asks the peer to announce this node to its own peers: set when `address` is a
+/// seed, the one place a newcomer is sure to be news.
 pub(crate) async fn dial(
     node: &NodeInner,
     address: &str,
+    introduce: bool,
 ) -> Result<(std::sync::Arc<Link>, Greeting, Vec<FrameReader>), NodeError> {
     // The timeout runs once this dial's turn has come.
     let _turn = node
@@ -396,14 +399,23 @@ pub(crate) async fn dial(
         .acquire()
         .await
         .map_err(|_| NodeError::ShuttingDown)?;
-    tokio::time::timeout(DIAL_TIMEOUT, dial_inner(node, address))
+    tokio::time::timeout(DIAL_TIMEOUT, dial_inner(node, address, introduce))
         .await
         .map_err(|_| NodeError::Transport(format!("dialing {address} timed out")))?
+}
+
+/// One lane after its handshake: its two halves and what the acceptor said on it.
+struct OpenedLane {
+    sender: LaneSender,
+    reader: FrameReader,
+    challenge: wire::Challenge,
+    welcome: wire::Welcome,
 }
 
 async fn dial_inner(
     node: &NodeInner,
     address: &str,
+    introduce: bool,
 ) -> Result<(std::sync::Arc<Link>, Greeting, Vec<FrameReader>), NodeError> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| NodeError::Transport(format!("bad address {address}: {e}")))?
@@ -424,8 +436,8 @@ async fn dial_inner(
     // queues small calls behind it in one socket's buffers or one HTTP/2 connection window, and
     // it is opened from the bulk thread, so the connection's I/O and the encoding of its frames
     // run there, at a low priority ([`crate::bulk`]).
-    let shared = client(endpoint.connect().await.map_err(cannot)?);
-    let bulk = {
+    let shared = async { endpoint.connect().await.map_err(cannot) };
+    let bulk = async {
         let endpoint = endpoint.clone();
         let authority = address.to_owned();
         node.bulk
@@ -438,114 +450,55 @@ async fn dial_inner(
             })
             .await
             .map_err(|e| NodeError::Transport(format!("the bulk thread failed: {e}")))?
-            .map_err(cannot)?
+            .map_err(cannot)
     };
-    let bulk = client(bulk);
+    let (shared, bulk) = tokio::try_join!(shared, bulk)?;
+    let (shared, bulk) = (client(shared), client(bulk));
     let closed = CancellationToken::new();
     let traffic = std::sync::Arc::new(LinkTraffic::default());
     let tally = Tally::new(&node.metrics, Some(traffic.clone()));
-    let mut senders = Vec::with_capacity(3);
-    let mut readers = Vec::with_capacity(3);
-    let mut identity: Option<(String, u64, String)> = None;
-    let mut greeting = None;
-    for lane in LANES {
-        let (tx, rx) = mpsc::channel(node.config.link_queue.max(16));
-        let nonce = handshake::fresh_nonce();
-        let advertisement = node.advertisement();
-        tx.send(Ok(wire::Frame {
-            kind: Some(Kind::Hello(wire::Hello {
-                version: handshake::PROTOCOL_VERSION,
-                name: node.name.clone(),
-                incarnation: node.incarnation,
-                nonce: nonce.clone().into(),
-                lane: lane as i32,
-                address: if node.hidden {
-                    String::new()
-                } else {
-                    node.address.clone()
-                },
-                hidden: node.hidden,
-                advertisement: Some(advertisement),
-            })),
-        }))
-        .await
-        .map_err(|_| NodeError::Transport("lane closed".into()))?;
-        // Requests carry no terminal status; `map_while` just unwraps the frames.
-        let outbound = BatchingStream::new(rx, closed.clone(), tally.clone()).map_while(Result::ok);
-        let client = if lane == Lane::Bulk { &bulk } else { &shared };
-        let response = client
-            .clone()
-            .link(outbound)
-            .await
-            .map_err(status_to_error)?;
-        let mut reader = FrameReader::new(response.into_inner(), tally.clone());
-        let challenge = match reader.next().await.map_err(status_to_error)? {
-            Some(wire::Frame {
-                kind: Some(Kind::Challenge(c)),
-            }) => c,
-            _ => return Err(HandshakeError::Unexpected("expected a challenge").into()),
-        };
-        handshake::check_peer(challenge.version, &challenge.name, &challenge.nonce)?;
-        if let Some((name, incarnation, _)) = &identity {
-            // Every lane must reach the same process, or a load balancer split the link.
-            if *name != challenge.name || *incarnation != challenge.incarnation {
-                return Err(NodeError::Transport(
-                    "lanes of one link reached different nodes".into(),
-                ));
-            }
-        }
-        let transcript = Transcript {
-            version: handshake::PROTOCOL_VERSION,
+    // The three handshakes run at once: a dial costs one connection set-up and two round trips
+    // however many lanes there are, and the control and data lanes' frames share the writes of
+    // their connection. Forming a large cluster is bound by these writes and wake-ups.
+    let open = |lane, client: &NodeClient<tonic::transport::Channel>| {
+        open_lane(
+            node,
             lane,
-            dialer: Party {
-                name: node.name.clone(),
-                incarnation: node.incarnation,
-                nonce,
-            },
-            acceptor: Party {
-                name: challenge.name.clone(),
-                incarnation: challenge.incarnation,
-                nonce: challenge.nonce.to_vec(),
-            },
-        };
-        transcript.verify(&node.cookie, Role::Acceptor, &challenge.proof)?;
-        tx.send(Ok(wire::Frame {
-            kind: Some(Kind::Proof(wire::Proof {
-                proof: transcript.prove(&node.cookie, Role::Dialer).into(),
-            })),
-        }))
-        .await
-        .map_err(|_| NodeError::Transport("lane closed".into()))?;
-        let welcome = match reader.next().await.map_err(status_to_error)? {
-            Some(wire::Frame {
-                kind: Some(Kind::Welcome(w)),
-            }) => w,
-            _ => return Err(HandshakeError::Unexpected("expected a welcome").into()),
-        };
-        if greeting.is_none() {
-            greeting = Some(Greeting {
-                advertisement: welcome.advertisement.unwrap_or_default(),
-                gossip: welcome.gossip.unwrap_or_default(),
-            });
-        }
-        let peer_address = if challenge.address.is_empty() {
-            address.to_owned()
-        } else {
-            challenge.address.clone()
-        };
-        identity.get_or_insert((challenge.name, challenge.incarnation, peer_address));
-        senders.push(tx);
-        readers.push(reader);
+            client.clone(),
+            closed.clone(),
+            tally.clone(),
+            introduce,
+        )
+    };
+    let (control, data, bulk) = tokio::try_join!(
+        open(Lane::Control, &shared),
+        open(Lane::Data, &shared),
+        open(Lane::Bulk, &bulk),
+    )?;
+    debug_assert_eq!(LANES, [Lane::Control, Lane::Data, Lane::Bulk]);
+    let challenge = &control.challenge;
+    // Every lane must reach the same process, or a load balancer split the link.
+    if [&data, &bulk].iter().any(|l| {
+        l.challenge.name != challenge.name || l.challenge.incarnation != challenge.incarnation
+    }) {
+        return Err(NodeError::Transport(
+            "lanes of one link reached different nodes".into(),
+        ));
     }
-    let (peer, incarnation, address) = identity.expect("three lanes were opened");
-    let lanes: [LaneSender; 3] = senders
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("three lanes were opened"));
+    let peer_address = if challenge.address.is_empty() {
+        address.to_owned()
+    } else {
+        challenge.address.clone()
+    };
+    let greeting = Greeting {
+        advertisement: control.welcome.advertisement.unwrap_or_default(),
+        gossip: control.welcome.gossip.unwrap_or_default(),
+    };
     let link = std::sync::Arc::new(Link {
-        peer,
-        incarnation,
-        address,
-        lanes,
+        peer: control.challenge.name,
+        incarnation: control.challenge.incarnation,
+        address: peer_address,
+        lanes: [control.sender, data.sender, bulk.sender],
         replies: Replies::default(),
         in_flight: AtomicUsize::new(0),
         opened: Instant::now(),
@@ -559,7 +512,95 @@ async fn dial_inner(
         max_frame: max,
         traffic,
     });
-    Ok((link, greeting.expect("three lanes were opened"), readers))
+    Ok((
+        link,
+        greeting,
+        vec![control.reader, data.reader, bulk.reader],
+    ))
+}
+
+/// Opens `lane` on `client`'s connection and runs the dialer's half of its handshake.
+async fn open_lane(
+    node: &NodeInner,
+    lane: Lane,
+    client: NodeClient<tonic::transport::Channel>,
+    closed: CancellationToken,
+    tally: Tally,
+    introduce: bool,
+) -> Result<OpenedLane, NodeError> {
+    let (sender, rx) = mpsc::channel(node.config.link_queue.max(16));
+    let nonce = handshake::fresh_nonce();
+    let send = |kind| {
+        let sender = sender.clone();
+        async move {
+            sender
+                .send(Ok(wire::Frame { kind: Some(kind) }))
+                .await
+                .map_err(|_| NodeError::Transport("lane closed".into()))
+        }
+    };
+    send(Kind::Hello(wire::Hello {
+        version: handshake::PROTOCOL_VERSION,
+        name: node.name.clone(),
+        incarnation: node.incarnation,
+        nonce: nonce.clone().into(),
+        lane: lane as i32,
+        address: if node.hidden {
+            String::new()
+        } else {
+            node.address.clone()
+        },
+        hidden: node.hidden,
+        advertisement: Some(node.advertisement()),
+        introduce,
+    }))
+    .await?;
+    // Requests carry no terminal status; `map_while` just unwraps the frames.
+    let outbound = BatchingStream::new(rx, closed, tally.clone()).map_while(Result::ok);
+    let response = client
+        .clone()
+        .link(outbound)
+        .await
+        .map_err(status_to_error)?;
+    let mut reader = FrameReader::new(response.into_inner(), tally);
+    let challenge = match reader.next().await.map_err(status_to_error)? {
+        Some(wire::Frame {
+            kind: Some(Kind::Challenge(c)),
+        }) => c,
+        _ => return Err(HandshakeError::Unexpected("expected a challenge").into()),
+    };
+    handshake::check_peer(challenge.version, &challenge.name, &challenge.nonce)?;
+    let transcript = Transcript {
+        version: handshake::PROTOCOL_VERSION,
+        lane,
+        dialer: Party {
+            name: node.name.clone(),
+            incarnation: node.incarnation,
+            nonce,
+        },
+        acceptor: Party {
+            name: challenge.name.clone(),
+            incarnation: challenge.incarnation,
+            nonce: challenge.nonce.to_vec(),
+        },
+    };
+    transcript.verify(&node.cookie, Role::Acceptor, &challenge.proof)?;
+    send(Kind::Proof(wire::Proof {
+        proof: transcript.prove(&node.cookie, Role::Dialer).into(),
+    }))
+    .await?;
+    let welcome = match reader.next().await.map_err(status_to_error)? {
+        Some(wire::Frame {
+            kind: Some(Kind::Welcome(w)),
+        }) => w,
+        _ => return Err(HandshakeError::Unexpected("expected a welcome").into()),
+    };
+    Ok(OpenedLane {
+        sender,
+        reader,
+        challenge,
+        welcome,
+    })
 }
 
 /// Maps a status from the acceptor during the handshake to the error the dialer reports.

@@ -2,14 +2,17 @@
 //!
 //! Discovery: seed host names are resolved again every `seed_refresh_ms` and every address they
 //! resolve to is dialed (how `docker compose --scale` and Kubernetes headless services are found);
-//! every link carries gossip of the members the sender is linked to, and an inbound link from an
-//! unknown node is answered by dialing it back, so any one seed yields a full mesh.
+//! the seed a newcomer dialed announces it to every member, every link carries gossip of the
+//! members the sender is linked to, and an inbound link from an unknown node is answered by
+//! dialing it back, so any one seed yields a full mesh.
 //!
 //! Failure: a closed stream marks the peer down at once. A node times its ring neighbours
 //! (`ring.rs`): one silent for `heartbeat_timeout_ms` (heartbeats every `heartbeat_interval_ms`)
 //! is down, and suspected to every other node, which probes it and declares it down too if it
-//! does not answer within an interval. Every decision is a structured event. A peer that went down is redialed with exponential backoff and jitter; a
-//! node restarted under the same name replaces its old incarnation at once and is never banned.
+//! does not answer within an interval. A node that was itself stalled past the timeout drops
+//! every link and rejoins. Every decision is a structured event. A peer that went down is
+//! redialed with exponential backoff and jitter; a node restarted under the same name replaces
+//! its old incarnation at once and is never banned.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -50,7 +53,7 @@ impl NodeInner {
                     match tokio::net::lookup_host(seed.as_str()).await {
                         Ok(addresses) => {
                             for address in addresses {
-                                node.probe(address.to_string());
+                                node.probe(address.to_string(), true);
                             }
                         }
                         Err(error) => tracing::debug!(seed, %error, "seed does not resolve yet"),
@@ -69,8 +72,8 @@ impl NodeInner {
                     _ = tokio::time::sleep(GOSSIP_INTERVAL) => {}
                     _ = node.shutdown.cancelled() => return,
                 }
-                // Anti-entropy, not the way news travels (a new link is announced to every
-                // member at once, see `install`): each tick a few random peers get the full
+                // Anti-entropy, not the way news travels (a newcomer is announced by the seed
+                // it joined through, see `introduce`): each tick a few random peers get the full
                 // member list and this node's advertisement, so the cost per node stays flat as
                 // the cluster grows while anything lost still spreads within a few ticks. Any
                 // link that has not been sent the current advertisement gets it too.
@@ -123,12 +126,25 @@ impl NodeInner {
             // link's waiting calls.
             let mut tick = tokio::time::interval(interval / 5);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_tick = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = node.shutdown.cancelled() => return,
                 }
                 let now = tokio::time::Instant::now();
+                let paused = now - last_tick > timeout;
+                last_tick = now;
+                if paused {
+                    // This node did not run for longer than the timeout (SIGSTOP, a frozen VM):
+                    // its neighbours declared it down and every other node probed it and did
+                    // too, yet the peers still answer on its own links. Down is mutual: drop
+                    // every link and rejoin afresh, as the others expect.
+                    for link in node.links() {
+                        node.link_down(&link, "paused");
+                    }
+                    continue;
+                }
                 let mut links = node.links();
                 links.sort_unstable_by(|a, b| a.peer.cmp(&b.peer));
                 let watched = if node.hidden {
@@ -233,14 +249,15 @@ impl NodeInner {
                 .get(&member.name)
                 .is_some_and(|p| p.link.is_some() && p.incarnation == member.incarnation);
             if !linked {
-                self.probe(member.address);
+                self.probe(member.address, false);
             }
         }
     }
 
     /// Dials `address` once in the background unless it is this node, already linked, or being
-    /// dialed. Discovery calls this freely.
-    pub(crate) fn probe(self: &Arc<Self>, address: String) {
+    /// dialed. Discovery calls this freely. `introduce`: the address is a seed (see
+    /// [`link::dial`]).
+    pub(crate) fn probe(self: &Arc<Self>, address: String, introduce: bool) {
         if address == self.address || self.shutdown.is_cancelled() {
             return;
         }
@@ -270,7 +287,7 @@ impl NodeInner {
         }
         let node = self.clone();
         tokio::spawn(async move {
-            match node.connect(&address).await {
+            match node.connect(&address, introduce).await {
                 Ok(_) => {}
                 Err(NodeError::Handshake(HandshakeError::SelfConnection)) => {
                     node.address_book
@@ -289,8 +306,12 @@ impl NodeInner {
     }
 
     /// Dials `address` and installs the link; returns the peer's name.
-    pub(crate) async fn connect(self: &Arc<Self>, address: &str) -> Result<String, NodeError> {
-        let (link, greeting, readers) = link::dial(self, address).await?;
+    pub(crate) async fn connect(
+        self: &Arc<Self>,
+        address: &str,
+        introduce: bool,
+    ) -> Result<String, NodeError> {
+        let (link, greeting, readers) = link::dial(self, address, introduce).await?;
         let name = link.peer.clone();
         self.address_book
             .lock()
@@ -364,9 +385,32 @@ impl NodeInner {
         self.registry_did_change();
         // The peer may have missed a change made while this link was being dialed.
         link.send_advertisement(&self.advertisement());
-        // Tell the other members about the newcomer now rather than at the next gossip tick, so
-        // a cluster forms in round trips, not seconds. Only the newcomer: each member already
-        // knows the rest, and the newcomer learned them from this node's greeting.
+        self.introduce(link);
+        self.learn(greeting.gossip);
+        true
+    }
+
+    /// Tells every other peer about the node behind a new link if it reached this one through a
+    /// seed address (its hello asked for it), now rather than at the next gossip tick, so a
+    /// cluster forms in round trips, not seconds. Only the seed announces: the newcomer dials
+    /// every member named in the seed's greeting, and a member that joined too late to be named
+    /// had its own link to the seed installed before or after this one; whichever came second
+    /// announces its node to the first. Were every member to announce every newcomer, a cluster
+    /// of N forming at once would send N³ frames.
+    fn introduce(&self, link: &Arc<Link>) {
+        let asked = {
+            let mut introductions = self.introductions.lock().unwrap_or_else(|p| p.into_inner());
+            match introductions.get(&link.peer) {
+                Some(&incarnation) if incarnation == link.incarnation => {
+                    introductions.remove(&link.peer);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !asked {
+            return;
+        }
         let newcomer = Kind::Gossip(wire::Gossip {
             members: vec![wire::Member {
                 name: link.peer.clone(),
@@ -379,8 +423,6 @@ impl NodeInner {
                 other.send_control(newcomer.clone());
             }
         }
-        self.learn(greeting.gossip);
-        true
     }
 
     /// Starts the receive loops of an installed link's lanes (the node's failure detector watches
@@ -512,7 +554,7 @@ impl NodeInner {
                     }
                 };
                 let Some(address) = address else { break };
-                match node.connect(&address).await {
+                match node.connect(&address, false).await {
                     Ok(peer) if peer == name => break,
                     Ok(_) => {}
                     Err(error) => {
@@ -564,8 +606,20 @@ impl NodeInner {
             self.link_down(&old, "restarted");
         }
         self.registry_did_change();
+        if hello.introduce && !hello.address.is_empty() {
+            self.introductions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(hello.name.clone(), hello.incarnation);
+            if linked {
+                let link = self.outbound_link(&hello.name, hello.incarnation);
+                if let Some(link) = link {
+                    self.introduce(&link);
+                }
+            }
+        }
         if !linked && !hello.address.is_empty() {
-            self.probe(hello.address.clone());
+            self.probe(hello.address.clone(), false);
         }
     }
 

@@ -74,6 +74,9 @@ pub(crate) struct NodeInner {
     pub(crate) address_book: Mutex<HashMap<String, String>>,
     /// Peers with a reconnect loop running.
     pub(crate) reconnecting: Mutex<HashSet<String>>,
+    /// Nodes that reached this one through a seed address and are announced to every other peer
+    /// once this node's link to them opens: name to incarnation.
+    pub(crate) introductions: Mutex<HashMap<String, u64>>,
     pub(crate) events: broadcast::Sender<ClusterEvent>,
     /// Routes calls read, cached until the registry changes.
     pub(crate) routes: Routes,
@@ -208,6 +211,7 @@ impl NodeBuilder {
             dial_permits: tokio::sync::Semaphore::new(crate::link::CONCURRENT_DIALS),
             address_book: Mutex::new(HashMap::new()),
             reconnecting: Mutex::new(HashSet::new()),
+            introductions: Mutex::new(HashMap::new()),
             events,
             routes: Routes::default(),
             registry_changed: Notify::new(),
@@ -862,6 +866,6 @@ impl Node {
     /// Dials `address` now and returns the name of the node that answered: how an operator tool
     /// (a hidden node) reaches a cluster through one seed.
     pub async fn connect(&self, address: &str) -> Result<String, NodeError> {
-        self.inner.connect(address).await
+        self.inner.connect(address, true).await
     }
 }

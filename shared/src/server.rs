@@ -328,9 +328,10 @@ async fn handshake(
         Err(_) => return Err(HandshakeError::Unexpected("stream failed before proof")),
     };
     transcript.verify(&node.cookie, Role::Dialer, &proof.proof)?;
+    // The dialer reads the members from the control lane's welcome only.
     let welcome = wire::Welcome {
         advertisement: Some(node.advertisement()),
-        gossip: Some(node.gossip()),
+        gossip: (lane == wire::Lane::Control).then(|| node.gossip()),
     };
     send(tx, Kind::Welcome(welcome)).await?;
     Ok(hello)

@@ -36,6 +36,7 @@ fn hello(nonce: Vec<u8>) -> Kind {
         address: String::new(),
         hidden: true,
         advertisement: None,
+        introduce: false,
     })
 }
 
@@ -230,6 +231,7 @@ async fn malformed_and_oversized_frames_close_the_lane_without_a_panic() {
         address: String::new(),
         hidden: true,
         advertisement: None,
+        introduce: false,
     });
     let (_tx, mut stream) = open(&node, huge).await;
     assert!(next_frame(&mut stream).await.is_err());
