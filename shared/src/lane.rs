@@ -19,8 +19,9 @@ use std::task::{Context, Poll};
 
 use futures::Stream;
 use prometheus::IntCounter;
-use switchboard_proto::v1::{Batch, Frame, Lane, Reply, frame::Kind, reply};
+use switchboard_proto::v1::{Batch, Frame, Reply, frame::Kind, reply};
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// What a writer queue carries: a frame, or the status that ends the stream (acceptor side).
@@ -28,9 +29,6 @@ pub(crate) type Outbound = Result<Frame, tonic::Status>;
 
 /// Sending half of a lane's queue.
 pub(crate) type LaneSender = mpsc::Sender<Outbound>;
-
-/// All lanes in the order a dialer opens them.
-pub(crate) const LANES: [Lane; 3] = [Lane::Control, Lane::Data, Lane::Bulk];
 
 /// Frames larger than this travel on the bulk lane, so they never delay small calls.
 pub(crate) const BULK_THRESHOLD: usize = 64 * 1024;
@@ -182,6 +180,13 @@ impl BatchingStream {
         }
     }
 
+    /// Starts the stream with `frame`, taken off the queue before the stream existed (the frame
+    /// that woke a dormant lane), ahead of everything still queued.
+    pub(crate) fn led_by(mut self, frame: Frame) -> Self {
+        self.held = Some(frame);
+        self
+    }
+
     /// The next item of the queue; once cancelled, only what is queued already.
     fn next(&mut self, cx: &mut Context<'_>, cancelled: bool) -> Poll<Option<Outbound>> {
         if cancelled {
@@ -258,6 +263,24 @@ impl Stream for BatchingStream {
         this.tally.sent(frames.len());
         Poll::Ready(Some(Ok(Batch { frames })))
     }
+}
+
+/// What a dialer writes on a lane: the handshake's frames, each in a write of its own as the
+/// handshake produces them, then, once the handshake's sender is dropped, the lane's batches.
+/// The lane's queue may fill while the handshake runs; nothing in it goes before the proof.
+pub(crate) fn after_handshake(
+    handshake: mpsc::Receiver<Frame>,
+    lane: BatchingStream,
+) -> impl Stream<Item = Batch> + Send + 'static {
+    let tally = lane.tally.clone();
+    let handshake = tokio_stream::wrappers::ReceiverStream::new(handshake).map(move |frame| {
+        tally.sent(1);
+        Batch {
+            frames: vec![frame],
+        }
+    });
+    // Requests carry no terminal status; `map_while` just unwraps the batches.
+    handshake.chain(lane.map_while(Result::ok))
 }
 
 /// Reads frames one at a time from a stream of batches.

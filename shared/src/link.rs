@@ -18,15 +18,14 @@ use prost::Message;
 use switchboard_proto::v1::{self as wire, Lane, frame::Kind, node_client::NodeClient};
 use tokio::sync::mpsc;
 use tokio::time::timeout_at;
-use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::bulk;
 use crate::error::NodeError;
 use crate::handshake::{self, HandshakeError, Party, Role, Transcript};
 use crate::lane::{
-    BULK_THRESHOLD, BatchingStream, FrameReader, LANES, LaneSender, LinkTraffic, Tally, Urgency,
-    size_bound,
+    BULK_THRESHOLD, BatchingStream, FrameReader, LaneSender, LinkTraffic, Outbound, Tally, Urgency,
+    after_handshake, size_bound,
 };
 use crate::node::NodeInner;
 use crate::replies::{Replies, Reply};
@@ -67,6 +66,7 @@ pub(crate) struct Link {
     pub(crate) peer: String,
     pub(crate) incarnation: u64,
     pub(crate) address: String,
+    /// The lanes' queues, indexed by their `Lane` value: control, data, bulk.
     lanes: [LaneSender; 3],
     /// Calls waiting for replies. Their deadlines are enforced by [`Link::expire`] on the
     /// detector's tick rather than a timer per call: a busy link makes no timer-wheel traffic,
@@ -384,15 +384,16 @@ impl Link {
     }
 }
 
-/// Dials `address`, runs the handshake on every lane and returns the open link with what the
-/// peer said. The lanes' receive loops are started by the caller once the link is installed.
-/// `introduce` asks the peer to announce this node to its own peers: set when `address` is a
-/// seed, the one place a newcomer is sure to be news.
+/// Dials `address`, runs the handshake on the control and data lanes and returns the open link
+/// with what the peer said. The lanes' receive loops are started, and the bulk lane is left to
+/// open itself, by the caller once the link is installed. `introduce` asks the peer to announce
+/// this node to its own peers: set when `address` is a seed, the one place a newcomer is sure to
+/// be news.
 pub(crate) async fn dial(
     node: &NodeInner,
     address: &str,
     introduce: bool,
-) -> Result<(std::sync::Arc<Link>, Greeting, Vec<FrameReader>), NodeError> {
+) -> Result<(std::sync::Arc<Link>, Greeting, LinkReaders), NodeError> {
     // The timeout runs once this dial's turn has come.
     let _turn = node
         .dial_permits
@@ -404,19 +405,108 @@ pub(crate) async fn dial(
         .map_err(|_| NodeError::Transport(format!("dialing {address} timed out")))?
 }
 
-/// One lane after its handshake: its two halves and what the acceptor said on it.
+/// What a freshly dialed link reads from: its open lanes' readers, and its bulk lane, which
+/// opens on its first frame.
+#[derive(Debug)]
+pub(crate) struct LinkReaders {
+    pub(crate) control: FrameReader,
+    pub(crate) data: FrameReader,
+    pub(crate) bulk: DormantLane,
+}
+
+/// A link's bulk lane before its first frame: its queue, and where to dial.
+///
+/// Most links never carry a frame over 64 KiB or a background broadcast, and opening the bulk
+/// connection with the others cost every link a second TCP and HTTP/2 set-up and a third
+/// handshake for nothing: half of a cluster's connections, and a third of the writes while a
+/// 64-node cluster forms, which is CPU-bound. The queue exists from the start, so a sender never
+/// knows whether the lane is open yet; the first frame queued opens it.
+#[derive(Debug)]
+pub(crate) struct DormantLane {
+    endpoint: tonic::transport::Endpoint,
+    address: String,
+    queue: mpsc::Receiver<Outbound>,
+    tally: Tally,
+    introduce: bool,
+}
+
+impl DormantLane {
+    /// Waits for the lane's first frame, then dials its connection and runs its handshake;
+    /// returns the lane's reader, or `None` when the link closed with nothing sent on the lane.
+    /// Runs on the bulk thread, where the connection's I/O then lives ([`crate::bulk`]).
+    pub(crate) async fn open(
+        mut self,
+        node: &NodeInner,
+        link: &Link,
+    ) -> Result<Option<FrameReader>, NodeError> {
+        let first = tokio::select! {
+            first = self.queue.recv() => first,
+            _ = link.closed.cancelled() => None,
+        };
+        // A dialer's queues carry frames only; a status ends streams on the acceptor's side.
+        let Some(Ok(first)) = first else {
+            return Ok(None);
+        };
+        let address = self.address.clone();
+        let opening = async {
+            let channel = self
+                .endpoint
+                .connect_with_connector(tower::service_fn(move |_| bulk::connect(address.clone())))
+                .await
+                .map_err(|e| cannot_connect(&self.address, e))?;
+            let batches = BatchingStream::new(self.queue, link.closed.clone(), self.tally.clone())
+                .led_by(first);
+            open_lane(
+                node,
+                Lane::Bulk,
+                node_client(channel, link.max_frame),
+                batches,
+                self.tally,
+                self.introduce,
+            )
+            .await
+        };
+        let lane = tokio::time::timeout(DIAL_TIMEOUT, opening)
+            .await
+            .map_err(|_| {
+                NodeError::Transport(format!("opening the bulk lane to {} timed out", link.peer))
+            })??;
+        // Every lane must reach the same process, or a load balancer split the link.
+        if lane.challenge.name != link.peer || lane.challenge.incarnation != link.incarnation {
+            return Err(NodeError::Transport(
+                "lanes of one link reached different nodes".into(),
+            ));
+        }
+        Ok(Some(lane.reader))
+    }
+}
+
+/// One lane after its handshake: its reader and what the acceptor said on it.
 struct OpenedLane {
-    sender: LaneSender,
     reader: FrameReader,
     challenge: wire::Challenge,
     welcome: wire::Welcome,
+}
+
+/// A client of the node service on `channel`, its messages bounded by the frame limit.
+fn node_client(
+    channel: tonic::transport::Channel,
+    max_frame: usize,
+) -> NodeClient<tonic::transport::Channel> {
+    NodeClient::new(channel)
+        .max_decoding_message_size(max_frame)
+        .max_encoding_message_size(max_frame)
+}
+
+fn cannot_connect(address: &str, error: tonic::transport::Error) -> NodeError {
+    NodeError::Transport(format!("cannot connect to {address}: {error}"))
 }
 
 async fn dial_inner(
     node: &NodeInner,
     address: &str,
     introduce: bool,
-) -> Result<(std::sync::Arc<Link>, Greeting, Vec<FrameReader>), NodeError> {
+) -> Result<(std::sync::Arc<Link>, Greeting, LinkReaders), NodeError> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| NodeError::Transport(format!("bad address {address}: {e}")))?
         .connect_timeout(DIAL_TIMEOUT)
@@ -424,63 +514,45 @@ async fn dial_inner(
         .initial_stream_window_size(Some(4 * 1024 * 1024))
         .initial_connection_window_size(Some(16 * 1024 * 1024));
     let max = node.config.max_frame_bytes;
-    let client = |channel| {
-        NodeClient::new(channel)
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max)
-    };
-    let cannot = |e: tonic::transport::Error| {
-        NodeError::Transport(format!("cannot connect to {address}: {e}"))
-    };
-    // Control and data share one connection. Bulk gets its own, so a large transfer never
-    // queues small calls behind it in one socket's buffers or one HTTP/2 connection window, and
-    // it is opened from the bulk thread, so the connection's I/O and the encoding of its frames
-    // run there, at a low priority ([`crate::bulk`]).
-    let shared = async { endpoint.connect().await.map_err(cannot) };
-    let bulk = async {
-        let endpoint = endpoint.clone();
-        let authority = address.to_owned();
-        node.bulk
-            .spawn(async move {
-                endpoint
-                    .connect_with_connector(tower::service_fn(move |_| {
-                        bulk::connect(authority.clone())
-                    }))
-                    .await
-            })
+    // Control and data share one connection. Bulk gets its own, opened on its first frame
+    // ([`DormantLane`]), so a large transfer never queues small calls behind it in one socket's
+    // buffers or one HTTP/2 connection window.
+    let shared = node_client(
+        endpoint
+            .connect()
             .await
-            .map_err(|e| NodeError::Transport(format!("the bulk thread failed: {e}")))?
-            .map_err(cannot)
-    };
-    let (shared, bulk) = tokio::try_join!(shared, bulk)?;
-    let (shared, bulk) = (client(shared), client(bulk));
+            .map_err(|e| cannot_connect(address, e))?,
+        max,
+    );
+    let queue = || mpsc::channel(node.config.link_queue.max(16));
+    let [
+        (control_tx, control_rx),
+        (data_tx, data_rx),
+        (bulk_tx, bulk_rx),
+    ] = [queue(), queue(), queue()];
     let closed = CancellationToken::new();
     let traffic = std::sync::Arc::new(LinkTraffic::default());
     let tally = Tally::new(&node.metrics, Some(traffic.clone()));
-    // The three handshakes run at once: a dial costs one connection set-up and two round trips
-    // however many lanes there are, and the control and data lanes' frames share the writes of
-    // their connection. Forming a large cluster is bound by these writes and wake-ups.
-    let open = |lane, client: &NodeClient<tonic::transport::Channel>| {
+    // The two handshakes run at once: a dial costs one connection set-up and two round trips,
+    // and the lanes' frames share the writes of their connection. Forming a large cluster is
+    // bound by these writes and wake-ups.
+    let open = |lane, queue| {
+        let batches = BatchingStream::new(queue, closed.clone(), tally.clone());
         open_lane(
             node,
             lane,
-            client.clone(),
-            closed.clone(),
+            shared.clone(),
+            batches,
             tally.clone(),
             introduce,
         )
     };
-    let (control, data, bulk) = tokio::try_join!(
-        open(Lane::Control, &shared),
-        open(Lane::Data, &shared),
-        open(Lane::Bulk, &bulk),
-    )?;
-    debug_assert_eq!(LANES, [Lane::Control, Lane::Data, Lane::Bulk]);
+    let (control, data) =
+        tokio::try_join!(open(Lane::Control, control_rx), open(Lane::Data, data_rx))?;
     let challenge = &control.challenge;
     // Every lane must reach the same process, or a load balancer split the link.
-    if [&data, &bulk].iter().any(|l| {
-        l.challenge.name != challenge.name || l.challenge.incarnation != challenge.incarnation
-    }) {
+    if data.challenge.name != challenge.name || data.challenge.incarnation != challenge.incarnation
+    {
         return Err(NodeError::Transport(
             "lanes of one link reached different nodes".into(),
         ));
@@ -498,7 +570,7 @@ async fn dial_inner(
         peer: control.challenge.name,
         incarnation: control.challenge.incarnation,
         address: peer_address,
-        lanes: [control.sender, data.sender, bulk.sender],
+        lanes: [control_tx, data_tx, bulk_tx],
         replies: Replies::default(),
         in_flight: AtomicUsize::new(0),
         opened: Instant::now(),
@@ -512,33 +584,41 @@ async fn dial_inner(
         max_frame: max,
         traffic,
     });
-    Ok((
-        link,
-        greeting,
-        vec![control.reader, data.reader, bulk.reader],
-    ))
+    let readers = LinkReaders {
+        control: control.reader,
+        data: data.reader,
+        bulk: DormantLane {
+            endpoint,
+            address: address.to_owned(),
+            queue: bulk_rx,
+            tally,
+            introduce,
+        },
+    };
+    Ok((link, greeting, readers))
 }
 
-/// Opens `lane` on `client`'s connection and runs the dialer's half of its handshake.
+/// Runs the dialer's half of `lane`'s handshake on `client`'s connection; then the lane writes
+/// `batches`.
 async fn open_lane(
     node: &NodeInner,
     lane: Lane,
-    client: NodeClient<tonic::transport::Channel>,
-    closed: CancellationToken,
+    mut client: NodeClient<tonic::transport::Channel>,
+    batches: BatchingStream,
     tally: Tally,
     introduce: bool,
 ) -> Result<OpenedLane, NodeError> {
-    let (sender, rx) = mpsc::channel(node.config.link_queue.max(16));
-    let nonce = handshake::fresh_nonce();
+    let (handshake, handshake_queue) = mpsc::channel(2);
     let send = |kind| {
-        let sender = sender.clone();
+        let handshake = handshake.clone();
         async move {
-            sender
-                .send(Ok(wire::Frame { kind: Some(kind) }))
+            handshake
+                .send(wire::Frame { kind: Some(kind) })
                 .await
                 .map_err(|_| NodeError::Transport("lane closed".into()))
         }
     };
+    let nonce = handshake::fresh_nonce();
     send(Kind::Hello(wire::Hello {
         version: handshake::PROTOCOL_VERSION,
         name: node.name.clone(),
@@ -555,11 +635,8 @@ async fn open_lane(
         introduce,
     }))
     .await?;
-    // Requests carry no terminal status; `map_while` just unwraps the frames.
-    let outbound = BatchingStream::new(rx, closed, tally.clone()).map_while(Result::ok);
     let response = client
-        .clone()
-        .link(outbound)
+        .link(after_handshake(handshake_queue, batches))
         .await
         .map_err(status_to_error)?;
     let mut reader = FrameReader::new(response.into_inner(), tally);
@@ -589,6 +666,8 @@ async fn open_lane(
         proof: transcript.prove(&node.cookie, Role::Dialer).into(),
     }))
     .await?;
+    // The handshake's stream ends here, and the lane's queue follows the proof.
+    drop(handshake);
     let welcome = match reader.next().await.map_err(status_to_error)? {
         Some(wire::Frame {
             kind: Some(Kind::Welcome(w)),
@@ -596,7 +675,6 @@ async fn open_lane(
         _ => return Err(HandshakeError::Unexpected("expected a welcome").into()),
     };
     Ok(OpenedLane {
-        sender,
         reader,
         challenge,
         welcome,
@@ -615,8 +693,8 @@ fn status_to_error(status: tonic::Status) -> NodeError {
 }
 
 impl Link {
-    /// The sending half of lane `index` (control, data, bulk), for replies on the dialer's side.
-    pub(crate) fn lane(&self, index: usize) -> LaneSender {
-        self.lanes[index].clone()
+    /// The sending half of `lane`, for replies on the dialer's side.
+    pub(crate) fn lane(&self, lane: Lane) -> LaneSender {
+        self.lanes[lane as usize].clone()
     }
 }

@@ -25,8 +25,8 @@ use crate::dispatch::{CallLimit, LaneContext, run_lane};
 use crate::error::NodeError;
 use crate::events::ClusterEvent;
 use crate::handshake::HandshakeError;
-use crate::lane::{FrameReader, LANES};
-use crate::link::{self, Greeting, Link, Probe};
+use crate::lane::FrameReader;
+use crate::link::{self, Greeting, Link, LinkReaders, Probe};
 use crate::node::NodeInner;
 use crate::registry::{Peer, PeerState};
 use crate::ring;
@@ -426,43 +426,60 @@ impl NodeInner {
     }
 
     /// Starts the receive loops of an installed link's lanes (the node's failure detector watches
-    /// it from now on).
-    fn run_link(self: &Arc<Self>, link: Arc<Link>, readers: Vec<FrameReader>) {
+    /// it from now on), and leaves its bulk lane to open on its first frame.
+    fn run_link(self: &Arc<Self>, link: Arc<Link>, readers: LinkReaders) {
         let inbound_calls = Arc::new(CallLimit::new(self.config.max_inbound_calls));
-        for (index, reader) in readers.into_iter().enumerate() {
-            let context = LaneContext {
-                peer: link.peer.as_str().into(),
-                incarnation: link.incarnation,
-                reply: link.lane(index),
-                link: Some(link.clone()),
-                inbound_calls: inbound_calls.clone(),
-            };
-            let node = self.clone();
-            let link = link.clone();
-            let lane = LANES[index];
-            let receive = async move {
-                tokio::select! {
-                    reason = run_lane(node.clone(), context, reader) => {
-                        if lane != Lane::Control {
-                            // The data and bulk lanes are read by other tasks (the bulk lane on
-                            // another thread) than the peer's goodbye: when a peer shuts down,
-                            // give the goodbye a moment to close the link with its reason. A
-                            // crash ends the control lane too, which declares it down at once.
-                            let _ = tokio::time::timeout(LANE_END_GRACE, link.closed.cancelled())
-                                .await;
-                        }
-                        node.link_down(&link, &reason);
-                    }
-                    _ = link.closed.cancelled() => {}
+        let receive = |lane, reader| {
+            self.clone()
+                .receive(link.clone(), lane, reader, inbound_calls.clone())
+        };
+        tokio::spawn(receive(Lane::Control, readers.control));
+        tokio::spawn(receive(Lane::Data, readers.data));
+        // The bulk lane's connection lives on the bulk thread, where its frames are decoded
+        // and served.
+        let node = self.clone();
+        let bulk = readers.bulk;
+        self.bulk.spawn(async move {
+            match bulk.open(&node, &link).await {
+                Ok(Some(reader)) => {
+                    node.clone()
+                        .receive(link, Lane::Bulk, reader, inbound_calls)
+                        .await
                 }
-            };
-            // The bulk lane's frames are decoded and served on the bulk thread, where its
-            // connection lives.
-            if LANES[index] == Lane::Bulk {
-                self.bulk.spawn(receive);
-            } else {
-                tokio::spawn(receive);
+                Ok(None) => {}
+                Err(error) => node.link_down(&link, &format!("the bulk lane failed: {error}")),
             }
+        });
+    }
+
+    /// Reads one lane of `link` until it ends or the link closes; a lane that ends takes the
+    /// link down.
+    async fn receive(
+        self: Arc<Self>,
+        link: Arc<Link>,
+        lane: Lane,
+        reader: FrameReader,
+        inbound_calls: Arc<CallLimit>,
+    ) {
+        let context = LaneContext {
+            peer: link.peer.as_str().into(),
+            incarnation: link.incarnation,
+            reply: link.lane(lane),
+            link: Some(link.clone()),
+            inbound_calls,
+        };
+        tokio::select! {
+            reason = run_lane(self.clone(), context, reader) => {
+                if lane != Lane::Control {
+                    // The data and bulk lanes are read by other tasks (the bulk lane on another
+                    // thread) than the peer's goodbye: when a peer shuts down, give the goodbye a
+                    // moment to close the link with its reason. A crash ends the control lane
+                    // too, which declares it down at once.
+                    let _ = tokio::time::timeout(LANE_END_GRACE, link.closed.cancelled()).await;
+                }
+                self.link_down(&link, &reason);
+            }
+            _ = link.closed.cancelled() => {}
         }
     }
 

@@ -445,6 +445,53 @@ async fn a_large_call_is_served_on_the_bulk_thread_and_a_small_one_is_not() {
     assert_ne!(small, Bytes::from("bulk a@test"));
 }
 
+/// Established TCP connections whose local end is `address` (a node's listening address): the
+/// connections other nodes dialed to it, counted from /proc/net/tcp.
+fn accepted_connections(address: &str) -> usize {
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // State 01 is ESTABLISHED.
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// A link dials its bulk connection only for its first frame over 64 KiB: an idle link holds one
+/// connection (control and data lanes), and a large call adds the second.
+#[tokio::test]
+async fn a_link_opens_its_bulk_connection_with_its_first_large_frame() {
+    let echo =
+        |request: Request| async move { Ok::<_, switchboard::ServiceError>(request.payload) };
+    let a = NodeBuilder::new("test", config("a@test", &[]), cookie())
+        .service("echo", echo)
+        .start()
+        .await
+        .unwrap();
+    let b = bare_node("b@test", &[a.address()]).await;
+    assert!(b.wait_for_service("echo", DEADLINE).await);
+    assert!(eventually(DEADLINE, || async { sees_up(&a, &["b@test"]) }).await);
+    let small = b
+        .call("echo", "run", "hi", CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(small, Bytes::from("hi"));
+    assert_eq!(accepted_connections(a.address()), 1, "b's link to a, idle");
+    let large = vec![7u8; 1 << 20];
+    let echoed = b
+        .call("echo", "run", large.clone(), CallOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(echoed, Bytes::from(large));
+    assert_eq!(accepted_connections(a.address()), 2, "and its bulk lane");
+    assert_eq!(accepted_connections(b.address()), 1, "a's link to b, idle");
+}
+
 /// A background broadcast reaches a remote member like any other, but is handed to the group
 /// on the receiving node's bulk thread.
 #[tokio::test]
