@@ -41,6 +41,10 @@ const GOSSIP_FANOUT: usize = 3;
 /// How long the end of a link's data or bulk lane waits for the link to close for a known
 /// reason (a goodbye) before it closes the link as `noconnection`.
 const LANE_END_GRACE: Duration = Duration::from_millis(100);
+/// How long a newcomer's request to be introduced waits for this node's link to it. A newcomer
+/// that died before the link opened leaves its request behind; requests older than this are
+/// dropped, so they never pile up. Far longer than any dial, queued behind others or not.
+const INTRODUCTION_WAIT: Duration = Duration::from_secs(60);
 
 impl NodeInner {
     /// Starts the seed resolver and the gossip ticker.
@@ -401,7 +405,7 @@ impl NodeInner {
         let asked = {
             let mut introductions = self.introductions.lock().unwrap_or_else(|p| p.into_inner());
             match introductions.get(&link.peer) {
-                Some(&incarnation) if incarnation == link.incarnation => {
+                Some(&(incarnation, _)) if incarnation == link.incarnation => {
                     introductions.remove(&link.peer);
                     true
                 }
@@ -624,15 +628,14 @@ impl NodeInner {
         }
         self.registry_did_change();
         if hello.introduce && !hello.address.is_empty() {
-            self.introductions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(hello.name.clone(), hello.incarnation);
-            if linked {
-                let link = self.outbound_link(&hello.name, hello.incarnation);
-                if let Some(link) = link {
-                    self.introduce(&link);
-                }
+            {
+                let mut introductions =
+                    self.introductions.lock().unwrap_or_else(|p| p.into_inner());
+                introductions.retain(|_, (_, asked)| asked.elapsed() < INTRODUCTION_WAIT);
+                introductions.insert(hello.name.clone(), (hello.incarnation, Instant::now()));
+            }
+            if let Some(link) = self.outbound_link(&hello.name, hello.incarnation) {
+                self.introduce(&link);
             }
         }
         if !linked && !hello.address.is_empty() {

@@ -75,8 +75,8 @@ pub(crate) struct NodeInner {
     /// Peers with a reconnect loop running.
     pub(crate) reconnecting: Mutex<HashSet<String>>,
     /// Nodes that reached this one through a seed address and are announced to every other peer
-    /// once this node's link to them opens: name to incarnation.
-    pub(crate) introductions: Mutex<HashMap<String, u64>>,
+    /// once this node's link to them opens: name to incarnation and when it asked.
+    pub(crate) introductions: Mutex<HashMap<String, (u64, std::time::Instant)>>,
     pub(crate) events: broadcast::Sender<ClusterEvent>,
     /// Routes calls read, cached until the registry changes.
     pub(crate) routes: Routes,
