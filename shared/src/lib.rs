@@ -6,6 +6,7 @@
 //! See `ARCHITECTURE.md` at the repository root for the map and the invariants.
 
 pub mod activity;
+mod admission;
 pub mod application;
 mod bulk;
 pub mod config;

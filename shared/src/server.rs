@@ -7,7 +7,6 @@
 //! with its address, and gets nothing more.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::admission::{Admitted, Ticket};
 use crate::bulk::{self, Opening};
 use crate::dispatch::{CallLimit, LaneContext, run_lane};
 use crate::handshake::{self, HandshakeError, Party, Role, Transcript};
@@ -45,8 +45,11 @@ pub(crate) fn spawn(node: Arc<NodeInner>, listener: TcpListener) -> tokio::task:
     let (ordinary, ordinary_incoming) = mpsc::channel(ACCEPT_QUEUE);
     let (bulk, bulk_incoming) = mpsc::channel(ACCEPT_QUEUE);
     let bulk_thread = node.clone();
-    let bulk_incoming = ReceiverStream::new(bulk_incoming)
-        .map(move |socket: std::net::TcpStream| bulk_thread.bulk.adopt(socket));
+    // Adopted, and given its deadline, on the bulk thread that serves it.
+    let bulk_incoming = ReceiverStream::new(bulk_incoming).map(move |socket| {
+        let socket = bulk_thread.bulk.adopt(socket)?;
+        Ok::<_, io::Error>(admitted(&bulk_thread, socket))
+    });
     node.bulk.spawn(
         {
             let service = service.clone();
@@ -70,7 +73,8 @@ pub(crate) fn spawn(node: Arc<NodeInner>, listener: TcpListener) -> tokio::task:
                 .set_serving::<node_server::NodeServer<NodeService>>()
                 .await;
             tokio::spawn(
-                accept_connections(listener, ordinary, bulk, shutdown.clone()).in_current_span(),
+                accept_connections(node, listener, ordinary, bulk, shutdown.clone())
+                    .in_current_span(),
             );
             let result = builder()
                 .add_service(health)
@@ -98,10 +102,24 @@ fn builder() -> tonic::transport::Server {
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
 }
 
+/// `socket` with the handshake deadline of its connection ([`crate::admission`]); a connection
+/// closed for it counts as a refused handshake.
+fn admitted(node: &Arc<NodeInner>, socket: TcpStream) -> Admitted {
+    let node = node.clone();
+    Admitted::new(socket, move |remote| {
+        let remote = remote.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        node.handshake_refused(
+            &remote,
+            &HandshakeError::Unexpected("no lane authenticated in time"),
+        );
+    })
+}
+
 /// Accepts connections until shutdown and sorts each by its opening bytes.
 async fn accept_connections(
+    node: Arc<NodeInner>,
     listener: TcpListener,
-    ordinary: mpsc::Sender<io::Result<TcpStream>>,
+    ordinary: mpsc::Sender<io::Result<Admitted>>,
     bulk: mpsc::Sender<std::net::TcpStream>,
     shutdown: CancellationToken,
 ) {
@@ -121,12 +139,22 @@ async fn accept_connections(
         };
         let ordinary = ordinary.clone();
         let bulk = bulk.clone();
+        let node = node.clone();
         tokio::spawn(
             async move {
                 // Replies to a peer's calls go out on accepted sockets too.
                 let _ = socket.set_nodelay(true);
-                if let Err(error) = sort(socket, ordinary, bulk).await {
-                    tracing::debug!(%error, "a connection closed before it could be served");
+                let remote = socket
+                    .peer_addr()
+                    .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
+                match sort(&node, socket, ordinary, bulk).await {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == io::ErrorKind::TimedOut => {
+                        node.handshake_refused(&remote, &HandshakeError::Unexpected("nothing sent"))
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "a connection closed before it could be served")
+                    }
                 }
             }
             .in_current_span(),
@@ -137,8 +165,9 @@ async fn accept_connections(
 /// Hands `socket` to the server its opening bytes ask for. A connection that sends nothing
 /// within the dial timeout is dropped.
 async fn sort(
+    node: &Arc<NodeInner>,
     mut socket: TcpStream,
-    ordinary: mpsc::Sender<io::Result<TcpStream>>,
+    ordinary: mpsc::Sender<io::Result<Admitted>>,
     bulk: mpsc::Sender<std::net::TcpStream>,
 ) -> io::Result<()> {
     let opening = tokio::time::timeout(DIAL_TIMEOUT, opening(&socket))
@@ -150,7 +179,10 @@ async fn sort(
         socket.read_exact(&mut preface).await?;
         bulk.send(socket.into_std()?).await.map_err(|_| closed())
     } else {
-        ordinary.send(Ok(socket)).await.map_err(|_| closed())
+        ordinary
+            .send(Ok(admitted(node, socket)))
+            .await
+            .map_err(|_| closed())
     }
 }
 
@@ -187,7 +219,7 @@ impl node_server::Node for NodeService {
         &self,
         request: tonic::Request<tonic::Streaming<wire::Batch>>,
     ) -> Result<tonic::Response<Self::LinkStream>, tonic::Status> {
-        let remote = request.remote_addr();
+        let ticket = request.extensions().get::<Ticket>().cloned();
         // The peer's link to this node: its frames count in this node's totals; the link's own
         // counters are the peer's to keep.
         let tally = Tally::new(&self.node.metrics, None);
@@ -196,7 +228,7 @@ impl node_server::Node for NodeService {
         let closed = self.node.shutdown.child_token();
         tokio::spawn(accept(
             self.node.clone(),
-            remote,
+            ticket,
             reader,
             tx,
             closed.clone(),
@@ -207,15 +239,19 @@ impl node_server::Node for NodeService {
     }
 }
 
-/// Runs the acceptor's half of the handshake, then serves the lane.
+/// Runs the acceptor's half of the handshake, then serves the lane; a lane that authenticates
+/// admits its connection for good.
 async fn accept(
     node: Arc<NodeInner>,
-    remote: Option<SocketAddr>,
+    ticket: Option<Ticket>,
     mut reader: FrameReader,
     tx: LaneSender,
     closed: CancellationToken,
 ) {
-    let remote = remote.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    let remote = ticket
+        .as_ref()
+        .and_then(Ticket::remote)
+        .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
     let hello = match tokio::time::timeout(DIAL_TIMEOUT, handshake(&node, &mut reader, &tx)).await {
         Ok(Ok(hello)) => hello,
         Ok(Err(error)) => {
@@ -233,6 +269,9 @@ async fn accept(
             return;
         }
     };
+    if let Some(ticket) = &ticket {
+        ticket.prove();
+    }
     node.inbound_lane_opened(&hello);
     if hello.lane == wire::Lane::Control as i32 {
         // The peer reads its lanes in separate tasks (the bulk lane on another thread), so the

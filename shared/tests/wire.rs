@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use support::*;
 use switchboard::handshake::{self, Party, Role, Transcript};
-use switchboard::{Bytes, CallOptions, Node};
+use switchboard::{Bytes, CallOptions, Node, eventually};
 use switchboard_proto::v1::{self as wire, frame::Kind, node_client::NodeClient};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -243,4 +243,87 @@ async fn malformed_and_oversized_frames_close_the_lane_without_a_panic() {
         .await
         .unwrap();
     assert_eq!(reply, Bytes::from("a@test|still here"));
+}
+
+/// Peers that connect and never authenticate: silent connections, and connections that speak
+/// HTTP/2 but open no stream.
+const UNAUTHENTICATED_PEERS: usize = 1_000;
+
+/// The HTTP/2 client preface and an empty SETTINGS frame: a connection the node's HTTP/2 server
+/// accepts, which then never opens a stream.
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// The node's count of refused handshakes, from its metrics.
+fn handshake_failures(node: &Node) -> u64 {
+    node.metrics()
+        .render()
+        .lines()
+        .find(|l| l.starts_with("switchboard_handshake_failures_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the node closes `socket` (end of stream or a reset), reading and dropping
+/// whatever it sends first (its HTTP/2 settings).
+async fn closed_by_the_node(mut socket: tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 1024];
+    while let Ok(read) = socket.read(&mut buffer).await {
+        if read == 0 {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_connections_that_never_authenticate_are_closed_at_the_handshake_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let node = bare_node("a@test", &[]).await;
+    let failures_before = handshake_failures(&node);
+    let mut sockets = Vec::new();
+    for i in 0..UNAUTHENTICATED_PEERS {
+        let mut socket = tokio::net::TcpStream::connect(node.address())
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            socket.write_all(HTTP2_PREFACE).await.unwrap();
+        }
+        sockets.push(socket);
+    }
+    // A real peer joins and is served while they wait.
+    let other = bare_node("b@test", &[node.address()]).await;
+    assert!(eventually(DEADLINE, || async { sees_up(&node, &["b@test"]) }).await);
+    // Every one is closed by the node: the silent ones for sending nothing, the others for
+    // authenticating no lane, both within the 2 s handshake deadline of their connection.
+    let closing = futures::future::join_all(sockets.into_iter().map(closed_by_the_node));
+    tokio::time::timeout(DEADLINE, closing)
+        .await
+        .expect("every unauthenticated connection closed by the node");
+    assert!(
+        handshake_failures(&node) >= failures_before + UNAUTHENTICATED_PEERS as u64,
+        "each counted as a refused handshake"
+    );
+    // The peer that authenticated keeps its connections.
+    assert!(sees_up(&node, &["b@test"]) && sees_up(&other, &["a@test"]));
+}
+
+#[tokio::test]
+async fn a_hundred_mebibyte_hello_is_refused_and_the_node_serves_on() {
+    let node = bare_node("a@test", &[]).await;
+    let huge = Kind::Hello(wire::Hello {
+        version: handshake::PROTOCOL_VERSION,
+        name: "x".repeat(100 * 1024 * 1024),
+        incarnation: 1,
+        nonce: handshake::fresh_nonce().into(),
+        lane: 0,
+        address: String::new(),
+        hidden: true,
+        advertisement: None,
+        introduce: false,
+    });
+    let (_tx, mut stream) = open(&node, huge).await;
+    assert!(next_frame(&mut stream).await.is_err());
+    let other = bare_node("b@test", &[node.address()]).await;
+    assert!(eventually(DEADLINE, || async { sees_up(&node, &["b@test"]) }).await);
+    assert!(sees_up(&other, &["a@test"]));
 }
