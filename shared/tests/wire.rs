@@ -251,7 +251,8 @@ const UNAUTHENTICATED_PEERS: usize = 1_000;
 
 /// The HTTP/2 client preface and an empty SETTINGS frame: a connection the node's HTTP/2 server
 /// accepts, which then never opens a stream.
-const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+const HTTP2_PREFACE: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 
 /// The node's count of refused handshakes, from its metrics.
 fn handshake_failures(node: &Node) -> u64 {

@@ -24,19 +24,6 @@ impl Database {
         }
     }
 
-    async fn call<Req, Resp>(
-        &self,
-        method: &'static str,
-        request: &Req,
-        idempotent: bool,
-    ) -> Result<Resp, NodeError>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
-        self.client.call(method, request, idempotent).await
-    }
-
     /// Creates an account. Idempotent: the password hash is freshly salted for each attempt,
     /// and the database node answers a retry that finds its own hash stored with that account,
     /// so a failover never turns the caller's own registration into `username_taken`.
@@ -49,7 +36,7 @@ impl Database {
             username: username.to_owned(),
             password_hash,
         };
-        let reply: wire::UserReply = self.call("register", &request, true).await?;
+        let reply: wire::UserReply = self.client.call("register", &request, true).await?;
         reply.user.ok_or_else(missing)
     }
 
@@ -61,7 +48,7 @@ impl Database {
         let request = wire::CredentialsRequest {
             username: username.to_owned(),
         };
-        self.call("credentials", &request, true).await
+        self.client.call("credentials", &request, true).await
     }
 
     /// Stores a session under the token's hash. Idempotent: storing the same hash twice is a
@@ -77,13 +64,14 @@ impl Database {
             token_hash,
             expires_at_ms,
         };
-        let _: wire::Empty = self.call("create_session", &request, true).await?;
+        let _: wire::Empty = self.client.call("create_session", &request, true).await?;
         Ok(())
     }
 
     /// The user of a live session.
     pub(crate) async fn session(&self, token_hash: String) -> Result<wire::User, NodeError> {
         let reply: wire::UserReply = self
+            .client
             .call("session", &wire::SessionRequest { token_hash }, true)
             .await?;
         reply.user.ok_or_else(missing)
@@ -92,6 +80,7 @@ impl Database {
     /// Ends a session.
     pub(crate) async fn delete_session(&self, token_hash: String) -> Result<(), NodeError> {
         let _: wire::Empty = self
+            .client
             .call("delete_session", &wire::SessionRequest { token_hash }, true)
             .await?;
         Ok(())
@@ -112,12 +101,13 @@ impl Database {
             topic: topic.to_owned(),
             idempotency_key,
         };
-        self.call("create_room", &request, true).await
+        self.client.call("create_room", &request, true).await
     }
 
     /// Every room with `joined` flags for `user_id`.
     pub(crate) async fn list_rooms(&self, user_id: i64) -> Result<Vec<wire::Room>, NodeError> {
         let reply: wire::RoomList = self
+            .client
             .call("list_rooms", &wire::ListRoomsRequest { user_id }, true)
             .await?;
         Ok(reply.rooms)
@@ -129,7 +119,8 @@ impl Database {
         user_id: i64,
         room_id: i64,
     ) -> Result<wire::Room, NodeError> {
-        self.call("get_room", &wire::RoomRequest { user_id, room_id }, true)
+        self.client
+            .call("get_room", &wire::RoomRequest { user_id, room_id }, true)
             .await
     }
 
@@ -139,13 +130,15 @@ impl Database {
         user_id: i64,
         room_id: i64,
     ) -> Result<wire::Room, NodeError> {
-        self.call("join_room", &wire::RoomRequest { user_id, room_id }, true)
+        self.client
+            .call("join_room", &wire::RoomRequest { user_id, room_id }, true)
             .await
     }
 
     /// Leaves a room (idempotent).
     pub(crate) async fn leave_room(&self, user_id: i64, room_id: i64) -> Result<(), NodeError> {
         let _: wire::Empty = self
+            .client
             .call("leave_room", &wire::RoomRequest { user_id, room_id }, true)
             .await?;
         Ok(())
@@ -158,6 +151,7 @@ impl Database {
         room_id: i64,
     ) -> Result<Vec<wire::RoomMember>, NodeError> {
         let reply: wire::MemberList = self
+            .client
             .call(
                 "list_members",
                 &wire::RoomRequest { user_id, room_id },
@@ -174,7 +168,7 @@ impl Database {
         request: wire::PostMessageRequest,
     ) -> Result<wire::PostMessageReply, NodeError> {
         debug_assert!(!request.idempotency_key.is_empty());
-        self.call("post_message", &request, true).await
+        self.client.call("post_message", &request, true).await
     }
 
     /// A page of history.
@@ -182,7 +176,7 @@ impl Database {
         &self,
         request: wire::ListMessagesRequest,
     ) -> Result<wire::MessagePage, NodeError> {
-        self.call("list_messages", &request, true).await
+        self.client.call("list_messages", &request, true).await
     }
 
     /// Edits a message; applying the same edit twice leaves the same text.
@@ -190,7 +184,7 @@ impl Database {
         &self,
         request: wire::EditMessageRequest,
     ) -> Result<wire::ChatMessage, NodeError> {
-        self.call("edit_message", &request, true).await
+        self.client.call("edit_message", &request, true).await
     }
 
     /// Soft-deletes a message (idempotent).
@@ -198,7 +192,7 @@ impl Database {
         &self,
         request: wire::DeleteMessageRequest,
     ) -> Result<wire::ChatMessage, NodeError> {
-        self.call("delete_message", &request, true).await
+        self.client.call("delete_message", &request, true).await
     }
 
     /// Room events after a cursor.
@@ -215,7 +209,7 @@ impl Database {
             after,
             limit,
         };
-        self.call("room_events", &request, true).await
+        self.client.call("room_events", &request, true).await
     }
 
     /// Whether some database node answers within `timeout`.

@@ -21,25 +21,12 @@ impl Reporting {
         }
     }
 
-    async fn call<Req, Resp>(
-        &self,
-        method: &'static str,
-        request: &Req,
-        idempotent: bool,
-    ) -> Result<Resp, NodeError>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
-        self.client.call(method, request, idempotent).await
-    }
-
     /// Files a report. Not idempotent: a blind retry could file it twice.
     pub(crate) async fn file_report(
         &self,
         request: wire::FileReportRequest,
     ) -> Result<wire::ContentReport, NodeError> {
-        self.call("file_report", &request, false).await
+        self.client.call("file_report", &request, false).await
     }
 
     pub(crate) async fn list_reports(
@@ -47,6 +34,7 @@ impl Reporting {
         status: String,
     ) -> Result<Vec<wire::ContentReport>, NodeError> {
         let list: wire::ReportList = self
+            .client
             .call("list_reports", &wire::ListReportsRequest { status }, true)
             .await?;
         Ok(list.reports)
@@ -57,7 +45,7 @@ impl Reporting {
         &self,
         request: wire::ResolveReportRequest,
     ) -> Result<wire::ContentReport, NodeError> {
-        self.call("resolve_report", &request, true).await
+        self.client.call("resolve_report", &request, true).await
     }
 
     pub(crate) async fn anomalies(
@@ -66,6 +54,7 @@ impl Reporting {
         severity: String,
     ) -> Result<Vec<wire::Anomaly>, NodeError> {
         let list: wire::AnomalyList = self
+            .client
             .call(
                 "anomalies",
                 &wire::AnomalyQuery { since_ms, severity },
@@ -80,11 +69,12 @@ impl Reporting {
         since_ms: i64,
         until_ms: i64,
     ) -> Result<wire::ReportSummary, NodeError> {
-        self.call(
-            "summary",
-            &wire::SummaryRequest { since_ms, until_ms },
-            true,
-        )
-        .await
+        self.client
+            .call(
+                "summary",
+                &wire::SummaryRequest { since_ms, until_ms },
+                true,
+            )
+            .await
     }
 }
