@@ -9,7 +9,9 @@ use utoipa::ToSchema;
 
 /// RFC 3339 for milliseconds since the epoch.
 pub(crate) fn timestamp(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    // RFC 3339 ends at the year 9999, and formatting a later time panics: clamp into its range.
+    const LAST_MS: i64 = 253_402_300_799_999;
+    let time = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, LAST_MS) as u64);
     humantime::format_rfc3339_millis(time).to_string()
 }
 
@@ -35,8 +37,10 @@ impl From<wire::User> for User {
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct Credentials {
     /// 3-32 characters of `[a-zA-Z0-9_.-]`.
+    #[schema(min_length = 3, max_length = 32, pattern = "^[a-zA-Z0-9_.-]*$")]
     pub(crate) username: String,
-    /// At least 8 characters.
+    /// 8-1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub(crate) password: String,
 }
 
@@ -52,10 +56,12 @@ pub(crate) struct Session {
 /// `POST /v1/rooms`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct NewRoom {
-    /// 1-64 characters, unique.
+    /// 1-64 characters, not only whitespace, unique.
+    #[schema(min_length = 1, max_length = 64, pattern = "\\S")]
     pub(crate) name: String,
     /// At most 256 characters.
     #[serde(default)]
+    #[schema(max_length = 256)]
     pub(crate) topic: Option<String>,
 }
 
@@ -131,6 +137,7 @@ impl From<wire::RoomMember> for Member {
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct MessageBody {
     /// 1-4000 characters, not only whitespace.
+    #[schema(min_length = 1, max_length = 4000, pattern = "\\S")]
     pub(crate) body: String,
 }
 
@@ -184,17 +191,20 @@ pub(crate) struct MessagePage {
 
 /// `GET /v1/rooms/{room_id}/messages` parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PageQuery {
     /// Only messages with a greater seq.
     pub(crate) after: Option<i64>,
     /// Only messages with a smaller seq.
     pub(crate) before: Option<i64>,
     /// 1-200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub(crate) limit: Option<i64>,
 }
 
 /// `GET /v1/rooms/{room_id}/events` parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
     /// Resume after this cursor (as `Last-Event-ID`).
     pub(crate) after: Option<i64>,

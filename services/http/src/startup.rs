@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::http_metrics::{self, HttpMetrics};
 use crate::live::LiveHub;
 use crate::log_tail::LogTail;
-use crate::openapi::ApiDoc;
+use crate::openapi::{self, ApiDoc};
 use crate::rate_limit::RateLimits;
 use crate::reporting::Reporting;
 use crate::request_id;
@@ -75,6 +75,7 @@ pub(crate) fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(operations::readyz))
         .routes(routes!(operations::metrics))
         .split_for_parts();
+    let api = openapi::with_common_errors(api);
     let document = Arc::new(api.clone());
     let router = router
         .route(

@@ -75,12 +75,23 @@ pub(crate) fn idempotency_key(value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A time query parameter: RFC 3339, or milliseconds since the Unix epoch; `None` when absent.
+/// Milliseconds a time parameter may be from the epoch either way: 14 digits, about the year
+/// 5138. Every time the API writes back must be formattable as RFC 3339 (up to the year 9999).
+const MAX_TIME_MS: i64 = 99_999_999_999_999;
+
+/// A time query parameter: RFC 3339, or milliseconds since the Unix epoch (at most 14 digits);
+/// `None` when absent.
 pub(crate) fn time(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
     let Some(value) = value.filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
     if let Ok(ms) = value.parse::<i64>() {
+        if ms.abs() > MAX_TIME_MS {
+            return Err(ApiError::validation(
+                field,
+                format!("{field} in milliseconds must have at most 14 digits"),
+            ));
+        }
         return Ok(Some(ms));
     }
     humantime::parse_rfc3339_weak(value)
@@ -112,6 +123,16 @@ mod tests {
         assert!(body("\n\t ").is_err());
         assert!(body(&"x".repeat(4000)).is_ok());
         assert!(body(&"x".repeat(4001)).is_err());
+    }
+
+    #[test]
+    fn times_past_fourteen_digits_of_milliseconds_are_refused() {
+        assert_eq!(
+            time("t", Some("99999999999999")).unwrap(),
+            Some(MAX_TIME_MS)
+        );
+        assert!(time("t", Some("300000000000000")).is_err());
+        assert!(time("t", Some("-300000000000000")).is_err());
     }
 
     #[test]

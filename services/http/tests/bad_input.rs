@@ -488,3 +488,31 @@ async fn live_streams_past_the_per_user_cap_are_refused_with_a_clear_code() {
     .await;
     assert!(reopened, "a closed stream's slot was never freed");
 }
+
+/// Times past what RFC 3339 can write (the year 9999) are refused with a clear error; one once
+/// reached the formatter and ended the connection with no answer.
+#[tokio::test]
+async fn a_time_beyond_the_supported_range_is_a_422_not_a_dropped_connection() {
+    let (_cluster, api) = cluster().await;
+    let admin = Api {
+        token: Some(ADMIN_TOKEN.into()),
+        ..api.clone()
+    };
+    for query in [
+        "until=300000000000000",
+        "since=-300000000000000",
+        "until=9223372036854775807",
+    ] {
+        let reply = admin.get(&format!("/v1/admin/report?{query}")).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert_eq!(reply.code(), "validation_failed", "{query}");
+    }
+    // In range it is accepted (this cluster has no reporting node to answer the figures).
+    let in_range = admin.get("/v1/admin/report?until=99999999999999").await;
+    assert_ne!(
+        in_range.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        in_range.body
+    );
+}

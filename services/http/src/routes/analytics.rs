@@ -31,8 +31,10 @@ use crate::state::AppState;
 
 /// Parameters of an analytics view.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AnalyticsQuery {
     /// `1h`, `24h` (the default) or `7d`.
+    #[param(pattern = "^(1h|24h|7d)$")]
     window: Option<String>,
 }
 
@@ -287,8 +289,9 @@ pub(crate) async fn cluster_analytics(
 
 /// One room's activity over a window, for operators (the dashboard's per-room charts).
 #[utoipa::path(get, path = "/v1/admin/rooms/{room_id}/analytics", tag = "admin", security(("admin" = [])),
-    params(("room_id" = i64, Path, description = "The room"), AnalyticsQuery),
-    responses((status = 200, body = Analytics), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
+    params(("room_id" = i64, Path, description = "The room", minimum = 1), AnalyticsQuery),
+    responses((status = 200, body = Analytics), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody, description = "room_not_found"), (status = 422, body = ErrorBody),
               (status = 503, body = ErrorBody)))]
 pub(crate) async fn admin_room_analytics(
     State(state): State<AppState>,

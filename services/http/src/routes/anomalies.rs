@@ -31,19 +31,32 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// Filters of anomalies.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct AnomalyFilter {
     /// Seen at or after this time (RFC 3339 or milliseconds); default: all kept (24 h).
+    #[param(
+        pattern = "^(-?[0-9]{1,14}|(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?Z?)?$"
+    )]
     since: Option<String>,
     /// `low`, `medium` or `high`: this severity or worse.
+    #[param(pattern = "^(low|medium|high)?$")]
     severity: Option<String>,
 }
 
 /// Range of the summary report.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ReportRange {
-    /// From (RFC 3339 or milliseconds); default 24 h ago.
+    /// From (RFC 3339 or milliseconds); default 24 h before `until`. A range that ends before it
+    /// starts is empty.
+    #[param(
+        pattern = "^(-?[0-9]{1,14}|(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?Z?)?$"
+    )]
     since: Option<String>,
     /// Until (RFC 3339 or milliseconds); default now.
+    #[param(
+        pattern = "^(-?[0-9]{1,14}|(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?Z?)?$"
+    )]
     until: Option<String>,
 }
 
@@ -224,9 +237,8 @@ pub(crate) async fn report(
     let until = validation::time("until", range.until.as_deref())?.unwrap_or_else(now_ms);
     let since =
         validation::time("since", range.since.as_deref())?.unwrap_or(until - 24 * 3_600_000);
-    if since >= until {
-        return Err(ApiError::validation("since", "since must be before until"));
-    }
+    // A range that ends before it starts is empty, and its summary is all zeros: the document
+    // cannot say that one parameter must be below another, so it is an answer, not an error.
     let summary = state.reporting.summary(since, until).await?;
     let stats = summary.stats.unwrap_or_default();
     let body = Summary {

@@ -24,22 +24,32 @@ use crate::validation;
 
 /// Filters of a log query or tail.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LogFilter {
     /// Only this node.
     node: Option<String>,
-    /// Only this level or more severe (`error`, `warn`, `info`, `debug`).
+    /// Only this level or more severe (`error`, `warn`, `info`, `debug`, `trace`).
+    #[param(pattern = "^(error|warn|info|debug|trace|ERROR|WARN|INFO|DEBUG|TRACE)?$")]
     level: Option<String>,
     /// Only this kind, e.g. `message_posted`, `login_failed`, `node_down`, `log`.
     kind: Option<String>,
     /// From this time on (RFC 3339 or milliseconds since the epoch).
+    #[param(
+        pattern = "^(-?[0-9]{1,14}|(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?Z?)?$"
+    )]
     since: Option<String>,
     /// Before this time (RFC 3339 or milliseconds since the epoch).
+    #[param(
+        pattern = "^(-?[0-9]{1,14}|(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?Z?)?$"
+    )]
     until: Option<String>,
     /// Only entries whose message or fields contain this text.
     q: Option<String>,
     /// 1-1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^([0-9]{1,18}-.*)?$")]
     cursor: Option<String>,
 }
 

@@ -19,7 +19,7 @@ use crate::validation;
 /// sent only once the message is committed.
 #[utoipa::path(post, path = "/v1/rooms/{room_id}/messages", tag = "messages", security(("bearer" = [])),
     params(("room_id" = i64, Path, description = "The room"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the same message")),
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the same message", min_length = 1, max_length = 255, pattern = "^[!-~]*$")),
     request_body = MessageBody,
     responses((status = 201, body = Message), (status = 403, body = ErrorBody, description = "not_a_member"),
               (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]

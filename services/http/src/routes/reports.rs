@@ -16,7 +16,8 @@ use crate::state::AppState;
 /// `POST .../report`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct NewReport {
-    /// Why the message should be looked at: 1-500 characters.
+    /// Why the message should be looked at: 1-500 characters, not only whitespace.
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     reason: String,
 }
 
@@ -24,6 +25,7 @@ pub(crate) struct NewReport {
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct Resolution {
     /// `dismiss` or `delete_message`.
+    #[schema(pattern = "^(dismiss|delete_message)$")]
     action: String,
     /// The moderator's note, kept in the audit trail.
     #[serde(default)]
@@ -77,8 +79,10 @@ pub(crate) struct ReportList {
 
 /// `GET /v1/admin/reports` parameters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ReportFilter {
     /// `open` or `resolved`; all when absent.
+    #[param(pattern = "^(open|resolved)?$")]
     status: Option<String>,
 }
 
@@ -94,7 +98,7 @@ pub(crate) async fn file_report(
     ApiJson(report): ApiJson<NewReport>,
 ) -> Result<(StatusCode, Json<Report>), ApiError> {
     let reason = report.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
+    if reason.is_empty() || report.reason.chars().count() > 500 {
         return Err(ApiError::validation(
             "reason",
             "reason must be 1-500 characters",

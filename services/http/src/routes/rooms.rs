@@ -15,7 +15,7 @@ use crate::validation;
 /// Creates a room; the creator is its owner and first member. With an `Idempotency-Key`, a
 /// retry by the same user returns the room the first request created (201, same body).
 #[utoipa::path(post, path = "/v1/rooms", tag = "rooms", security(("bearer" = [])), request_body = NewRoom,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the same room")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the same room", min_length = 1, max_length = 255, pattern = "^[!-~]*$")),
     responses((status = 201, body = Room), (status = 409, body = ErrorBody, description = "room_name_taken"), (status = 422, body = ErrorBody)))]
 pub(crate) async fn create_room(
     State(state): State<AppState>,
