@@ -58,8 +58,14 @@ pub(crate) async fn connect(args: &RemoteArgs) -> Result<Session> {
         )?,
     };
     let seeds = seeds(args)?;
+    // A TLS cluster takes only TLS peers: the command uses the node settings' TLS files, as a
+    // node on the same host would (`docker compose exec http switchboard nodes`).
+    let settings = NodeConfig::from_env().context("reading the SWITCHBOARD_* settings")?;
     let config = NodeConfig {
         node_name: Some(format!("cli-{}@localhost", std::process::id())),
+        tls_cert: settings.tls_cert,
+        tls_key: settings.tls_key,
+        tls_ca: settings.tls_ca,
         ..NodeConfig::loopback()
     };
     let node = NodeBuilder::new("cli", config, cookie)

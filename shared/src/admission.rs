@@ -10,7 +10,8 @@
 //! bounded amount for at most two seconds. A connection used only for the gRPC health service
 //! (which needs no handshake) is closed after the deadline too; a health checker reconnects.
 //!
-//! How: the accepted socket is wrapped in [`Admitted`], which fails its reads once the deadline
+//! How: the accepted connection (after its TLS handshake, when the node has TLS) is wrapped in
+//! [`Admitted`], which fails its reads once the deadline
 //! passes unless the [`Ticket`] it shares with the server was proven; the server reads the
 //! ticket from the request's extensions ([`tonic::transport::server::Connected`]) and proves it
 //! when a lane's handshake succeeds. A failed read makes the HTTP/2 server close the connection.
@@ -24,11 +25,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tonic::transport::server::Connected;
 
 use crate::link::DIAL_TIMEOUT;
+use crate::tls::Stream;
 
 /// What a connection's requests carry: where the peer is, and the proof that one of its lanes
 /// authenticated.
@@ -59,7 +60,7 @@ type OnExpiry = Box<dyn FnOnce(Option<SocketAddr>) + Send>;
 
 /// An accepted socket that stops reading once the handshake deadline passes unproven.
 pub(crate) struct Admitted {
-    socket: TcpStream,
+    socket: Stream,
     ticket: Ticket,
     /// Until the ticket is proven: the deadline, and what to do when it passes.
     pending: Option<(Pin<Box<Sleep>>, Option<OnExpiry>)>,
@@ -77,11 +78,11 @@ impl Admitted {
     /// Starts `socket`'s deadline now. Must be called inside the runtime that serves it (the
     /// deadline is a timer of that runtime). `on_expiry` runs once if the deadline passes.
     pub(crate) fn new(
-        socket: TcpStream,
+        socket: Stream,
         on_expiry: impl FnOnce(Option<SocketAddr>) + Send + 'static,
     ) -> Self {
         let ticket = Ticket {
-            remote: socket.peer_addr().ok(),
+            remote: socket.tcp().peer_addr().ok(),
             proven: Arc::new(AtomicBool::new(false)),
         };
         Self {

@@ -20,9 +20,10 @@
 //! dead.
 //!
 //! How an acceptor tells a bulk connection from the rest: the dialer writes [`PREFACE`] before
-//! its HTTP/2 preface, and the acceptor's classifier ([`crate::node`]'s accept loop) strips it
-//! and hands the socket to the bulk thread's server. The preface only routes; every lane still
-//! runs the cookie handshake.
+//! its HTTP/2 preface (and before TLS, when the node has it), and the acceptor's classifier
+//! ([`crate::server`]'s accept loop) strips it and hands the socket to the bulk thread's server,
+//! which runs the TLS handshake there. The preface only routes; every lane still runs TLS (when
+//! configured) and the cookie handshake.
 
 use std::future::Future;
 use std::io;
@@ -33,6 +34,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+
+use crate::tls::{Stream, Tls};
 
 /// What a dialer writes first on a bulk connection. No HTTP/2 connection starts with it (those
 /// start with `PRI * HTTP/2.0`), so anything else is served as before.
@@ -97,11 +100,17 @@ fn lower_priority() {
     }
 }
 
-/// Opens a bulk connection to `authority` (`host:port`): TCP, no Nagle delay, the preface.
-pub(crate) async fn connect(authority: String) -> io::Result<TokioIo<TcpStream>> {
+/// Opens a bulk connection to `authority` (`host:port`): TCP, no Nagle delay, the preface, and
+/// then TLS when the node has it (the preface goes first, in the clear, so the acceptor can
+/// sort the connection before its TLS handshake: see [`crate::tls`]).
+pub(crate) async fn connect(authority: String, tls: Option<Tls>) -> io::Result<TokioIo<Stream>> {
     let mut stream = TcpStream::connect(authority).await?;
     stream.set_nodelay(true)?;
     stream.write_all(PREFACE).await?;
+    let stream = match tls {
+        Some(tls) => tls.connect(stream).await?,
+        None => Stream::Plain(stream),
+    };
     Ok(TokioIo::new(stream))
 }
 

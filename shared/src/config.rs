@@ -74,6 +74,14 @@ pub struct NodeConfig {
     pub app_max_restarts: usize,
     /// `SWITCHBOARD_APP_RESTART_WINDOW_MS`: the window restarts are counted in.
     pub app_restart_window_ms: u64,
+    /// `SWITCHBOARD_TLS_CERT`: this node's certificate chain (PEM). With `tls_key` and `tls_ca`
+    /// (all three or none) every inter-node connection runs inside mutual TLS 1.3
+    /// (the runtime's `tls` module); the certificate must name `switchboard`.
+    pub tls_cert: Option<PathBuf>,
+    /// `SWITCHBOARD_TLS_KEY`: the private key of `tls_cert` (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// `SWITCHBOARD_TLS_CA`: the CA (PEM) every peer's certificate must chain to.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -99,6 +107,9 @@ impl Default for NodeConfig {
             // before it floods the log.
             app_max_restarts: 3,
             app_restart_window_ms: 30_000,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
     }
 }
@@ -108,6 +119,16 @@ impl NodeConfig {
     pub fn from_env() -> Result<Self, NodeError> {
         let mut config: Self = load(&["seeds"])?;
         config.seeds.retain(|s| !s.trim().is_empty());
+        // An empty variable (a compose file's `${VAR:-}`) means unset.
+        for path in [
+            &mut config.tls_cert,
+            &mut config.tls_key,
+            &mut config.tls_ca,
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                *path = None;
+            }
+        }
         Ok(config)
     }
 

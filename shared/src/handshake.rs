@@ -46,6 +46,10 @@ pub enum HandshakeError {
     /// The peer sent an empty or oversized node name.
     #[error("invalid node name")]
     BadName,
+    /// The peer did not complete TLS: it spoke plaintext to a node with TLS, or presented no
+    /// certificate from the cluster's CA.
+    #[error("the peer failed the TLS handshake (no TLS, or no certificate from this cluster's CA)")]
+    Tls,
     /// The peer is this very node (a seed that resolves to ourselves).
     #[error("the peer is this node")]
     SelfConnection,

@@ -37,6 +37,7 @@ pub mod system;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
 
 pub use application::{AppContext, Application, Applications};
 pub use bytes::Bytes;

@@ -448,10 +448,13 @@ impl DormantLane {
             return Ok(None);
         };
         let address = self.address.clone();
+        let tls = node.tls.clone();
         let opening = async {
             let channel = self
                 .endpoint
-                .connect_with_connector(tower::service_fn(move |_| bulk::connect(address.clone())))
+                .connect_with_connector(tower::service_fn(move |_| {
+                    bulk::connect(address.clone(), tls.clone())
+                }))
                 .await
                 .map_err(|e| cannot_connect(&self.address, e))?;
             let batches = BatchingStream::new(self.queue, link.closed.clone(), self.tally.clone())
@@ -498,6 +501,16 @@ fn node_client(
         .max_encoding_message_size(max_frame)
 }
 
+/// Opens the shared connection of a node with TLS: TCP, no Nagle delay, the TLS handshake.
+async fn connect_tls(
+    address: String,
+    tls: crate::tls::Tls,
+) -> std::io::Result<hyper_util::rt::TokioIo<crate::tls::Stream>> {
+    let socket = tokio::net::TcpStream::connect(address).await?;
+    socket.set_nodelay(true)?;
+    Ok(hyper_util::rt::TokioIo::new(tls.connect(socket).await?))
+}
+
 fn cannot_connect(address: &str, error: tonic::transport::Error) -> NodeError {
     NodeError::Transport(format!("cannot connect to {address}: {error}"))
 }
@@ -517,13 +530,18 @@ async fn dial_inner(
     // Control and data share one connection. Bulk gets its own, opened on its first frame
     // ([`DormantLane`]), so a large transfer never queues small calls behind it in one socket's
     // buffers or one HTTP/2 connection window.
-    let shared = node_client(
-        endpoint
-            .connect()
-            .await
-            .map_err(|e| cannot_connect(address, e))?,
-        max,
-    );
+    let channel = match &node.tls {
+        None => endpoint.connect().await,
+        Some(tls) => {
+            let (tls, address) = (tls.clone(), address.to_owned());
+            endpoint
+                .connect_with_connector(tower::service_fn(move |_| {
+                    connect_tls(address.clone(), tls.clone())
+                }))
+                .await
+        }
+    };
+    let shared = node_client(channel.map_err(|e| cannot_connect(address, e))?, max);
     let queue = || mpsc::channel(node.config.link_queue.max(16));
     let [
         (control_tx, control_rx),

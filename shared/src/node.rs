@@ -93,6 +93,8 @@ pub(crate) struct NodeInner {
     pub(crate) stopping: AtomicBool,
     /// Carries every link's bulk lane at a low CPU priority ([`crate::bulk`]).
     pub(crate) bulk: BulkThread,
+    /// TLS for every inter-node connection, when the node has TLS settings.
+    pub(crate) tls: Option<crate::tls::Tls>,
     /// The applications it runs ([`crate::application`]), for the built-in service.
     pub(crate) applications: ApplicationsCell,
     /// Which refused handshakes get a log line ([`crate::refusals`]).
@@ -171,6 +173,7 @@ impl NodeBuilder {
 
     /// Binds the listener, starts serving and starts discovery from the seeds.
     pub async fn start(self) -> Result<Node, NodeError> {
+        let tls = crate::tls::Tls::from_config(&self.config)?;
         let listener = TcpListener::bind(&self.config.listen).await.map_err(|e| {
             NodeError::Config(format!("cannot listen on {}: {e}", self.config.listen))
         })?;
@@ -221,6 +224,7 @@ impl NodeBuilder {
             work: TaskTracker::new(),
             stopping: AtomicBool::new(false),
             bulk,
+            tls,
             applications: ApplicationsCell::new(),
             refusals: crate::refusals::RefusalLog::default(),
         });

@@ -2,9 +2,11 @@
 //!
 //! The listener sorts accepted connections by their first bytes: a bulk connection (one that
 //! opens with [`bulk::PREFACE`]) is served on the node's bulk thread, everything else on the
-//! node's runtime. Every `Link` stream on either must complete the cookie handshake before
-//! anything else happens on it; a peer that fails is answered with `UNAUTHENTICATED`, logged
-//! with its address, and gets nothing more.
+//! node's runtime. A node with TLS runs the TLS handshake after sorting, on the runtime that
+//! serves the connection ([`crate::tls`] says why), and refuses a peer that fails it. Every
+//! `Link` stream on either must complete the cookie handshake before anything else happens on
+//! it; a peer that fails is answered with `UNAUTHENTICATED`, logged with its address, and gets
+//! nothing more.
 
 use std::io;
 use std::pin::Pin;
@@ -16,7 +18,6 @@ use switchboard_proto::v1::{self as wire, frame::Kind, node_server};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -28,6 +29,7 @@ use crate::handshake::{self, HandshakeError, Party, Role, Transcript};
 use crate::lane::{BatchingStream, FrameReader, LaneSender, Tally};
 use crate::link::DIAL_TIMEOUT;
 use crate::node::NodeInner;
+use crate::tls::Stream as Connection;
 
 /// Accepted connections waiting for their server to take them.
 const ACCEPT_QUEUE: usize = 64;
@@ -43,13 +45,39 @@ pub(crate) fn spawn(node: Arc<NodeInner>, listener: TcpListener) -> tokio::task:
     let shutdown = node.shutdown.clone();
     let span = tracing::info_span!("node", node = %node.name);
     let (ordinary, ordinary_incoming) = mpsc::channel(ACCEPT_QUEUE);
-    let (bulk, bulk_incoming) = mpsc::channel(ACCEPT_QUEUE);
-    let bulk_thread = node.clone();
-    // Adopted, and given its deadline, on the bulk thread that serves it.
-    let bulk_incoming = ReceiverStream::new(bulk_incoming).map(move |socket| {
-        let socket = bulk_thread.bulk.adopt(socket)?;
-        Ok::<_, io::Error>(admitted(&bulk_thread, socket))
-    });
+    let (bulk, mut bulk_sockets) = mpsc::channel::<std::net::TcpStream>(ACCEPT_QUEUE);
+    let (bulk_accepted, bulk_incoming) = mpsc::channel(ACCEPT_QUEUE);
+    // Bulk sockets arrive sorted but before TLS; each is made the bulk thread's and its TLS
+    // handshake runs there, in a task of its own so a slow peer holds up no other.
+    node.bulk.spawn(
+        {
+            let node = node.clone();
+            async move {
+                while let Some(socket) = bulk_sockets.recv().await {
+                    let socket = match node.bulk.adopt(socket) {
+                        Ok(socket) => socket,
+                        Err(error) => {
+                            tracing::debug!(%error, "a bulk connection could not be adopted");
+                            continue;
+                        }
+                    };
+                    let accepted = bulk_accepted.clone();
+                    let node = node.clone();
+                    tokio::spawn(
+                        async move {
+                            if let Some(stream) = secure(&node, socket).await {
+                                let stream = admitted(&node, stream);
+                                let _ = accepted.send(Ok::<_, io::Error>(stream)).await;
+                            }
+                        }
+                        .in_current_span(),
+                    );
+                }
+            }
+        }
+        .instrument(span.clone()),
+    );
+    let bulk_incoming = ReceiverStream::new(bulk_incoming);
     node.bulk.spawn(
         {
             let service = service.clone();
@@ -72,10 +100,7 @@ pub(crate) fn spawn(node: Arc<NodeInner>, listener: TcpListener) -> tokio::task:
             reporter
                 .set_serving::<node_server::NodeServer<NodeService>>()
                 .await;
-            tokio::spawn(
-                accept_connections(node, listener, ordinary, bulk, shutdown.clone())
-                    .in_current_span(),
-            );
+            tokio::spawn(accept_connections(node, listener, ordinary, bulk).in_current_span());
             let result = builder()
                 .add_service(health)
                 .add_service(service)
@@ -104,7 +129,7 @@ fn builder() -> tonic::transport::Server {
 
 /// `socket` with the handshake deadline of its connection ([`crate::admission`]); a connection
 /// closed for it counts as a refused handshake.
-fn admitted(node: &Arc<NodeInner>, socket: TcpStream) -> Admitted {
+fn admitted(node: &Arc<NodeInner>, socket: Connection) -> Admitted {
     let node = node.clone();
     Admitted::new(socket, move |remote| {
         let remote = remote.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
@@ -121,8 +146,8 @@ async fn accept_connections(
     listener: TcpListener,
     ordinary: mpsc::Sender<io::Result<Admitted>>,
     bulk: mpsc::Sender<std::net::TcpStream>,
-    shutdown: CancellationToken,
 ) {
+    let shutdown = node.shutdown.clone();
     loop {
         let socket = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -162,8 +187,9 @@ async fn accept_connections(
     }
 }
 
-/// Hands `socket` to the server its opening bytes ask for. A connection that sends nothing
-/// within the dial timeout is dropped.
+/// Hands `socket` to the server its opening bytes ask for: a bulk connection to the bulk thread
+/// as it is (its TLS handshake runs there), any other after its TLS handshake when the node has
+/// TLS. A connection that sends nothing within the dial timeout is dropped.
 async fn sort(
     node: &Arc<NodeInner>,
     mut socket: TcpStream,
@@ -179,10 +205,38 @@ async fn sort(
         socket.read_exact(&mut preface).await?;
         bulk.send(socket.into_std()?).await.map_err(|_| closed())
     } else {
-        ordinary
-            .send(Ok(admitted(node, socket)))
-            .await
-            .map_err(|_| closed())
+        match secure(node, socket).await {
+            Some(stream) => ordinary
+                .send(Ok(admitted(node, stream)))
+                .await
+                .map_err(|_| closed()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Runs the acceptor's TLS handshake on `socket` if the node has TLS, within the dial timeout.
+/// A peer that fails it (a plaintext node, whose first bytes are no ClientHello, or one without
+/// a certificate from the cluster's CA) is refused like one that fails the cookie handshake:
+/// counted, logged with its address, and published; `None` then.
+async fn secure(node: &NodeInner, socket: TcpStream) -> Option<Connection> {
+    let Some(tls) = &node.tls else {
+        return Some(Connection::Plain(socket));
+    };
+    let remote = socket
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
+    match tokio::time::timeout(DIAL_TIMEOUT, tls.accept(socket)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%remote, %error, "TLS handshake failed");
+            node.handshake_refused(&remote, &HandshakeError::Tls);
+            None
+        }
+        Err(_) => {
+            node.handshake_refused(&remote, &HandshakeError::Tls);
+            None
+        }
     }
 }
 
