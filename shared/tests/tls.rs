@@ -177,11 +177,28 @@ async fn a_node_certified_by_another_ca_is_refused() {
     let other = Pki::new();
     let (a, b) = tls_pair(&pki).await;
     let mut events = a.subscribe();
+    // A stranger trusting only its own CA refuses a's certificate, and a sees the handshake end.
     let stranger = node("stranger@test", &[a.address()], Some(&other)).await;
     refusal(&mut events).await;
     nobody_links(&[&stranger]).await;
     assert_eq!(a.nodes().len(), 2, "{:?}", a.nodes());
     assert_eq!(b.nodes().len(), 2, "{:?}", b.nodes());
+}
+
+#[tokio::test]
+async fn the_acceptor_checks_the_dialers_certificate_too() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    let a = node("a@test", &[], Some(&pki)).await;
+    let mut events = a.subscribe();
+    // It trusts the cluster's CA, so it accepts a's certificate; its own is another CA's.
+    let impostor = NodeConfig {
+        tls_ca: Some(pki.path("ca.pem")),
+        ..other.configure(config("impostor@test", &[a.address()]))
+    };
+    let impostor = started(impostor, "impostor@test").await;
+    refusal(&mut events).await;
+    nobody_links(&[&a, &impostor]).await;
 }
 
 #[tokio::test]
