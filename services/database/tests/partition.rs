@@ -10,7 +10,7 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use support::{PrivatePostgres, call, config};
+use support::{PrivatePostgres, call, config, stored_messages};
 use switchboard::{Cookie, Node, NodeBuilder};
 use switchboard_database::Store;
 use switchboard_database::configuration::DatabaseSettings;
@@ -157,29 +157,7 @@ async fn two_database_nodes_on_either_side_of_a_partition_never_assign_one_seq_t
         acknowledged.len(),
         "seqs are unique"
     );
-    let mut stored = Vec::new();
-    let mut after = 0;
-    loop {
-        let page: wire::MessagePage = call(
-            &left.client,
-            "list_messages",
-            &wire::ListMessagesRequest {
-                user_id,
-                room_id: room.id,
-                after,
-                limit: 200,
-                forward: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let Some(last) = page.messages.last() else {
-            break;
-        };
-        after = last.seq;
-        stored.extend(page.messages.iter().map(|m| (m.id, m.seq)));
-    }
+    let stored = stored_messages(&left.client, user_id, room.id).await;
     let seqs: Vec<i64> = stored.iter().map(|(_, seq)| *seq).collect();
     assert_eq!(
         seqs,

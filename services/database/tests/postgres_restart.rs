@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{PrivatePostgres, call, config};
+use support::{PrivatePostgres, call, config, stored_messages};
 use switchboard::{Cookie, NodeBuilder};
 use switchboard_database::Store;
 use switchboard_database::configuration::DatabaseSettings;
@@ -142,29 +142,7 @@ async fn a_postgres_restart_or_outage_under_two_seconds_costs_no_keyed_post() {
     assert_eq!(failed, Vec::<String>::new(), "no keyed post failed");
 
     // Every acknowledged post is stored exactly once, with gapless seqs.
-    let mut stored = Vec::new();
-    let mut after = 0;
-    loop {
-        let page: wire::MessagePage = call(
-            &client,
-            "list_messages",
-            &wire::ListMessagesRequest {
-                user_id,
-                room_id: room.id,
-                after,
-                limit: 200,
-                forward: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let Some(last) = page.messages.last() else {
-            break;
-        };
-        after = last.seq;
-        stored.extend(page.messages.iter().map(|m| (m.id, m.seq)));
-    }
+    let stored = stored_messages(&client, user_id, room.id).await;
     let ids: HashSet<i64> = stored.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids.len(), stored.len(), "nothing stored twice");
     assert_eq!(ids, acknowledged.iter().copied().collect::<HashSet<_>>());

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use switchboard::{CallOptions, Node, NodeConfig, NodeError};
+use switchboard_proto::v1 as wire;
 
 /// A PostgreSQL server of this test's own in a temporary directory, stopped on drop.
 pub(crate) struct PrivatePostgres {
@@ -169,4 +170,31 @@ pub(crate) async fn call<Req: prost::Message, Resp: prost::Message + Default>(
     let options = CallOptions::idempotent().timeout(Duration::from_secs(5));
     node.call_message("database", method, request, options)
         .await
+}
+
+/// Every message of a room as the database stores it, in seq order: `(id, seq)` pairs.
+pub(crate) async fn stored_messages(node: &Node, user_id: i64, room_id: i64) -> Vec<(i64, i64)> {
+    let mut stored = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: wire::MessagePage = call(
+            node,
+            "list_messages",
+            &wire::ListMessagesRequest {
+                user_id,
+                room_id,
+                after,
+                limit: 200,
+                forward: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let Some(last) = page.messages.last() else {
+            return stored;
+        };
+        after = last.seq;
+        stored.extend(page.messages.iter().map(|m| (m.id, m.seq)));
+    }
 }
