@@ -36,6 +36,8 @@ SCENARIOS:
     codec       the hand-written batch encoder and decoder vs prost on batches of 16 calls and
                 of 16 replies, in this process
     all         every scenario family implemented so far
+    chaos       a docker compose cluster under keyed posts, SSE clients and seeded faults, its
+                history checked afterwards (`switchboard-bench chaos --help`; not part of `all`)
 
 OPTIONS:
     --seconds N             measure each point for N seconds (default 3)
@@ -181,6 +183,8 @@ pub(crate) enum Command {
         kind: ServerKind,
         workers: usize,
     },
+    /// `chaos`: a compose cluster under load and faults, its history checked.
+    Chaos(Box<crate::chaos::ChaosOptions>),
 }
 
 /// Parses the arguments after the program name.
@@ -199,6 +203,11 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Command> {
         "fanout" => vec![Family::Fanout],
         "cluster" => vec![Family::Cluster],
         "codec" => vec![Family::Codec],
+        "chaos" if rest.iter().any(|a| a == "--help" || a == "-h") => {
+            crate::table::write_stdout(crate::chaos::USAGE)?;
+            std::process::exit(0)
+        }
+        "chaos" => return Ok(Command::Chaos(Box::new(crate::chaos::parse(rest)?))),
         "all" => Family::ALL.to_vec(),
         "serve-node" => return serve(ServerKind::Node, rest),
         "serve-tonic" => return serve(ServerKind::Tonic, rest),

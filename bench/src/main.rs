@@ -14,7 +14,8 @@
 //! memory of the service binaries), [`chat`] (the chat's node binaries on PostgreSQL against
 //! raw inserts, and SSE delivery), [`fanout`] (small calls beside casts to a group at full
 //! rate), [`cluster`] (membership and failure detection from 5 to 128 nodes) and [`codec`] (the
-//! hand-written batch codec against prost); [`echo_node`]
+//! hand-written batch codec against prost), and [`chaos`] (a compose cluster under load and
+//! faults, its history checked afterwards); [`echo_node`]
 //! is the Switchboard server they call and the client side they share (cluster set-up, calls,
 //! one-way casts); [`points`] measures a family's points in turn;
 //! [`load`] drives closed- and open-loop load; [`stats`] turns samples into rates, percentiles
@@ -22,6 +23,7 @@
 //! server processes; and [`placement`] pins client and servers to disjoint CPUs.
 
 mod baseline;
+mod chaos;
 mod chat;
 mod cli;
 mod cluster;
@@ -90,6 +92,13 @@ fn main() -> anyhow::Result<()> {
                     ServerKind::ClusterNode => cluster::serve_member().await,
                 }
             })
+        }
+        Command::Chaos(options) => {
+            let passed = runtime_with(2)?.block_on(chaos::run_chaos(*options))?;
+            if !passed {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Run {
             families,

@@ -1,0 +1,457 @@
+//! `switchboard-bench chaos`: a chaos run with a history checker. It drives a docker compose
+//! cluster (3 database nodes, 2 http behind the balancer, 2 of each other service, PostgreSQL)
+//! under keyed posts, edits, deletes, SSE clients and admin reads ([`load`]), injects faults on a
+//! seeded schedule ([`faults`]), records every request, answer and event ([`history`]), waits
+//! for the cluster to settle, then checks the history against the rooms' final state
+//! ([`checker`]) and prints one table; it fails (exit code 1) if any floor fails.
+//!
+//! Why: each fault has its own test elsewhere, but only a run that mixes them under load, with
+//! the clients' view written down and checked afterwards, shows that a post acknowledged once
+//! is never lost or doubled and that a live stream resumes exactly, whatever broke meanwhile.
+
+mod checker;
+mod faults;
+mod history;
+mod load;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use hyper::Method;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use self::checker::Stored;
+use self::faults::Target;
+use self::history::History;
+use self::load::{Http, Load};
+
+/// The scale of the cluster the run brings up.
+const SCALE: [(&str, usize); 5] = [
+    ("http", 2),
+    ("database", 3),
+    ("log", 2),
+    ("reporting", 2),
+    ("analytics", 2),
+];
+const ROOMS: usize = 10;
+const USERS: usize = 25;
+const WRITERS: usize = 6;
+
+/// The chaos run's options.
+#[derive(Debug, Clone)]
+pub(crate) struct ChaosOptions {
+    pub(crate) duration: Duration,
+    pub(crate) quick: bool,
+    pub(crate) seed: Option<u64>,
+    pub(crate) project: String,
+    /// Attach to a running stack's balancer (`http://host:port`) rather than bringing one up.
+    pub(crate) url: Option<String>,
+    pub(crate) repo: PathBuf,
+    pub(crate) history: PathBuf,
+    pub(crate) keep: bool,
+    pub(crate) no_up: bool,
+}
+
+pub(crate) const USAGE: &str = "\
+usage: switchboard-bench chaos [options]
+
+  --duration SECS   how long the load and the faults run (default 120)
+  --quick           a 20 s run with 40 SSE clients and one fault of each kind
+  --seed N          the fault schedule's seed (default: random; printed, replays the schedule)
+  --project NAME    compose project name (default sbchaos)
+  --url URL         use the stack of --project that is already up, its balancer at URL
+  --repo DIR        the repository whose docker-compose.yml to run (default .)
+  --history FILE    the history, JSON lines (default chaos-history.jsonl)
+  --keep            leave the stack running at the end (no down -v)
+";
+
+/// Parses `chaos`'s arguments.
+pub(crate) fn parse(args: &[String]) -> anyhow::Result<ChaosOptions> {
+    let mut options = ChaosOptions {
+        duration: Duration::from_secs(120),
+        quick: false,
+        seed: None,
+        project: "sbchaos".into(),
+        url: None,
+        repo: PathBuf::from("."),
+        history: PathBuf::from("chaos-history.jsonl"),
+        keep: false,
+        no_up: false,
+    };
+    let mut duration = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--duration" => duration = Some(Duration::from_secs(value()?.parse()?)),
+            "--quick" => options.quick = true,
+            "--seed" => options.seed = Some(value()?.parse()?),
+            "--project" => options.project = value()?.clone(),
+            "--url" => {
+                options.url = Some(value()?.clone());
+                options.no_up = true;
+            }
+            "--repo" => options.repo = PathBuf::from(value()?),
+            "--history" => options.history = PathBuf::from(value()?),
+            "--keep" => options.keep = true,
+            other => bail!("unknown chaos option {other:?}\n\n{USAGE}"),
+        }
+    }
+    options.duration = duration.unwrap_or(if options.quick {
+        Duration::from_secs(20)
+    } else {
+        Duration::from_secs(120)
+    });
+    Ok(options)
+}
+
+/// `docker compose -p PROJECT -f REPO/docker-compose.yml ARGS...`.
+fn compose(options: &ChaosOptions, args: &[&str], port: Option<u16>) -> anyhow::Result<String> {
+    let file = options.repo.join("docker-compose.yml");
+    let mut command = std::process::Command::new("docker");
+    command
+        .args(["compose", "-p", &options.project, "-f"])
+        .arg(&file)
+        .args(args)
+        .env("COMPOSE_DISABLE_ENV_FILE", "1");
+    if let Some(port) = port {
+        command.env("SWITCHBOARD_HTTP_PORT", port.to_string());
+    }
+    let output = command.output().context("running docker compose")?;
+    ensure!(
+        output.status.success(),
+        "docker compose {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// A line of the report on stdout.
+fn say(line: &str) {
+    let _ = crate::table::write_stdout(&format!("{}\n", line.trim_end_matches('\n')));
+}
+
+fn progress(line: &str) {
+    eprintln!("[chaos] {line}");
+}
+
+/// Runs the chaos run; `Ok(true)` if every floor held.
+pub(crate) async fn run_chaos(options: ChaosOptions) -> anyhow::Result<bool> {
+    let seed = options.seed.unwrap_or_else(rand::random);
+    let sse_clients = if options.quick { 40 } else { 200 };
+    say(&format!(
+        "chaos: seed {seed} (replay with --seed {seed}), {} s, {sse_clients} SSE clients, project {}",
+        options.duration.as_secs(),
+        options.project
+    ));
+    let started_here = !options.no_up;
+    let base = match &options.url {
+        Some(url) => url.clone(),
+        None => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let mut args = vec!["up", "-d", "--no-build"];
+            let scales: Vec<String> = SCALE.iter().map(|(s, n)| format!("{s}={n}")).collect();
+            for scale in &scales {
+                args.extend(["--scale", scale.as_str()]);
+            }
+            progress(&format!("docker compose up (API on port {port})"));
+            compose(&options, &args, Some(port))?;
+            format!("http://127.0.0.1:{port}")
+        }
+    };
+    let result = chaos_on(&options, &base, seed, sse_clients).await;
+    if started_here && !options.keep {
+        progress("docker compose down -v");
+        if let Err(error) = compose(&options, &["down", "-v"], None) {
+            progress(&format!("{error:#}"));
+        }
+    }
+    result
+}
+
+/// Waits until `/readyz` answers 200 three times in a row and the admin cluster table answers,
+/// listing as many nodes as the cluster's scale, within `deadline`; returns how long it took.
+async fn settle(http: &Http, admin: &str, deadline: Duration) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut streak = 0;
+    while start.elapsed() < deadline {
+        let ready = http.call(Method::GET, "/readyz", None, None, None).await;
+        streak = if ready.status == 200 { streak + 1 } else { 0 };
+        if streak >= 3 {
+            let cluster = http
+                .call(Method::GET, "/v1/admin/cluster", Some(admin), None, None)
+                .await;
+            if cluster.status == 200 && all_up(&cluster.body) {
+                return Ok(start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("the cluster did not settle within {deadline:?}")
+}
+
+/// Whether the admin cluster table lists every node of [`SCALE`] as `up` (or `self`): a killed
+/// node's old incarnation may still be listed as down while its new one is up.
+fn all_up(body: &Value) -> bool {
+    let up = body
+        .get("nodes")
+        .and_then(Value::as_array)
+        .map_or(0, |nodes| {
+            nodes
+                .iter()
+                .filter(|n| matches!(n.get("state").and_then(Value::as_str), Some("up" | "self")))
+                .filter_map(|n| n.get("name").and_then(Value::as_str))
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        });
+    let expected: usize = SCALE.iter().map(|(_, n)| n).sum();
+    up >= expected
+}
+
+async fn chaos_on(
+    options: &ChaosOptions,
+    base: &str,
+    seed: u64,
+    sse_clients: usize,
+) -> anyhow::Result<bool> {
+    let http = Http::new(base);
+    // Ready, and the admin token.
+    let start = Instant::now();
+    while http
+        .call(Method::GET, "/readyz", None, None, None)
+        .await
+        .status
+        != 200
+    {
+        ensure!(
+            start.elapsed() < Duration::from_secs(240),
+            "/readyz not 200 within 240 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let admin = compose(
+        options,
+        &["exec", "-T", "http", "switchboard", "admin-token"],
+        None,
+    )?;
+    let settled = settle(&http, &admin, Duration::from_secs(120)).await?;
+    progress(&format!("cluster up and settled in {settled:?} more"));
+
+    // Users and rooms.
+    let run_id = seed % 1_000_000;
+    let mut tokens = Vec::new();
+    for u in 0..USERS {
+        let a = http
+            .call(
+                Method::POST,
+                "/v1/auth/register",
+                None,
+                Some(&json!({"username": format!("chaos{run_id}u{u}"), "password": "correct horse battery"})),
+                None,
+            )
+            .await;
+        let token = a.body.get("token").and_then(Value::as_str);
+        tokens.push(
+            token
+                .with_context(|| format!("register answered {}", a.status))?
+                .to_string(),
+        );
+    }
+    let mut rooms = Vec::new();
+    for r in 0..ROOMS {
+        let a = http
+            .call(
+                Method::POST,
+                "/v1/rooms",
+                Some(&tokens[0]),
+                Some(&json!({"name": format!("chaos-{run_id}-{r}"), "topic": "chaos"})),
+                None,
+            )
+            .await;
+        let id = a.body.get("id").and_then(Value::as_i64);
+        let id = id.with_context(|| format!("create room answered {}", a.status))?;
+        for token in &tokens[1..] {
+            let j = http
+                .call(
+                    Method::POST,
+                    &format!("/v1/rooms/{id}/join"),
+                    Some(token),
+                    None,
+                    None,
+                )
+                .await;
+            ensure!((200..300).contains(&j.status), "join answered {}", j.status);
+        }
+        rooms.push(id);
+    }
+
+    // Load and faults.
+    let history = History::create(&options.history)?;
+    let (stop_tx, stop) = watch::channel(false);
+    let load = Load {
+        http: http.clone(),
+        tokens,
+        admin: admin.clone(),
+        rooms: rooms.clone(),
+        history: history.clone(),
+        stop,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..sse_clients {
+        let room = rooms[c % rooms.len()];
+        tasks.spawn(load.clone().sse_client(c, room, Duration::from_secs(5)));
+    }
+    for w in 0..WRITERS {
+        tasks.spawn(load.clone().writer(w, Duration::from_millis(100)));
+    }
+    tasks.spawn(load.clone().reader());
+
+    let schedule = faults::schedule(seed, options.duration);
+    for fault in &schedule {
+        say(&format!(
+            "chaos: at {:>5.1} s {:<22} on {} #{} for {:.1} s",
+            fault.at.as_secs_f64(),
+            fault.kind.name(),
+            fault.service,
+            fault.replica,
+            fault.hold.as_secs_f64()
+        ));
+    }
+    let target = Target {
+        project: options.project.clone(),
+    };
+    let load_start = Instant::now();
+    for fault in &schedule {
+        if let Some(wait) = fault.at.checked_sub(load_start.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        progress(&format!("{} on {}", fault.kind.name(), fault.service));
+        if let Err(error) = target.apply(fault, &history).await {
+            progress(&format!("fault failed: {error:#}"));
+        }
+    }
+    if let Some(rest) = options.duration.checked_sub(load_start.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    progress("faults healed; settling");
+    let settle_result = settle(&http, &admin, Duration::from_secs(120)).await;
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+
+    // Final state.
+    let mut state = BTreeMap::new();
+    for &room in &rooms {
+        let mut messages = Vec::new();
+        let mut after = 0i64;
+        loop {
+            let a = http
+                .call(
+                    Method::GET,
+                    &format!("/v1/rooms/{room}/messages?after={after}&limit=100"),
+                    Some(&load.tokens[0]),
+                    None,
+                    None,
+                )
+                .await;
+            ensure!(a.status == 200, "listing room {room} answered {}", a.status);
+            let page = a
+                .body
+                .get("messages")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            if page.is_empty() {
+                break;
+            }
+            for m in &page {
+                messages.push(Stored {
+                    id: m.get("id").and_then(Value::as_i64).unwrap_or(0),
+                    seq: m.get("seq").and_then(Value::as_i64).unwrap_or(0),
+                    body: m
+                        .get("body")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    deleted: m.get("deleted").and_then(Value::as_bool).unwrap_or(false),
+                });
+            }
+            let next = a
+                .body
+                .get("next_after")
+                .and_then(Value::as_i64)
+                .unwrap_or(after);
+            if next <= after {
+                break;
+            }
+            after = next;
+        }
+        state.insert(room, messages);
+    }
+    let records = history.records();
+    let mut rows = checker::check(&records, &state);
+    rows.insert(
+        0,
+        checker::Row {
+            check: "cluster settled after the last fault".into(),
+            value: match &settle_result {
+                Ok(d) => format!("in {:.1} s", d.as_secs_f64()),
+                Err(e) => format!("{e:#}"),
+            },
+            floor: "within 120 s".into(),
+            pass: Some(settle_result.is_ok()),
+        },
+    );
+    let failures = faults_failed(&records);
+    rows.push(checker::Row {
+        check: "faults that could not be applied".into(),
+        value: failures.to_string(),
+        floor: "reported".into(),
+        pass: None,
+    });
+    say(&render(&rows));
+    say(&format!("chaos: history in {}", options.history.display()));
+    let passed = rows.iter().filter(|r| r.pass == Some(true)).count();
+    let failed = rows.iter().filter(|r| r.pass == Some(false)).count();
+    say(&format!("chaos: {passed} passed, {failed} failed"));
+    Ok(failed == 0)
+}
+
+fn faults_failed(records: &[Value]) -> usize {
+    records
+        .iter()
+        .filter(|r| r.get("op").and_then(Value::as_str) == Some("fault_end"))
+        .filter(|r| r.get("error").is_some_and(|e| !e.is_null()))
+        .count()
+}
+
+/// The checker's table, aligned, in the bench's plain style.
+fn render(rows: &[checker::Row]) -> String {
+    let w0 = rows.iter().map(|r| r.check.len()).max().unwrap_or(0).max(5);
+    let w1 = rows.iter().map(|r| r.value.len()).max().unwrap_or(0).max(5);
+    let w2 = rows.iter().map(|r| r.floor.len()).max().unwrap_or(0).max(5);
+    let mut out = format!(
+        "\n{:<w0$}  {:<w1$}  {:<w2$}  result\n{}\n",
+        "check",
+        "value",
+        "floor",
+        "-".repeat(w0 + w1 + w2 + 12)
+    );
+    for r in rows {
+        let result = match r.pass {
+            Some(true) => "pass",
+            Some(false) => "FAIL",
+            None => "-",
+        };
+        out.push_str(&format!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {result}\n",
+            r.check, r.value, r.floor
+        ));
+    }
+    out
+}
