@@ -1,6 +1,6 @@
 //! Admission of inbound connections: a connection to the inter-node port must carry a lane that
-//! completes the cookie handshake within [`crate::link::DIAL_TIMEOUT`] of being accepted, or the
-//! node closes it.
+//! completes the cookie handshake within [`crate::link::DIAL_TIMEOUT`] of being accepted (of its
+//! TLS handshake, when the node has TLS, which has a deadline of its own), or the node closes it.
 //!
 //! Why at the connection and not only per lane: each lane (a gRPC stream) already has that
 //! deadline for its own handshake, but a peer that completes the HTTP/2 preface and then opens no
