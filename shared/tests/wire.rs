@@ -192,6 +192,21 @@ struct Garbage {
     junk: u64,
 }
 
+/// A hello whose name alone is `name_bytes` long: past any frame limit when large enough.
+fn oversized_hello(name_bytes: usize) -> Kind {
+    Kind::Hello(wire::Hello {
+        version: handshake::PROTOCOL_VERSION,
+        name: "x".repeat(name_bytes),
+        incarnation: 1,
+        nonce: handshake::fresh_nonce().into(),
+        lane: 0,
+        address: String::new(),
+        hidden: true,
+        advertisement: None,
+        introduce: false,
+    })
+}
+
 #[tokio::test]
 async fn malformed_and_oversized_frames_close_the_lane_without_a_panic() {
     let mut node_config = config("a@test", &[]);
@@ -222,17 +237,7 @@ async fn malformed_and_oversized_frames_close_the_lane_without_a_panic() {
         "a malformed frame ends the lane with an error"
     );
     // Oversized: one batch larger than the node's maximum.
-    let huge = Kind::Hello(wire::Hello {
-        version: handshake::PROTOCOL_VERSION,
-        name: "x".repeat(200 * 1024),
-        incarnation: 1,
-        nonce: handshake::fresh_nonce().into(),
-        lane: 0,
-        address: String::new(),
-        hidden: true,
-        advertisement: None,
-        introduce: false,
-    });
+    let huge = oversized_hello(200 * 1024);
     let (_tx, mut stream) = open(&node, huge).await;
     assert!(next_frame(&mut stream).await.is_err());
     // The node is still healthy and serving.
@@ -311,17 +316,7 @@ async fn a_thousand_connections_that_never_authenticate_are_closed_at_the_handsh
 #[tokio::test]
 async fn a_hundred_mebibyte_hello_is_refused_and_the_node_serves_on() {
     let node = bare_node("a@test", &[]).await;
-    let huge = Kind::Hello(wire::Hello {
-        version: handshake::PROTOCOL_VERSION,
-        name: "x".repeat(100 * 1024 * 1024),
-        incarnation: 1,
-        nonce: handshake::fresh_nonce().into(),
-        lane: 0,
-        address: String::new(),
-        hidden: true,
-        advertisement: None,
-        introduce: false,
-    });
+    let huge = oversized_hello(100 * 1024 * 1024);
     let (_tx, mut stream) = open(&node, huge).await;
     assert!(next_frame(&mut stream).await.is_err());
     let other = bare_node("b@test", &[node.address()]).await;
