@@ -11,6 +11,7 @@
 
 mod checker;
 mod faults;
+mod followers;
 mod history;
 mod load;
 
@@ -291,7 +292,11 @@ async fn chaos_on(
         rooms.push(id);
     }
 
-    // Load and faults.
+    // Load and faults. The log is read back from a little before the load starts.
+    let since_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64
+        - 1_000;
     let history = History::create(&options.history)?;
     let (stop_tx, stop) = watch::channel(false);
     let load = Load {
@@ -397,23 +402,24 @@ async fn chaos_on(
     let mut rows = checker::check(&records, &state);
     rows.insert(
         0,
-        checker::Row {
-            check: "cluster settled after the last fault".into(),
-            value: match &settle_result {
+        checker::Row::new(
+            "cluster settled after the last fault",
+            match &settle_result {
                 Ok(d) => format!("in {:.1} s", d.as_secs_f64()),
                 Err(e) => format!("{e:#}"),
             },
-            floor: "within 120 s".into(),
-            pass: Some(settle_result.is_ok()),
-        },
+            "within 120 s",
+            Some(settle_result.is_ok()),
+        ),
     );
+    rows.extend(followers::check(&http, &admin, &state, since_ms).await);
     let failures = faults_failed(&records);
-    rows.push(checker::Row {
-        check: "faults that could not be applied".into(),
-        value: failures.to_string(),
-        floor: "reported".into(),
-        pass: None,
-    });
+    rows.push(checker::Row::new(
+        "faults that could not be applied",
+        failures,
+        "reported",
+        None,
+    ));
     say(&render(&rows));
     say(&format!("chaos: history in {}", options.history.display()));
     let passed = rows.iter().filter(|r| r.pass == Some(true)).count();

@@ -1,7 +1,7 @@
 //! Activity shipping: every node's notable events reach the cluster's `log` service.
 //!
 //! It is a tracing layer, not a second logging API: an event is activity when it carries a
-//! `kind` field (`tracing::info!(kind = "message_posted", ...)`) or is a warning or an error. The
+//! `kind` field (`tracing::info!(kind = "login_failed", ...)`) or is a warning or an error. The
 //! layer turns each into a [`LogEntry`] with a unique id and secrets redacted, and queues it in a
 //! bounded buffer without ever blocking the code that logged it; a full buffer drops the entry and
 //! counts it (`switchboard_activity_dropped_total`). The [`ship`] task drains the buffer in batches

@@ -16,12 +16,14 @@ pub(crate) struct Row {
     pub(crate) pass: Option<bool>,
 }
 
-fn row(check: &str, value: impl ToString, floor: &str, pass: Option<bool>) -> Row {
-    Row {
-        check: check.to_string(),
-        value: value.to_string(),
-        floor: floor.to_string(),
-        pass,
+impl Row {
+    pub(crate) fn new(check: &str, value: impl ToString, floor: &str, pass: Option<bool>) -> Row {
+        Row {
+            check: check.to_string(),
+            value: value.to_string(),
+            floor: floor.to_string(),
+            pass,
+        }
     }
 }
 
@@ -70,7 +72,7 @@ pub(crate) fn check(history: &[Value], rooms: &BTreeMap<i64, Vec<Stored>>) -> Ve
         }
     }
     let lost = acked.values().filter(|id| !by_id.contains_key(id)).count();
-    rows.push(row(
+    rows.push(Row::new(
         "acknowledged posts lost",
         format!("{lost} of {}", acked.len()),
         "0",
@@ -84,7 +86,7 @@ pub(crate) fn check(history: &[Value], rooms: &BTreeMap<i64, Vec<Stored>>) -> Ve
         .values()
         .filter(|s| super::load::retriable(**s as u16))
         .count();
-    rows.push(row(
+    rows.push(Row::new(
         "keyed posts finally failed",
         format!("{failed} ({unacked} still retrying at the end)"),
         "0",
@@ -100,7 +102,7 @@ pub(crate) fn check(history: &[Value], rooms: &BTreeMap<i64, Vec<Stored>>) -> Ve
         .keys()
         .filter(|k| per_key.get(k.as_str()).copied().unwrap_or(0) > 1)
         .count();
-    rows.push(row("posts stored twice", twice, "0", Some(twice == 0)));
+    rows.push(Row::new("posts stored twice", twice, "0", Some(twice == 0)));
 
     // Gapless seqs.
     let mut gappy = 0;
@@ -113,7 +115,7 @@ pub(crate) fn check(history: &[Value], rooms: &BTreeMap<i64, Vec<Stored>>) -> Ve
             gappy += 1;
         }
     }
-    rows.push(row(
+    rows.push(Row::new(
         "rooms with a seq gap or repeat",
         format!("{gappy} of {}", rooms.len()),
         "0",
@@ -145,7 +147,7 @@ pub(crate) fn check(history: &[Value], rooms: &BTreeMap<i64, Vec<Stored>>) -> Ve
             Some(m) => m.deleted || m.body != *body,
         })
         .count();
-    rows.push(row(
+    rows.push(Row::new(
         "edits/deletes not applied as last acknowledged",
         format!("{wrong} of {}", last_op.len()),
         "0",
@@ -161,9 +163,16 @@ pub(crate) fn check(history: &[Value], rooms: &BTreeMap<i64, Vec<Stored>>) -> Ve
     }
     let (mut bad_clients, mut resets, mut events) = (0usize, 0usize, 0usize);
     let mut bad_examples = Vec::new();
+    // Each client lingers after the load stops, so it must have reached its room's last seq.
+    let room_last: HashMap<i64, i64> = rooms
+        .iter()
+        .filter_map(|(room, messages)| Some((*room, messages.last()?.seq)))
+        .collect();
+    let mut behind = Vec::new();
     for (client, evs) in &clients {
         let mut last_cursor: Option<i64> = None;
         let mut last_seq: Option<i64> = None;
+        let mut highest_seq: Option<i64> = None;
         let mut ok = true;
         for e in evs {
             let kind = str_of(e, "event");
@@ -194,7 +203,14 @@ pub(crate) fn check(history: &[Value], rooms: &BTreeMap<i64, Vec<Stored>>) -> Ve
                     ok = false;
                 }
                 last_seq = Some(seq);
+                highest_seq = highest_seq.max(Some(seq));
             }
+        }
+        let room = evs.first().and_then(|e| int_of(e, "room"));
+        if let Some(last) = room.and_then(|room| room_last.get(&room))
+            && highest_seq < Some(*last)
+        {
+            behind.push(*client);
         }
         if !ok {
             bad_clients += 1;
@@ -203,7 +219,7 @@ pub(crate) fn check(history: &[Value], rooms: &BTreeMap<i64, Vec<Stored>>) -> Ve
             }
         }
     }
-    rows.push(row(
+    rows.push(Row::new(
         "SSE clients missing, repeating or reordering an event",
         format!(
             "{bad_clients} of {} ({events} events){}",
@@ -217,12 +233,41 @@ pub(crate) fn check(history: &[Value], rooms: &BTreeMap<i64, Vec<Stored>>) -> Ve
         "0",
         Some(bad_clients == 0 && !clients.is_empty()),
     ));
-    rows.push(row("SSE reset events", resets, "reported", None));
+    // A client that never received an event is behind too.
+    let mut sse_clients: std::collections::HashSet<&str> = clients.keys().copied().collect();
+    for r in history {
+        let client = str_of(r, "client");
+        if str_of(r, "op") == "sse_end"
+            && !clients.contains_key(client)
+            && int_of(r, "room").is_some_and(|room| room_last.contains_key(&room))
+        {
+            behind.push(client);
+        }
+        if str_of(r, "op") == "sse_end" {
+            sse_clients.insert(client);
+        }
+    }
+    rows.push(Row::new(
+        "SSE clients short of their room's last message",
+        format!(
+            "{} of {}{}",
+            behind.len(),
+            sse_clients.len(),
+            if behind.is_empty() {
+                String::new()
+            } else {
+                format!(" e.g. {}", behind[..behind.len().min(3)].join(","))
+            }
+        ),
+        "0",
+        Some(behind.is_empty()),
+    ));
+    rows.push(Row::new("SSE reset events", resets, "reported", None));
     let reconnects = history
         .iter()
         .filter(|r| str_of(r, "op") == "sse_connect" && r.get("last").is_some_and(|l| !l.is_null()))
         .count();
-    rows.push(row(
+    rows.push(Row::new(
         "SSE resumes with Last-Event-ID",
         reconnects,
         "reported",
@@ -230,7 +275,7 @@ pub(crate) fn check(history: &[Value], rooms: &BTreeMap<i64, Vec<Stored>>) -> Ve
     ));
 
     for (kind, count) in &errors {
-        rows.push(row(
+        rows.push(Row::new(
             &format!("client-visible error: {kind}"),
             count,
             "reported",
@@ -277,20 +322,13 @@ pub(crate) fn check(history: &[Value], rooms: &BTreeMap<i64, Vec<Stored>>) -> Ve
         }
     }
     for (kind, gap) in &longest {
-        rows.push(row(
+        rows.push(Row::new(
             &format!("longest unavailability: {kind}"),
             format!("{:.1} s", *gap as f64 / 1000.0),
             "reported",
             None,
         ));
     }
-    rows.push(row(
-        "activity log entries per post",
-        "not checked",
-        "-",
-        None,
-    ));
-    rows.push(row("analytics message counts", "not checked", "-", None));
     rows
 }
 
@@ -342,6 +380,27 @@ mod tests {
                 "SSE clients missing, repeating or reordering an event"
             ]
         );
+    }
+
+    #[test]
+    fn an_sse_client_that_stops_short_of_the_last_message_fails() {
+        let history = vec![
+            json!({"op":"post","key":"w-1","status":201,"id":1,"t":0}),
+            json!({"op":"post","key":"w-2","status":201,"id":2,"t":1}),
+            json!({"op":"sse_event","client":"a","room":1,"event":"message","cursor":"1","seq":1,"t":2}),
+            json!({"op":"sse_event","client":"a","room":1,"event":"message","cursor":"2","seq":2,"t":3}),
+            json!({"op":"sse_event","client":"b","room":1,"event":"message","cursor":"1","seq":1,"t":4}),
+            json!({"op":"sse_end","client":"c","room":1,"t":5}),
+        ];
+        let mut rooms = BTreeMap::new();
+        rooms.insert(1, vec![stored(1, 1, "w-1"), stored(2, 2, "w-2")]);
+        let rows = check(&history, &rooms);
+        let short = rows
+            .iter()
+            .find(|r| r.check == "SSE clients short of their room's last message")
+            .unwrap();
+        assert_eq!(short.value, "2 of 3 e.g. b,c");
+        assert_eq!(short.pass, Some(false));
     }
 
     #[test]

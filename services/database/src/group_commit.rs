@@ -18,8 +18,8 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, Registry};
 use switchboard::Node;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::service::publish;
-use crate::store::{Backend, NewPost, PostOutcome, Store, StoreError, Turn};
+use crate::service::{publish, tail};
+use crate::store::{Backend, NewPost, PostOutcome, Store, StoreError, Turn, posted_entry};
 
 /// The most posts one transaction carries.
 pub(crate) const MAX_BATCH: usize = 128;
@@ -124,7 +124,8 @@ async fn commit_loop(
     }
 }
 
-/// Writes one batch, publishes its events and answers its callers.
+/// Writes one batch, publishes its events, answers its callers, and shows the posts' activity
+/// entries (stored with them) to the log's live tail.
 ///
 /// The committer publishes, not the callers' handlers, and the store hands it the events only
 /// once the batches before it have published theirs: live clients that see events out of order
@@ -137,12 +138,22 @@ async fn commit(
     metrics: &CommitMetrics,
 ) {
     let (posts, answers): (Vec<NewPost>, Vec<Answer>) = batch.into_iter().unzip();
+    let origin = node.name();
+    let mut posted = Vec::new();
     match store
-        .post_messages(&posts, turn, &|event| publish(node, event))
+        .post_messages(&posts, origin, turn, &|event| publish(node, event))
         .await
     {
         Ok(outcomes) => {
             for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                if let Ok(PostOutcome {
+                    event: Some(_),
+                    message,
+                    ..
+                }) = &outcome
+                {
+                    posted.push(posted_entry(origin, message));
+                }
                 // A caller that stopped waiting still had its post committed; a retry with its
                 // idempotency key gets the same answer.
                 let _ = answer.send(outcome);
@@ -153,16 +164,20 @@ async fn commit(
             tracing::info!(%error, posts = posts.len(), "batch not committed; posting one by one");
             for (answer, post) in answers.into_iter().zip(posts) {
                 let outcome = store
-                    .post_message(post.user_id, post.room_id, &post.body, &post.key)
+                    .post_message(origin, post.user_id, post.room_id, &post.body, &post.key)
                     .await;
                 if let Ok(PostOutcome {
-                    event: Some(event), ..
+                    event: Some(event),
+                    message,
+                    ..
                 }) = &outcome
                 {
                     publish(node, event);
+                    posted.push(posted_entry(origin, message));
                 }
                 let _ = answer.send(outcome);
             }
         }
     }
+    tail(node, posted);
 }

@@ -1,5 +1,6 @@
 //! The `database` service: decodes each request from the wire, runs it against the [`Store`],
-//! encodes the reply, and broadcasts each committed room event to the `chat.events` group.
+//! encodes the reply, and broadcasts each committed room event to the `chat.events` group (and
+//! each post's activity entry, stored with it, to `log.tail`).
 //!
 //! Requests are protobuf messages from `switchboard-proto`; the method name selects the
 //! operation. Every operation is safe to retry on another database node: reads trivially, posts
@@ -300,6 +301,15 @@ impl Inner {
         if let Some(event) = event {
             publish(&self.node, &event);
         }
+    }
+}
+
+/// Shows committed activity `entries` to the members of `log.tail` (admins' live tails), as the
+/// log service does with the entries it stores. Tails are watched, not waited on.
+pub(crate) fn tail(node: &Node, entries: Vec<wire::LogEntry>) {
+    if !entries.is_empty() {
+        let batch = wire::LogBatch { entries };
+        node.broadcast_background(names::LOG_TAIL, names::LOG_BATCH, batch.encode_to_vec());
     }
 }
 

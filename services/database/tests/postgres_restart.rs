@@ -3,7 +3,8 @@
 //! no caller sees an error. The server is a real PostgreSQL of this test's own (Debian's
 //! `postgresql` package, as `.ci/postgres.sh` installs it), restarted with `pg_ctl restart -m fast`,
 //! which ends every session with "terminating connection due to administrator command", then
-//! stopped for 1.5 s (connections refused) and started again.
+//! stopped for 1.5 s (connections refused) and started again. A post whose commit the restart
+//! made ambiguous still has exactly one activity entry: it is stored in the post's transaction.
 
 mod support;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{PrivatePostgres, call, config, stored_messages};
+use support::{PrivatePostgres, call, config, posted_entries, stored_messages};
 use switchboard::{Cookie, NodeBuilder};
 use switchboard_database::Store;
 use switchboard_database::configuration::DatabaseSettings;
@@ -152,4 +153,11 @@ async fn a_postgres_restart_or_outage_under_two_seconds_costs_no_keyed_post() {
         (1..=stored.len() as i64).collect::<Vec<_>>(),
         "gapless"
     );
+
+    // The activity log holds exactly one `message_posted` entry per stored message.
+    let logged = posted_entries(&client).await;
+    let unlogged = ids.iter().filter(|id| !logged.contains_key(id)).count();
+    assert_eq!(unlogged, 0, "stored messages with no activity entry");
+    assert!(logged.values().all(|n| *n == 1), "an entry stored twice");
+    assert_eq!(logged.len(), ids.len(), "entries for messages not stored");
 }

@@ -10,6 +10,72 @@ use super::{Store, StoreError, now_ms};
 const ROWS_PER_INSERT: usize = 200;
 const LEVELS: [&str; 5] = ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"];
 
+/// The activity entry of a committed post. The database node writes it in the post's own
+/// transaction, so the log holds one entry per stored message whatever dies after the commit;
+/// its id is derived from the message's, so writing it again changes nothing.
+pub(crate) fn posted_entry(origin: &str, message: &wire::ChatMessage) -> wire::LogEntry {
+    let fields = serde_json::json!({
+        "room_id": message.room_id,
+        "user_id": message.author.as_ref().map_or(0, |author| author.id),
+        "message_id": message.id,
+        "seq": message.seq,
+    });
+    wire::LogEntry {
+        id: format!("message_posted-{}", message.id),
+        at_ms: message.created_at_ms,
+        node: origin.to_owned(),
+        level: "INFO".into(),
+        kind: "message_posted".into(),
+        message: "message posted".into(),
+        fields_json: fields.to_string(),
+    }
+}
+
+/// Inserts `entries` within `tx`, leaving alone ids already stored; returns the ids inserted.
+pub(super) async fn insert_entries(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    entries: &[wire::LogEntry],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut new_ids = std::collections::HashSet::new();
+    for chunk in entries.chunks(ROWS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = i * 7;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO log_entries (id, at, node, level, kind, message, fields) VALUES {} \
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for entry in chunk {
+            query = query
+                .bind(&entry.id)
+                .bind(entry.at_ms)
+                .bind(&entry.node)
+                .bind(&entry.level)
+                .bind(&entry.kind)
+                .bind(&entry.message)
+                .bind(&entry.fields_json);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            new_ids.insert(row.try_get::<String, _>("id")?);
+        }
+    }
+    Ok(new_ids)
+}
+
 impl Store {
     /// Appends entries in one transaction; returns the ones that were new.
     pub async fn append_logs(
@@ -17,43 +83,7 @@ impl Store {
         entries: Vec<wire::LogEntry>,
     ) -> Result<Vec<wire::LogEntry>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut new_ids = std::collections::HashSet::new();
-        for chunk in entries.chunks(ROWS_PER_INSERT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let p = i * 7;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        p + 1,
-                        p + 2,
-                        p + 3,
-                        p + 4,
-                        p + 5,
-                        p + 6,
-                        p + 7
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO log_entries (id, at, node, level, kind, message, fields) VALUES {} \
-                 ON CONFLICT (id) DO NOTHING RETURNING id",
-                rows.join(", ")
-            );
-            let mut query = sqlx::query(&sql);
-            for entry in chunk {
-                query = query
-                    .bind(&entry.id)
-                    .bind(entry.at_ms)
-                    .bind(&entry.node)
-                    .bind(&entry.level)
-                    .bind(&entry.kind)
-                    .bind(&entry.message)
-                    .bind(&entry.fields_json);
-            }
-            for row in query.fetch_all(&mut *tx).await? {
-                new_ids.insert(row.try_get::<String, _>("id")?);
-            }
-        }
+        let new_ids = insert_entries(&mut tx, &entries).await?;
         tx.commit().await?;
         Ok(entries
             .into_iter()

@@ -10,6 +10,7 @@ use sqlx::Row;
 use switchboard_proto::v1 as wire;
 
 use super::events::append_event;
+use super::logs::{insert_entries, posted_entry};
 use super::rooms::{not_a_member, room_not_found};
 use super::{Store, StoreError, now_ms};
 
@@ -82,9 +83,11 @@ pub(super) async fn remember_key(
 }
 
 impl Store {
-    /// Posts a message; with a key, a retry returns the first result.
+    /// Posts a message, with its activity entry from database node `origin`; with a key, a
+    /// retry returns the first result.
     pub(crate) async fn post_message(
         &self,
+        origin: &str,
         user_id: i64,
         room_id: i64,
         body: &str,
@@ -155,6 +158,7 @@ impl Store {
             at_ms: now,
         };
         append_event(&mut tx, &event).await?;
+        insert_entries(&mut tx, &[posted_entry(origin, &message)]).await?;
         if !key.is_empty() {
             let stored = remember_key(
                 &mut tx,

@@ -80,6 +80,8 @@ struct Batch<'a> {
     repeats: Vec<Option<usize>>,
     /// The batch's `created_at`.
     now: i64,
+    /// The database node writing it, named in the posts' activity entries.
+    origin: &'a str,
     /// The committer's turn to gather posts, held until this batch's place in the write order
     /// is fixed (see [`Batch::ordered`]).
     turn: std::sync::Mutex<Option<Turn>>,
@@ -95,7 +97,7 @@ struct Batch<'a> {
 pub(crate) type Turn = Box<dyn Send>;
 
 impl<'a> Batch<'a> {
-    fn new(posts: &'a [NewPost], turn: Turn) -> Self {
+    fn new(posts: &'a [NewPost], origin: &'a str, turn: Turn) -> Self {
         let mut first_with_key: HashMap<(i64, &str), usize> = HashMap::new();
         let repeats = posts
             .iter()
@@ -118,6 +120,7 @@ impl<'a> Batch<'a> {
                 .collect(),
             repeats,
             now: now_ms(),
+            origin,
             turn: std::sync::Mutex::new(Some(turn)),
         }
     }
@@ -218,17 +221,18 @@ impl<'a> Batch<'a> {
 }
 
 impl Store {
-    /// Posts every message of `posts` at once and hands the events of those written to
-    /// `publish`, in commit order. The answers are in the order of `posts`; `Err` means nothing
+    /// Posts every message of `posts` at once, each with its activity entry from database node
+    /// `origin`, and hands the events of those written to `publish`, in commit order. The answers are in the order of `posts`; `Err` means nothing
     /// was written and each post should be tried on its own. `turn` is dropped once the batch's
     /// write is next in line (see [`Turn`]), or when it returns.
     pub(crate) async fn post_messages(
         &self,
         posts: &[NewPost],
+        origin: &str,
         turn: Turn,
         publish: Publish<'_>,
     ) -> Result<Vec<Result<PostOutcome, StoreError>>, StoreError> {
-        let batch = Batch::new(posts, turn);
+        let batch = Batch::new(posts, origin, turn);
         let decided = match (self.backend, self.batch_writes) {
             (Backend::Postgres, BatchWrites::Guarded) => self.post_guarded(&batch, publish).await?,
             (Backend::Postgres, BatchWrites::Locked) | (Backend::Sqlite, _) => {
@@ -263,7 +267,7 @@ mod tests {
             post(1, ""),
             post(1, ""),
         ];
-        let batch = Batch::new(&posts, Box::new(()));
+        let batch = Batch::new(&posts, "database-1", Box::new(()));
         assert_eq!(batch.repeats, [None, None, Some(0), None, None]);
         assert_eq!(batch.own().collect::<Vec<_>>(), [0, 1, 3, 4]);
     }

@@ -198,3 +198,30 @@ pub(crate) async fn stored_messages(node: &Node, user_id: i64, room_id: i64) -> 
         stored.extend(page.messages.iter().map(|m| (m.id, m.seq)));
     }
 }
+
+/// How many `message_posted` activity entries the log holds for each message id.
+#[allow(dead_code)] // Not every test binary reads the log.
+pub(crate) async fn posted_entries(node: &Node) -> std::collections::HashMap<i64, usize> {
+    let mut entries = std::collections::HashMap::new();
+    let mut query = wire::LogQuery {
+        kind: "message_posted".into(),
+        limit: 1000,
+        ..Default::default()
+    };
+    loop {
+        let page: wire::LogPage = call(node, "query_logs", &query).await.unwrap();
+        for entry in &page.entries {
+            let fields: serde_json::Value = serde_json::from_str(&entry.fields_json).unwrap();
+            *entries
+                .entry(fields["message_id"].as_i64().unwrap())
+                .or_default() += 1;
+        }
+        match page.entries.last() {
+            Some(last) if page.more => {
+                query.before_at_ms = last.at_ms;
+                query.before_id = last.id.clone();
+            }
+            _ => return entries,
+        }
+    }
+}

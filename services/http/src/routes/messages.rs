@@ -41,17 +41,8 @@ pub(crate) async fn post_message(
             idempotency_key,
         })
         .await?;
+    // The database node stored the post's `message_posted` activity entry with it.
     let message = reply.message.unwrap_or_default();
-    if !reply.replayed {
-        tracing::info!(
-            kind = "message_posted",
-            room_id,
-            user_id = user.id,
-            message_id = message.id,
-            seq = message.seq,
-            "message posted"
-        );
-    }
     let mut response = (StatusCode::CREATED, Json(Message::from(message))).into_response();
     if reply.replayed {
         response

@@ -1,5 +1,5 @@
 //! A batch on PostgreSQL as one read and one guarded write (the functions of migrations
-//! `0004_post_batch.sql` and `0005_post_batch_ids.sql`), each a single autocommit statement.
+//! `0004_post_batch.sql` to `0008_post_activity.sql`), each a single autocommit statement.
 //!
 //! Why: a room's posts serialize on its row, which holds the room's counters. Locking the row
 //! first and then reading and writing under it keeps the lock for six round trips and a commit,
@@ -43,6 +43,7 @@ use switchboard_proto::v1 as wire;
 use super::in_turn::{InTurn, WriteOrder};
 use super::known::Known;
 use super::{Batch, Decided, NewPost, Publish, publish_all};
+use crate::store::logs::posted_entry;
 use crate::store::messages::replayed;
 use crate::store::rooms::{not_a_member, room_not_found};
 use crate::store::{Store, StoreError};
@@ -244,6 +245,8 @@ struct WriteRequest<'a> {
     messages: Vec<MessageRow<'a>>,
     events: Vec<EventRow>,
     keys: Vec<KeyRow<'a>>,
+    /// The posts' activity entries (migration `0008`).
+    logs: Vec<LogRow>,
     /// How many fresh message ids to fetch for the batches after this one.
     refill: usize,
 }
@@ -272,6 +275,31 @@ struct EventRow {
     cursor: i64,
     payload: String,
     created_at: i64,
+}
+
+#[derive(Serialize)]
+struct LogRow {
+    id: String,
+    at: i64,
+    node: String,
+    level: String,
+    kind: String,
+    message: String,
+    fields: String,
+}
+
+impl From<wire::LogEntry> for LogRow {
+    fn from(entry: wire::LogEntry) -> Self {
+        Self {
+            id: entry.id,
+            at: entry.at_ms,
+            node: entry.node,
+            level: entry.level,
+            kind: entry.kind,
+            message: entry.message,
+            fields: entry.fields_json,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -451,6 +479,9 @@ impl Store {
                     created_at: batch.now,
                 });
             }
+            write
+                .logs
+                .push(posted_entry(batch.origin, &outcome.message).into());
             decided[i] = Some(Ok(outcome));
         }
 

@@ -4,8 +4,9 @@
 //!
 //! The statements are fixed in number whatever the batch's size: look up the idempotency keys
 //! and the authors; then, in the transaction, lock the rooms and read memberships, bump each
-//! room's counters once, and insert the messages, the events and the keys as multi-row
-//! statements. A key another database node committed meanwhile rolls the whole batch back.
+//! room's counters once, and insert the messages, the events, the posts' activity entries and
+//! the keys as multi-row statements. A key another database node committed meanwhile rolls the
+//! whole batch back.
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,6 +17,7 @@ use sqlx::query::Query;
 use switchboard_proto::v1 as wire;
 
 use super::{Batch, Decided};
+use crate::store::logs::{insert_entries, posted_entry};
 use crate::store::messages::{PostOutcome, replayed};
 use crate::store::rooms::{not_a_member, room_not_found};
 use crate::store::{Backend, Store, StoreError};
@@ -167,6 +169,11 @@ impl Store {
                     .bind(batch.now);
             }
             query.execute(&mut *tx).await?;
+            let entries: Vec<_> = placed
+                .iter()
+                .map(|(i, _, _)| posted_entry(batch.origin, &outcomes[i].message))
+                .collect();
+            insert_entries(&mut tx, &entries).await?;
 
             let keyed: Vec<usize> = writes
                 .iter()
