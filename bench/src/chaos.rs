@@ -13,6 +13,7 @@ mod checker;
 mod faults;
 mod followers;
 mod history;
+mod impairment;
 mod load;
 
 use std::collections::BTreeMap;

@@ -1,8 +1,8 @@
 //! The chaos run's faults: a schedule drawn from a seed (so `--seed N` replays it), and each
 //! fault applied to the compose project's containers with the docker CLI, then healed: `docker
 //! kill` + `docker start`, `docker pause` + `unpause`, `docker network disconnect` + `connect`, a
-//! graceful `docker restart` of an http node or of PostgreSQL, and a netem delay with loss on one
-//! container's interface (`nsenter -n tc`), removed after a few seconds.
+//! graceful `docker restart` of an http node or of PostgreSQL, and a 200 ms delay with 5% loss on
+//! one container's interface ([`super::impairment`]), removed after a few seconds.
 
 use std::process::Command;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use super::history::History;
+use super::impairment::Impairment;
 
 /// The kinds of fault, in the order the table lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,7 +42,7 @@ impl Kind {
             Kind::Disconnect => "net disconnect 2-10 s",
             Kind::RestartHttp => "restart http",
             Kind::RestartPostgres => "restart postgres",
-            Kind::Netem => "netem 200ms 5% loss",
+            Kind::Netem => "delay 200ms, 5% loss",
         }
     }
 }
@@ -204,22 +205,12 @@ impl Target {
                 }
                 Kind::Netem => {
                     let pid = d(&["inspect", "-f", "{{.State.Pid}}", &id]).await?;
-                    let tc = |verb: &'static str| {
-                        let mut args: Vec<String> =
-                            ["-t", &pid, "-n", "tc", "qdisc", verb, "dev", "eth0", "root"]
-                                .iter()
-                                .map(|s| (*s).to_string())
-                                .collect();
-                        if verb == "add" {
-                            args.extend(
-                                ["netem", "delay", "200ms", "loss", "5%"].map(str::to_string),
-                            );
-                        }
-                        run_async("nsenter", args)
-                    };
-                    tc("add").await?;
+                    let impairment = tokio::task::spawn_blocking(move || {
+                        Impairment::start(&pid, Duration::from_millis(200), 0.05)
+                    })
+                    .await??;
                     hold.await;
-                    tc("del").await?;
+                    tokio::task::spawn_blocking(move || impairment.heal()).await??;
                 }
             }
             Ok(())

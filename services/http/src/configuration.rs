@@ -58,6 +58,9 @@ pub struct HttpSettings {
     /// `SWITCHBOARD_BODY_TIMEOUT_MS`: how long a request body may stall between two pieces
     /// before the request is answered 408 (a client that opens a body and stops holds nothing).
     pub body_timeout_ms: u64,
+    /// `SWITCHBOARD_WRITE_STALL_TIMEOUT_MS`: how long a write to a client may wait for it to
+    /// read before its connection is dropped (a live stream nobody reads holds nothing for long).
+    pub write_stall_timeout_ms: u64,
     /// `SWITCHBOARD_LOGIN_RATE_LIMIT`: attempts to log in or register per minute per client
     /// address, and to log in per username; 0 turns these limits off.
     pub login_rate_limit: u32,
@@ -81,6 +84,7 @@ impl Default for HttpSettings {
             session_cache_ms: 5000,
             header_timeout_ms: 10_000,
             body_timeout_ms: 10_000,
+            write_stall_timeout_ms: 30_000,
             login_rate_limit: 20,
             trust_forwarded_for: false,
             max_streams_per_user: 16,

@@ -45,6 +45,19 @@ impl HttpMetrics {
     }
 }
 
+/// The counter of connections dropped because the client stopped reading (see
+/// `stalled_writes.rs`), registered with `registry`.
+pub(crate) fn stalled_connections(registry: &prometheus::Registry) -> prometheus::IntCounter {
+    let counter = prometheus::IntCounter::new(
+        "http_stalled_connections_dropped_total",
+        "HTTP connections dropped because a write waited too long for the client to read",
+    )
+    .expect("valid metric");
+    // Fails only for a second API on one node (tests), whose drops then go uncounted.
+    let _ = registry.register(Box::new(counter.clone()));
+    counter
+}
+
 /// Middleware: counts and times every request.
 pub(crate) async fn track(
     State(metrics): State<HttpMetrics>,

@@ -22,6 +22,7 @@ mod serve;
 mod served_by;
 mod service_client;
 mod session_cache;
+mod stalled_writes;
 pub mod startup;
 mod state;
 mod stream_slots;

@@ -4,7 +4,9 @@
 //! Written out rather than `axum::serve` for one reason: `axum::serve` installs no timer in
 //! hyper, so hyper's header read timeout never fires, and a client that sends its request head
 //! a byte at a time (slowloris) holds a connection forever. Here a request head must arrive
-//! within the header timeout, or the connection is closed.
+//! within the header timeout, or the connection is closed. And a connection whose writes wait
+//! for the client to read for longer than the write stall timeout is dropped
+//! ([`StalledWrites`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,19 +21,28 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-/// Serves `app` on `listener` until `shutdown` completes, closing a connection whose request
-/// head takes longer than `header_timeout` to arrive.
+use crate::stalled_writes::StalledWrites;
+
+/// How connections are cut off: a request head slower than `header`, or a write that waits
+/// longer than `write_stall` for the client to read (counted in `stalled`).
+pub(crate) struct Limits {
+    pub(crate) header: Duration,
+    pub(crate) write_stall: Duration,
+    pub(crate) stalled: prometheus::IntCounter,
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, closing connections past `limits`.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
-    header_timeout: Duration,
+    limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(limits.header);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -61,7 +72,14 @@ pub(crate) async fn serve(
             app.clone().oneshot(request)
         });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(socket), service)
+            .serve_connection_with_upgrades(
+                TokioIo::new(StalledWrites::new(
+                    socket,
+                    limits.write_stall,
+                    limits.stalled.clone(),
+                )),
+                service,
+            )
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -149,6 +149,7 @@ impl Application {
         );
         let timeout = Duration::from_millis(settings.request_timeout_ms.max(1));
         let header_timeout = Duration::from_millis(settings.header_timeout_ms.max(1));
+        let write_stall_timeout = Duration::from_millis(settings.write_stall_timeout_ms.max(1));
         let state = AppState::new(Pieces {
             database: Database::new(node.clone(), timeout),
             reporting: Reporting::new(node.clone(), timeout),
@@ -168,10 +169,15 @@ impl Application {
         });
         let (app, _) = router(state);
         let draining = context.draining_token();
+        let limits = crate::serve::Limits {
+            header: header_timeout,
+            write_stall: write_stall_timeout,
+            stalled: crate::http_metrics::stalled_connections(node.metrics().registry()),
+        };
         context.spawn_tracked(crate::serve::serve(
             listener,
             app,
-            header_timeout,
+            limits,
             draining.cancelled_owned(),
         ));
         tracing::info!(port, "http API listening");

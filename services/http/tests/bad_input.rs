@@ -357,6 +357,115 @@ async fn a_request_body_that_stalls_is_answered_408_and_others_are_served() {
     );
 }
 
+/// The `message` events' ids in raw bytes of an SSE response, in order.
+fn message_ids(raw: &[u8]) -> Vec<i64> {
+    let text = String::from_utf8_lossy(raw);
+    let (mut ids, mut id, mut is_message) = (Vec::new(), None, false);
+    for line in text.lines() {
+        if let Some(value) = line.strip_prefix("id:") {
+            id = value.trim().parse::<i64>().ok();
+        } else if let Some(value) = line.strip_prefix("event:") {
+            is_message = value.trim() == "message";
+        } else if line.trim().is_empty() {
+            if let (Some(cursor), true) = (id, is_message) {
+                ids.push(cursor);
+            }
+            (id, is_message) = (None, false);
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_nobody_reads_is_dropped_and_resumes_from_its_last_event() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let settings = HttpSettings {
+        write_stall_timeout_ms: 500,
+        ..http_settings()
+    };
+    let cluster = Cluster::start_with(Backend::Sqlite, 1, 1, settings)
+        .await
+        .unwrap();
+    let user = cluster.api(0).register("never-reads").await;
+    let room = user.create_room("piling-up").await;
+    let address: std::net::SocketAddr = user.base.trim_start_matches("http://").parse().unwrap();
+    // A client with a small receive buffer that asks for the stream and never reads it.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(address).await.unwrap();
+    let head = format!(
+        "GET /v1/rooms/{room}/events HTTP/1.1\r\nHost: stalled\r\nAccept: text/event-stream\r\nAuthorization: Bearer {}\r\n\r\n",
+        user.token.as_deref().unwrap()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+
+    // Posts pile up behind it until its writes stall past the limit and it is dropped.
+    let dropped = || {
+        cluster.https[0]
+            .0
+            .metrics()
+            .render()
+            .lines()
+            .find(|line| {
+                !line.starts_with('#') && line.contains("http_stalled_connections_dropped_total")
+            })
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let body = "x".repeat(3000);
+    let started = std::time::Instant::now();
+    let mut posted = 0;
+    while dropped() < 1.0 {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the stalled stream was never dropped ({posted} posts)"
+        );
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let (user, body) = (user.clone(), body.clone());
+            batch.spawn(async move { user.post_message(room, &body, None).await.status });
+        }
+        for status in batch.join_all().await {
+            assert_eq!(status, StatusCode::CREATED);
+            posted += 1;
+        }
+    }
+    // Everyone else is served.
+    assert_eq!(
+        user.post_message(room, "after the drop", None).await.status,
+        StatusCode::CREATED
+    );
+    posted += 1;
+
+    // What reached the client before the drop is a gapless start of the room, then the end.
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, stalled.read_to_end(&mut raw)).await;
+    assert!(read.is_ok(), "the dropped connection never ended");
+    let before = message_ids(&raw);
+    assert!(!before.is_empty(), "some events arrived before the drop");
+    assert!(before.len() < posted, "the drop came before the end");
+    assert_eq!(
+        before,
+        (before[0]..before[0] + before.len() as i64).collect::<Vec<_>>()
+    );
+
+    // Resuming from the last event it got, the client gets the rest, each event once.
+    let last = before.last().unwrap().to_string();
+    let Ok(mut resumed) = SseStream::open(&user, room, Some(&last)).await else {
+        panic!("the stream could not be resumed");
+    };
+    let mut after = Vec::new();
+    while before.len() + after.len() < posted {
+        let event = resumed.next().await.expect("the rest of the room arrives");
+        if event.event == "message" {
+            after.push(event.id.unwrap().parse::<i64>().unwrap());
+        }
+    }
+    let next = before.last().unwrap() + 1;
+    assert_eq!(after, (next..next + after.len() as i64).collect::<Vec<_>>());
+}
+
 #[tokio::test]
 async fn login_attempts_are_limited_per_address_and_per_username() {
     let settings = HttpSettings {
