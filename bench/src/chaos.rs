@@ -41,6 +41,8 @@ const SCALE: [(&str, usize); 5] = [
 const ROOMS: usize = 10;
 const USERS: usize = 25;
 const WRITERS: usize = 6;
+/// A full run's length: long enough for every kind of fault and a kill of each node service.
+const FULL_RUN: Duration = Duration::from_secs(180);
 
 /// The chaos run's options.
 #[derive(Debug, Clone)]
@@ -60,7 +62,8 @@ pub(crate) struct ChaosOptions {
 pub(crate) const USAGE: &str = "\
 usage: switchboard-bench chaos [options]
 
-  --duration SECS   how long the load and the faults run (default 120)
+  --duration SECS   how long the load and the faults run (default 180: every kind of fault,
+                    then a kill -9 of each node service, then more at random)
   --quick           a 20 s run with 40 SSE clients and one fault of each kind
   --seed N          the fault schedule's seed (default: random; printed, replays the schedule)
   --project NAME    compose project name (default sbchaos)
@@ -73,7 +76,7 @@ usage: switchboard-bench chaos [options]
 /// Parses `chaos`'s arguments.
 pub(crate) fn parse(args: &[String]) -> anyhow::Result<ChaosOptions> {
     let mut options = ChaosOptions {
-        duration: Duration::from_secs(120),
+        duration: FULL_RUN,
         quick: false,
         seed: None,
         project: "sbchaos".into(),
@@ -105,7 +108,7 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<ChaosOptions> {
     options.duration = duration.unwrap_or(if options.quick {
         Duration::from_secs(20)
     } else {
-        Duration::from_secs(120)
+        FULL_RUN
     });
     Ok(options)
 }

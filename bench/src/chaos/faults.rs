@@ -61,15 +61,15 @@ pub(crate) struct Fault {
     pub(crate) hold: Duration,
 }
 
-/// The schedule for a run of `duration`: every kind once in a random order, then (full run)
-/// more random faults, spaced so that each heals before the next, the last healed with a
-/// fifth of the run to spare.
+/// The schedule for a run of `duration`: every kind once in a random order, then (full run) a
+/// `kill -9` of each node service in a random order, then more random faults, spaced so that each
+/// heals before the next, the last healed with a fifth of the run to spare.
 pub(crate) fn schedule(seed: u64, duration: Duration) -> Vec<Fault> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut kinds = Kind::ALL.to_vec();
-    for i in (1..kinds.len()).rev() {
-        kinds.swap(i, rng.random_range(0..=i));
-    }
+    shuffle(&mut kinds, &mut rng);
+    let mut kills = NODE_SERVICES.to_vec();
+    shuffle(&mut kills, &mut rng);
     let budget = duration.as_secs_f64() * 0.8;
     let slot = if duration < Duration::from_secs(60) {
         budget / kinds.len() as f64
@@ -79,15 +79,17 @@ pub(crate) fn schedule(seed: u64, duration: Duration) -> Vec<Fault> {
     let count = (budget / slot).floor().max(1.0) as usize;
     let mut faults = Vec::new();
     for i in 0..count {
-        let kind = if i < kinds.len() {
-            kinds[i]
+        let (kind, service) = if i < kinds.len() {
+            (kinds[i], None)
+        } else if let Some(service) = kills.get(i - kinds.len()) {
+            (Kind::Kill, Some(*service))
         } else {
-            Kind::ALL[rng.random_range(0..Kind::ALL.len())]
+            (Kind::ALL[rng.random_range(0..Kind::ALL.len())], None)
         };
         let service = match kind {
             Kind::RestartHttp => "http",
             Kind::RestartPostgres => "postgres",
-            _ => NODE_SERVICES[rng.random_range(0..NODE_SERVICES.len())],
+            _ => service.unwrap_or_else(|| NODE_SERVICES[rng.random_range(0..NODE_SERVICES.len())]),
         };
         let max_hold = (slot * 0.6).max(1.0);
         let hold = match kind {
@@ -106,6 +108,13 @@ pub(crate) fn schedule(seed: u64, duration: Duration) -> Vec<Fault> {
         });
     }
     faults
+}
+
+/// Fisher-Yates, from the schedule's own generator so that a seed replays it.
+fn shuffle<T>(items: &mut [T], rng: &mut StdRng) {
+    for i in (1..items.len()).rev() {
+        items.swap(i, rng.random_range(0..=i));
+    }
 }
 
 /// Runs a command, returning its trimmed stdout, or an error with its stderr.
@@ -244,11 +253,18 @@ mod tests {
         }
         let last = a.last().unwrap();
         assert!(last.at + last.hold < Duration::from_secs(20));
-        let full = schedule(7, Duration::from_secs(120));
-        assert!(full.len() >= 8);
+        let full = schedule(7, Duration::from_secs(180));
+        assert!(full.len() >= 11);
+        for service in NODE_SERVICES {
+            assert!(
+                full.iter()
+                    .any(|f| f.kind == Kind::Kill && f.service == service),
+                "no kill of {service}"
+            );
+        }
         assert!(
             full.iter()
-                .all(|f| f.at + f.hold < Duration::from_secs(120))
+                .all(|f| f.at + f.hold < Duration::from_secs(180))
         );
     }
 }

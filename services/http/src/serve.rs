@@ -23,6 +23,9 @@ use tower::ServiceExt;
 
 use crate::stalled_writes::StalledWrites;
 
+/// Bytes of kernel send buffer per connection (Linux doubles what it is asked for).
+const SEND_BUFFER: usize = 128 * 1024;
+
 /// How connections are cut off: a request head slower than `header`, or a write that waits
 /// longer than `write_stall` for the client to read (counted in `stalled`).
 pub(crate) struct Limits {
@@ -64,6 +67,11 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
         };
         let _ = socket.set_nodelay(true);
+        // A fixed send buffer, not the kernel's autotuned one (up to 4 MiB on loopback): a client
+        // that stops reading then holds at most this much kernel memory, and its writes stall
+        // soon enough for the write stall timeout to drop it. 256 KiB in flight per round trip
+        // is far more than a chat answer or a live stream needs.
+        let _ = socket2::SockRef::from(&socket).set_send_buffer_size(SEND_BUFFER);
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request

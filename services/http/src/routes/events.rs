@@ -33,6 +33,10 @@ use crate::state::AppState;
 /// broadcast did not bring.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const PAGE: i64 = 500;
+/// Events queued for one stream's connection. A reader that keeps up never fills it; one that
+/// stops reading holds at most this many (plus the socket's capped send buffer) until its
+/// connection is dropped at the write stall timeout (`stalled_writes.rs`).
+const QUEUED_PER_STREAM: usize = 16;
 
 /// Streams the room's events. Members only.
 #[utoipa::path(get, path = "/v1/rooms/{room_id}/events", tag = "messages", security(("bearer" = [])),
@@ -66,7 +70,7 @@ pub(crate) async fn room_events(
         }
         None => state.database.room_events(user.id, room_id, 0, 0).await?,
     };
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(QUEUED_PER_STREAM);
     let subscriber = Subscriber {
         database: state.database.clone(),
         user_id: user.id,
