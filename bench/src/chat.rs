@@ -25,6 +25,7 @@ mod api;
 mod cluster;
 mod postgres;
 mod sse;
+mod stalled;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,14 @@ const POST_P99: Duration = Duration::from_millis(20);
 
 /// Registrations, joins and stream openings in flight at once during set-up.
 const SETUP_IN_FLIGHT: usize = 16;
+
+/// The stalled-reader run: posts of the largest body the API takes, enough of them that every
+/// stalled stream's buffers fill, and the write stall timeout of the http node holding them.
+const STALL_POSTS: usize = 200;
+const STALL_BODY_CHARS: usize = 4000;
+const STALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most a stalled stream may add to its http node's peak memory, in KiB.
+const STALLED_STREAM_CEILING_KIB: f64 = 256.0;
 
 /// How long every stream has to receive what was posted before the rest counts as lost.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(10);
@@ -193,10 +202,13 @@ async fn measure(
             .collect();
         raw.close().await;
     }
-    let delivery = if plan.delivery {
-        Some(deliver(options, plan, &cluster, &poster, room).await?)
+    let (delivery, stalled) = if plan.delivery {
+        (
+            Some(deliver(options, plan, &cluster, &poster, room).await?),
+            Some(stall(options, plan, &cluster, &poster, room).await?),
+        )
     } else {
-        None
+        (None, None)
     };
     http_a.check_alive()?;
     cluster.finish()?;
@@ -209,7 +221,17 @@ async fn measure(
             measurement: delivery.latency.clone(),
         });
     }
-    let checks = checks(plan, &rows, delivery.as_ref());
+    let mut checks = checks(plan, &rows, delivery.as_ref());
+    let mut memory = delivery.as_ref().map(Delivery::memory).unwrap_or_default();
+    let mut observations = delivery
+        .as_ref()
+        .map(Delivery::observations)
+        .unwrap_or_default();
+    if let Some(stalled) = &stalled {
+        checks.extend(stalled.checks());
+        memory.extend(stalled.memory());
+        observations.extend(stalled.observations());
+    }
     let grids = if plan.throughput {
         vec![against_raw(&rows)]
     } else {
@@ -219,11 +241,8 @@ async fn measure(
         title: title(options),
         notes: notes(options, plan, postgres, &batches, delivery.as_ref()),
         rows,
-        observations: delivery
-            .as_ref()
-            .map(Delivery::observations)
-            .unwrap_or_default(),
-        memory: delivery.as_ref().map(Delivery::memory).unwrap_or_default(),
+        observations,
+        memory,
         grids,
         checks,
     })
@@ -511,6 +530,159 @@ async fn deliver(
         lost: expected.saturating_sub(received),
         before,
         after,
+    })
+}
+
+/// What stalled readers cost http node C, and whether it let them all go.
+#[derive(Debug)]
+struct Stalled {
+    streams: usize,
+    before: Memory,
+    /// With the streams open, before the posts.
+    opened: Memory,
+    /// Once every stream was dropped (its `peak` is the episode's peak).
+    after: Memory,
+    dropped: usize,
+    /// From the first post until the last stream was dropped.
+    took: Duration,
+}
+
+impl Stalled {
+    /// Peak growth per stalled stream, in KiB.
+    fn peak_per_stream_kib(&self) -> f64 {
+        self.after.peak.saturating_sub(self.before.rss) as f64 / 1024.0 / self.streams as f64
+    }
+
+    fn memory(&self) -> Vec<MemoryRow> {
+        let row = |state: String, memory: Memory| MemoryRow {
+            process: "switchboard-http (node C)".into(),
+            state,
+            rss: memory.rss,
+            peak: memory.peak,
+        };
+        let streams = thousands(self.streams as f64);
+        vec![
+            row("before the stalled readers".into(), self.before),
+            row(format!("{streams} stalled readers open"), self.opened),
+            row(
+                format!(
+                    "after {STALL_POSTS} posts of {STALL_BODY_CHARS} chars piled up and every stalled reader was dropped"
+                ),
+                self.after,
+            ),
+        ]
+    }
+
+    fn observations(&self) -> Vec<Observation> {
+        vec![
+            Observation::new(
+                "http node C: peak RSS growth per stalled reader (KiB)",
+                Quantity::Count(self.peak_per_stream_kib() as u64),
+            ),
+            Observation::new(
+                format!(
+                    "stalled readers dropped by http node C (write stall timeout {} s), of {}",
+                    seconds(STALL_TIMEOUT),
+                    thousands(self.streams as f64)
+                ),
+                Quantity::Count(self.dropped as u64),
+            ),
+            Observation::new(
+                "from the first post until the last stalled reader was dropped (ms)",
+                Quantity::Count(self.took.as_millis() as u64),
+            ),
+        ]
+    }
+
+    fn checks(&self) -> Vec<Check> {
+        vec![
+            Check::mebibytes(
+                format!(
+                    "http node C peak RSS growth per 1,000 stalled readers (MiB; {} open)",
+                    thousands(self.streams as f64)
+                ),
+                self.peak_per_stream_kib() * 1000.0 / 1024.0,
+                Bound::AtMost(STALLED_STREAM_CEILING_KIB * 1000.0 / 1024.0),
+            ),
+            Check::none(
+                "stalled readers not dropped",
+                self.streams.saturating_sub(self.dropped) as u64,
+            ),
+        ]
+    }
+}
+
+/// The stalled-reader run ([`stalled`]): a third http node with a short write stall timeout,
+/// as many stalled readers on it as the SSE run had subscribers, then large posts through the
+/// first node until every reader is dropped.
+async fn stall(
+    options: &RunOptions,
+    plan: &Plan,
+    cluster: &Cluster,
+    poster: &Poster,
+    room: i64,
+) -> anyhow::Result<Stalled> {
+    let timeout_ms = STALL_TIMEOUT.as_millis().to_string();
+    let (mut http_c, api_c) = cluster
+        .add_http_with(
+            options,
+            "bench-http-c",
+            &[("SWITCHBOARD_WRITE_STALL_TIMEOUT_MS", timeout_ms)],
+        )
+        .await?;
+    let address: std::net::SocketAddr = http_c.announced(server_process::HTTP)?.parse()?;
+    let before = http_c.memory()?;
+    let count = plan.subscribers;
+    progress(format_args!(
+        "chat: opening {count} stalled readers on http node C"
+    ));
+    let users = poster.users.clone();
+    let streams = futures::stream::iter(0..count)
+        .map(|i| {
+            let user = users[i % users.len()].clone();
+            async move { stalled::open(address, room, user.authorization()).await }
+        })
+        .buffer_unordered(SETUP_IN_FLIGHT)
+        .try_collect::<Vec<_>>()
+        .await
+        .context("opening the stalled readers")?;
+    let opened = http_c.memory()?;
+    progress(format_args!(
+        "chat: {STALL_POSTS} posts of {STALL_BODY_CHARS} chars through http node A"
+    ));
+    let started = Instant::now();
+    let body = "x".repeat(STALL_BODY_CHARS);
+    futures::stream::iter(0..STALL_POSTS)
+        .map(|i| poster.post(i, body.clone()))
+        .buffer_unordered(SETUP_IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await
+        .context("posting behind the stalled readers")?;
+    let dropped = || async {
+        api_c
+            .text("/metrics")
+            .await
+            .map(|(_, text)| {
+                stalled::counter(&text, "http_stalled_connections_dropped_total") as usize
+            })
+            .unwrap_or(0)
+    };
+    switchboard::eventually(STALL_TIMEOUT + DELIVERY_DEADLINE * 3, || async {
+        dropped().await >= count
+    })
+    .await;
+    let took = started.elapsed();
+    let dropped = dropped().await;
+    let after = http_c.memory()?;
+    drop(streams);
+    http_c.check_alive()?;
+    Ok(Stalled {
+        streams: count,
+        before,
+        opened,
+        after,
+        dropped,
+        took,
     })
 }
 

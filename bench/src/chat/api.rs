@@ -34,6 +34,13 @@ pub(crate) struct User {
     authorization: HeaderValue,
 }
 
+impl User {
+    /// The `Authorization` header's value, for requests written by hand.
+    pub(crate) fn authorization(&self) -> &str {
+        self.authorization.to_str().unwrap_or("")
+    }
+}
+
 /// A client of one http node; cheap to clone (the connection pool is shared).
 #[derive(Debug, Clone)]
 pub(crate) struct Api {

@@ -80,6 +80,16 @@ impl Cluster {
         options: &RunOptions,
         name: &str,
     ) -> anyhow::Result<(ServerProcess, Api)> {
+        self.add_http_with(options, name, &[]).await
+    }
+
+    /// [`Cluster::add_http`] with `settings` added to its environment.
+    pub(crate) async fn add_http_with(
+        &self,
+        options: &RunOptions,
+        name: &str,
+        settings: &[(&'static str, String)],
+    ) -> anyhow::Result<(ServerProcess, Api)> {
         let data = self.data_dir.display().to_string();
         let mut env = common_env(options, &self.cookie, &data);
         env.extend([
@@ -93,6 +103,7 @@ impl Cluster {
             ("SWITCHBOARD_RATE_LIMIT", "0".to_owned()),
             ("SWITCHBOARD_LOGIN_RATE_LIMIT", "0".to_owned()),
         ]);
+        env.extend(settings.iter().cloned());
         let process = ServerProcess::workspace_binary(
             "switchboard-http",
             options,
