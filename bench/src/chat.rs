@@ -878,6 +878,14 @@ fn notes(
              received a probe post",
             seconds(options.measure)
         ));
+        notes.push(format!(
+            "stalled readers: a third http node (C, SWITCHBOARD_WRITE_STALL_TIMEOUT_MS={}) \
+             gets as many streams as node B, each a raw connection with a 4 KiB receive buffer \
+             that reads its response head and nothing more; {STALL_POSTS} posts of \
+             {STALL_BODY_CHARS} characters go through node A; node C's peak RSS (VmHWM) is read \
+             once its metric shows every stalled reader dropped",
+            STALL_TIMEOUT.as_millis()
+        ));
     }
     notes
 }
