@@ -32,6 +32,10 @@ pub const BUFFER: usize = 10_000;
 const BATCH: usize = 500;
 /// How long a batch waits to fill before it is shipped anyway.
 const LINGER: Duration = Duration::from_millis(200);
+/// Deadline of one `log.append`.
+const SHIP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of one `log.append` once the node is shutting down.
+const DRAINING_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest message kept; longer ones are cut.
 const MAX_MESSAGE: usize = 4096;
 
@@ -261,6 +265,12 @@ impl Visit for Fields {
 
 /// Ships the buffer to the `log` service from `node` until the node stops. Entries are stamped
 /// with the node's name.
+///
+/// The shipper is part of the node's in-flight work: when graceful shutdown begins it ships what
+/// is buffered (and what the work still in flight logs) and ends once nothing has arrived for
+/// [`LINGER`], so a graceful stop loses no activity while a log node answers. A batch that
+/// cannot be shipped while draining is given up after one attempt of [`DRAINING_TIMEOUT`], so a
+/// missing log service delays a shutdown by at most that.
 pub fn ship(node: &Node, receiver: ActivityReceiver) {
     let ActivityReceiver { mut rx, dropped } = receiver;
     let registry = node.metrics().registry();
@@ -271,14 +281,18 @@ pub fn ship(node: &Node, receiver: ActivityReceiver) {
     )
     .expect("valid metric");
     let _ = registry.register(Box::new(shipped.clone()));
-    let node = node.clone();
     let stop = node.shutdown_token();
-    tokio::spawn(async move {
+    let draining = node.draining_token();
+    let shipper = node.clone();
+    node.spawn_tracked(async move {
+        let node = shipper;
         let name: Arc<str> = node.name().into();
         loop {
             let first = tokio::select! {
                 entry = rx.recv() => match entry { Some(entry) => entry, None => return },
                 _ = stop.cancelled() => return,
+                () = draining.cancelled(), if !draining.is_cancelled() => continue,
+                () = tokio::time::sleep(LINGER), if draining.is_cancelled() => return,
             };
             let mut entries = vec![first];
             let linger = tokio::time::sleep(LINGER);
@@ -295,7 +309,12 @@ pub fn ship(node: &Node, receiver: ActivityReceiver) {
             let batch = LogBatch { entries };
             let mut backoff = Duration::from_millis(100);
             loop {
-                let options = CallOptions::idempotent().timeout(Duration::from_secs(5));
+                let timeout = if draining.is_cancelled() {
+                    DRAINING_TIMEOUT
+                } else {
+                    SHIP_TIMEOUT
+                };
+                let options = CallOptions::idempotent().timeout(timeout);
                 let result = node
                     .call_message::<_, AppendReply>(names::LOG, "append", &batch, options)
                     .await;
@@ -304,7 +323,7 @@ pub fn ship(node: &Node, receiver: ActivityReceiver) {
                         shipped.inc_by(batch.entries.len() as u64);
                         break;
                     }
-                    Err(_) if stop.is_cancelled() => return,
+                    Err(_) if stop.is_cancelled() || draining.is_cancelled() => break,
                     Err(_) => {
                         // No log node has it yet: keep the batch and try again; new entries wait
                         // in the bounded buffer meanwhile.

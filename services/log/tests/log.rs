@@ -92,6 +92,40 @@ fn shipper(node: &Node) -> ActivityLayer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_ships_the_activity_still_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(dir.path()).await;
+    let _log = switchboard_log::start(config("log@stop", &[db.address()]), cookie())
+        .await
+        .unwrap();
+    let source = NodeBuilder::new("source", config("source@stop", &[db.address()]), cookie())
+        .start()
+        .await
+        .unwrap();
+    assert!(source.wait_for_service(names::LOG, DEADLINE).await);
+    let layer = shipper(&source);
+    let ids: Vec<String> = (0..20).map(|_| activity::new_id()).collect();
+    for id in &ids {
+        layer.record(entry(id.clone(), "last_words", serde_json::json!({})));
+    }
+    // Stopped at once: the entries are still in the buffer or in a batch waiting to fill.
+    source.shutdown().await;
+    let stored_ids = || async {
+        stored(&db, "last_words")
+            .await
+            .into_iter()
+            .map(|e| e.id)
+            .collect::<HashSet<_>>()
+    };
+    assert!(
+        eventually(DEADLINE, || async { stored_ids().await.len() == ids.len() }).await,
+        "stored {} of {}",
+        stored_ids().await.len(),
+        ids.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_entries_are_stored_once_and_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let db = database(dir.path()).await;
