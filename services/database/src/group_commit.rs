@@ -19,7 +19,7 @@ use switchboard::Node;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::service::{publish, tail};
-use crate::store::{Backend, NewPost, PostOutcome, Store, StoreError, Turn, posted_entry};
+use crate::store::{Backend, NewPost, PostOutcome, Store, StoreError, Turn};
 
 /// The most posts one transaction carries.
 pub(crate) const MAX_BATCH: usize = 128;
@@ -147,12 +147,11 @@ async fn commit(
         Ok(outcomes) => {
             for (answer, outcome) in answers.into_iter().zip(outcomes) {
                 if let Ok(PostOutcome {
-                    event: Some(_),
-                    message,
+                    activity: Some(entry),
                     ..
                 }) = &outcome
                 {
-                    posted.push(posted_entry(origin, message));
+                    posted.push(entry.clone());
                 }
                 // A caller that stopped waiting still had its post committed; a retry with its
                 // idempotency key gets the same answer.
@@ -168,12 +167,12 @@ async fn commit(
                     .await;
                 if let Ok(PostOutcome {
                     event: Some(event),
-                    message,
+                    activity,
                     ..
                 }) = &outcome
                 {
                     publish(node, event);
-                    posted.push(posted_entry(origin, message));
+                    posted.extend(activity.clone());
                 }
                 let _ = answer.send(outcome);
             }

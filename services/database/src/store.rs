@@ -13,7 +13,6 @@ mod reports;
 mod resets;
 mod rooms;
 
-pub(crate) use logs::posted_entry;
 pub(crate) use messages::PostOutcome;
 use post_batch::BatchMemory;
 pub(crate) use post_batch::{NewPost, Turn};

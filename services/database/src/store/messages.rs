@@ -22,6 +22,8 @@ pub(crate) struct PostOutcome {
     pub(crate) replayed: bool,
     /// The event to broadcast; `None` for a replay.
     pub(crate) event: Option<wire::RoomEvent>,
+    /// The post's `message_posted` activity entry, stored with it; `None` for a replay.
+    pub(crate) activity: Option<wire::LogEntry>,
 }
 
 pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.room_id, m.seq, m.body, m.created_at, m.edited_at, \
@@ -54,6 +56,7 @@ pub(super) fn replayed(
         message,
         replayed: true,
         event: None,
+        activity: None,
     })
 }
 
@@ -158,7 +161,8 @@ impl Store {
             at_ms: now,
         };
         append_event(&mut tx, &event).await?;
-        insert_entries(&mut tx, &[posted_entry(origin, &message)]).await?;
+        let activity = posted_entry(origin, &message);
+        insert_entries(&mut tx, std::slice::from_ref(&activity)).await?;
         if !key.is_empty() {
             let stored = remember_key(
                 &mut tx,
@@ -185,6 +189,7 @@ impl Store {
             message,
             replayed: false,
             event: Some(event),
+            activity: Some(activity),
         })
     }
 

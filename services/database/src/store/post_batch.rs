@@ -41,6 +41,7 @@ use std::collections::HashMap;
 
 use switchboard_proto::v1 as wire;
 
+use super::logs::posted_entry;
 use super::messages::{PostOutcome, fingerprint, key_reused};
 use super::{Backend, Store, StoreError, now_ms};
 use crate::configuration::BatchWrites;
@@ -179,6 +180,7 @@ impl<'a> Batch<'a> {
             at_ms: self.now,
         };
         PostOutcome {
+            activity: Some(posted_entry(self.origin, &message)),
             message,
             replayed: false,
             event: Some(event),
@@ -207,6 +209,7 @@ impl<'a> Batch<'a> {
                         message: outcome.message.clone(),
                         replayed: true,
                         event: None,
+                        activity: None,
                     })
                 }
                 Ok(_) => Err(key_reused()),

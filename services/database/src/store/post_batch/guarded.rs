@@ -43,7 +43,6 @@ use switchboard_proto::v1 as wire;
 use super::in_turn::{InTurn, WriteOrder};
 use super::known::Known;
 use super::{Batch, Decided, NewPost, Publish, publish_all};
-use crate::store::logs::posted_entry;
 use crate::store::messages::replayed;
 use crate::store::rooms::{not_a_member, room_not_found};
 use crate::store::{Store, StoreError};
@@ -481,7 +480,7 @@ impl Store {
             }
             write
                 .logs
-                .push(posted_entry(batch.origin, &outcome.message).into());
+                .extend(outcome.activity.clone().map(LogRow::from));
             decided[i] = Some(Ok(outcome));
         }
 

@@ -17,7 +17,7 @@ use sqlx::query::Query;
 use switchboard_proto::v1 as wire;
 
 use super::{Batch, Decided};
-use crate::store::logs::{insert_entries, posted_entry};
+use crate::store::logs::insert_entries;
 use crate::store::messages::{PostOutcome, replayed};
 use crate::store::rooms::{not_a_member, room_not_found};
 use crate::store::{Backend, Store, StoreError};
@@ -171,7 +171,7 @@ impl Store {
             query.execute(&mut *tx).await?;
             let entries: Vec<_> = placed
                 .iter()
-                .map(|(i, _, _)| posted_entry(batch.origin, &outcomes[i].message))
+                .filter_map(|(i, _, _)| outcomes[i].activity.clone())
                 .collect();
             insert_entries(&mut tx, &entries).await?;
 
