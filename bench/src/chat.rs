@@ -35,7 +35,7 @@ use anyhow::{Context, ensure};
 use futures::{StreamExt, TryStreamExt};
 
 use self::api::{Api, User};
-use self::cluster::{Batches, Cluster};
+use self::cluster::{Batches, Cluster, metric};
 use self::postgres::{Postgres, RawInserts};
 use self::sse::Subscribers;
 use crate::cli::RunOptions;
@@ -662,10 +662,9 @@ async fn stall(
         api_c
             .text("/metrics")
             .await
-            .map(|(_, text)| {
-                stalled::counter(&text, "http_stalled_connections_dropped_total") as usize
-            })
-            .unwrap_or(0)
+            .ok()
+            .and_then(|(_, text)| metric(&text, "http_stalled_connections_dropped_total"))
+            .unwrap_or(0.0) as usize
     };
     switchboard::eventually(STALL_TIMEOUT + DELIVERY_DEADLINE * 3, || async {
         dropped().await >= count

@@ -185,18 +185,22 @@ pub(crate) struct Batches {
     pub(crate) fallbacks: f64,
 }
 
+/// The value of the first series in Prometheus text whose name ends with `suffix` (whatever
+/// prefix and labels the node adds).
+pub(crate) fn metric(text: &str, suffix: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            let name = name.split('{').next()?;
+            name.ends_with(suffix).then(|| value.parse::<f64>().ok())?
+        })
+}
+
 impl Batches {
-    /// Reads the histogram out of Prometheus text (whatever prefix and labels the node adds).
+    /// Reads the histogram out of Prometheus text.
     fn parse(text: &str) -> Option<Self> {
-        let value = |suffix: &str| {
-            text.lines()
-                .filter(|line| !line.starts_with('#'))
-                .find_map(|line| {
-                    let (name, value) = line.rsplit_once(' ')?;
-                    let name = name.split('{').next()?;
-                    name.ends_with(suffix).then(|| value.parse::<f64>().ok())?
-                })
-        };
+        let value = |suffix: &str| metric(text, suffix);
         Some(Self {
             posts: value("group_commit_batch_posts_sum")?,
             commits: value("group_commit_batch_posts_count")?,

@@ -59,30 +59,3 @@ pub(crate) async fn open(
         .await
         .context("opening a stalled stream timed out")?
 }
-
-/// The value of the counter `name` in Prometheus text, summed over its series.
-pub(crate) fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| {
-            line.split(['{', ' '])
-                .next()
-                .is_some_and(|n| n.ends_with(name))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_counter_is_summed_over_its_series_and_its_help_is_skipped() {
-        let metrics = "# HELP switchboard_x_total x\n# TYPE switchboard_x_total counter\n\
-                       switchboard_x_total{node=\"a\"} 2\nswitchboard_x_total{node=\"b\"} 3\n\
-                       switchboard_xy_total 7\n";
-        assert_eq!(counter(metrics, "x_total"), 5.0);
-    }
-}
