@@ -3,22 +3,16 @@
 -- dies after the commit. The entry's id is derived from the message's, so it is never stored
 -- twice. A batch from a node of the previous version carries no `logs` and stores none, as
 -- before.
-CREATE OR REPLACE FUNCTION post_batch_insert(batch jsonb) RETURNS void
+--
+-- The rows the batch wrote until now are written by the same function under a new name;
+-- `post_batch_write` and `post_batch_write_in_turn` call `post_batch_insert` by name, so they
+-- write the entries too.
+ALTER FUNCTION post_batch_insert(jsonb) RENAME TO post_batch_insert_rows;
+
+CREATE FUNCTION post_batch_insert(batch jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO messages (id, room_id, seq, author_id, body, created_at)
-    SELECT m.id, m.room_id, m.seq, m.author_id, m.body, m.created_at
-      FROM jsonb_to_recordset(batch -> 'messages') AS m(id bigint, room_id bigint, seq bigint,
-                                                        author_id bigint, body text,
-                                                        created_at bigint);
-    INSERT INTO room_events (room_id, cursor, payload, created_at)
-    SELECT e.room_id, e.cursor, decode(e.payload, 'hex'), e.created_at
-      FROM jsonb_to_recordset(batch -> 'events') AS e(room_id bigint, cursor bigint,
-                                                      payload text, created_at bigint);
-    INSERT INTO idempotency_keys (user_id, key, fingerprint, response, created_at)
-    SELECT k.user_id, k.key, k.fingerprint, decode(k.response, 'hex'), k.created_at
-      FROM jsonb_to_recordset(batch -> 'keys') AS k(user_id bigint, key text, fingerprint text,
-                                                    response text, created_at bigint);
+    PERFORM post_batch_insert_rows(batch);
     INSERT INTO log_entries (id, at, node, level, kind, message, fields)
     SELECT l.id, l.at, l.node, l.level, l.kind, l.message, l.fields
       FROM jsonb_to_recordset(COALESCE(batch -> 'logs', '[]'::jsonb))
