@@ -1,20 +1,25 @@
-//! `switchboard-bench chaos`: a chaos run with a history checker. It drives a docker compose
-//! cluster (3 database nodes, 2 http behind the balancer, 2 of each other service, PostgreSQL)
-//! under keyed posts, edits, deletes, SSE clients and admin reads ([`load`]), injects faults on a
-//! seeded schedule ([`faults`]), records every request, answer and event ([`history`]), waits
-//! for the cluster to settle, then checks the history against the rooms' final state
-//! ([`checker`]) and prints one table; it fails (exit code 1) if any floor fails.
+//! `switchboard-bench chaos`: a chaos run with a history checker. It drives a cluster of 3
+//! database nodes, 2 http behind a balancer, 2 of each other service and PostgreSQL, either a
+//! docker compose project ([`compose`]) or, where Docker does not answer, processes in network
+//! namespaces it builds itself ([`netns`]), under keyed posts, edits, deletes, SSE clients and
+//! admin reads ([`load`]); it injects faults on a seeded schedule ([`faults`]), records every
+//! request, answer and event ([`history`]), waits for the cluster to settle, then checks the
+//! history against the rooms' final state ([`checker`]) and prints one table; it fails (exit
+//! code 1) if any floor fails.
 //!
 //! Why: each fault has its own test elsewhere, but only a run that mixes them under load, with
 //! the clients' view written down and checked afterwards, shows that a post acknowledged once
 //! is never lost or doubled and that a live stream resumes exactly, whatever broke meanwhile.
 
+mod balancer;
 mod checker;
+mod compose;
 mod faults;
 mod followers;
 mod history;
 mod impairment;
 mod load;
+mod netns;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,9 +31,11 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use self::checker::Stored;
+use self::compose::ComposeCluster;
 use self::faults::Target;
 use self::history::History;
 use self::load::{Http, Load};
+use self::netns::NetnsCluster;
 
 /// The scale of the cluster the run brings up.
 const SCALE: [(&str, usize); 5] = [
@@ -56,7 +63,8 @@ pub(crate) struct ChaosOptions {
     pub(crate) repo: PathBuf,
     pub(crate) history: PathBuf,
     pub(crate) keep: bool,
-    pub(crate) no_up: bool,
+    /// Run the cluster in network namespaces even where Docker answers.
+    pub(crate) netns: bool,
 }
 
 pub(crate) const USAGE: &str = "\
@@ -70,7 +78,9 @@ usage: switchboard-bench chaos [options]
   --url URL         use the stack of --project that is already up, its balancer at URL
   --repo DIR        the repository whose docker-compose.yml to run (default .)
   --history FILE    the history, JSON lines (default chaos-history.jsonl)
-  --keep            leave the stack running at the end (no down -v)
+  --keep            leave the compose stack running at the end (no down -v)
+  --netns           run the cluster as processes in network namespaces (the default where
+                    `docker info` fails): needs root, iproute2 and Debian's postgresql
 ";
 
 /// Parses `chaos`'s arguments.
@@ -84,7 +94,7 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<ChaosOptions> {
         repo: PathBuf::from("."),
         history: PathBuf::from("chaos-history.jsonl"),
         keep: false,
-        no_up: false,
+        netns: false,
     };
     let mut duration = None;
     let mut it = args.iter();
@@ -95,16 +105,18 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<ChaosOptions> {
             "--quick" => options.quick = true,
             "--seed" => options.seed = Some(value()?.parse()?),
             "--project" => options.project = value()?.clone(),
-            "--url" => {
-                options.url = Some(value()?.clone());
-                options.no_up = true;
-            }
+            "--url" => options.url = Some(value()?.clone()),
             "--repo" => options.repo = PathBuf::from(value()?),
             "--history" => options.history = PathBuf::from(value()?),
             "--keep" => options.keep = true,
+            "--netns" => options.netns = true,
             other => bail!("unknown chaos option {other:?}\n\n{USAGE}"),
         }
     }
+    ensure!(
+        !(options.netns && options.url.is_some()),
+        "--url attaches to a compose stack; --netns builds its own cluster"
+    );
     options.duration = duration.unwrap_or(if options.quick {
         Duration::from_secs(20)
     } else {
@@ -113,69 +125,52 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<ChaosOptions> {
     Ok(options)
 }
 
-/// `docker compose -p PROJECT -f REPO/docker-compose.yml ARGS...`.
-fn compose(options: &ChaosOptions, args: &[&str], port: Option<u16>) -> anyhow::Result<String> {
-    let file = options.repo.join("docker-compose.yml");
-    let mut command = std::process::Command::new("docker");
-    command
-        .args(["compose", "-p", &options.project, "-f"])
-        .arg(&file)
-        .args(args)
-        .env("COMPOSE_DISABLE_ENV_FILE", "1");
-    if let Some(port) = port {
-        command.env("SWITCHBOARD_HTTP_PORT", port.to_string());
-    }
-    let output = command.output().context("running docker compose")?;
-    ensure!(
-        output.status.success(),
-        "docker compose {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-}
-
 /// A line of the report on stdout.
 fn say(line: &str) {
     let _ = crate::table::write_stdout(&format!("{}\n", line.trim_end_matches('\n')));
 }
 
-fn progress(line: &str) {
+pub(crate) fn progress(line: &str) {
     eprintln!("[chaos] {line}");
+}
+
+/// Whether a Docker engine answers.
+fn docker_answers() -> bool {
+    std::process::Command::new("docker")
+        .arg("info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Runs the chaos run; `Ok(true)` if every floor held.
 pub(crate) async fn run_chaos(options: ChaosOptions) -> anyhow::Result<bool> {
     let seed = options.seed.unwrap_or_else(rand::random);
     let sse_clients = if options.quick { 40 } else { 200 };
-    say(&format!(
-        "chaos: seed {seed} (replay with --seed {seed}), {} s, {sse_clients} SSE clients, project {}",
-        options.duration.as_secs(),
-        options.project
-    ));
-    let started_here = !options.no_up;
-    let base = match &options.url {
-        Some(url) => url.clone(),
-        None => {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
-            let mut args = vec!["up", "-d", "--no-build"];
-            let scales: Vec<String> = SCALE.iter().map(|(s, n)| format!("{s}={n}")).collect();
-            for scale in &scales {
-                args.extend(["--scale", scale.as_str()]);
-            }
-            progress(&format!("docker compose up (API on port {port})"));
-            compose(&options, &args, Some(port))?;
-            format!("http://127.0.0.1:{port}")
-        }
+    let netns = options.netns || (options.url.is_none() && !docker_answers());
+    let cluster = if netns {
+        "processes in network namespaces".to_string()
+    } else {
+        format!("compose project {}", options.project)
     };
-    let result = chaos_on(&options, &base, seed, sse_clients).await;
-    if started_here && !options.keep {
-        progress("docker compose down -v");
-        if let Err(error) = compose(&options, &["down", "-v"], None) {
-            progress(&format!("{error:#}"));
-        }
+    say(&format!(
+        "chaos: seed {seed} (replay with --seed {seed}), {} s, {sse_clients} SSE clients, {cluster}",
+        options.duration.as_secs(),
+    ));
+    let target = if netns {
+        Target::Netns(NetnsCluster::start(&SCALE).await?)
+    } else {
+        let repo = options.repo.clone();
+        Target::Compose(match &options.url {
+            Some(url) => ComposeCluster::attach(&options.project, repo, url),
+            None => ComposeCluster::up(&options.project, repo, &SCALE)?,
+        })
+    };
+    let result = chaos_on(&options, &target, seed, sse_clients).await;
+    match target {
+        Target::Compose(cluster) => cluster.down(options.keep),
+        Target::Netns(cluster) => cluster.down().await,
     }
     result
 }
@@ -221,11 +216,14 @@ fn all_up(body: &Value) -> bool {
 
 async fn chaos_on(
     options: &ChaosOptions,
-    base: &str,
+    target: &Target,
     seed: u64,
     sse_clients: usize,
 ) -> anyhow::Result<bool> {
-    let http = Http::new(base);
+    let http = Http::new(match target {
+        Target::Compose(cluster) => &cluster.base,
+        Target::Netns(cluster) => &cluster.base,
+    });
     // Ready, and the admin token.
     let start = Instant::now();
     while http
@@ -240,11 +238,10 @@ async fn chaos_on(
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let admin = compose(
-        options,
-        &["exec", "-T", "http", "switchboard", "admin-token"],
-        None,
-    )?;
+    let admin = match target {
+        Target::Compose(cluster) => cluster.admin_token()?,
+        Target::Netns(cluster) => cluster.admin_token.clone(),
+    };
     let settled = settle(&http, &admin, Duration::from_secs(120)).await?;
     progress(&format!("cluster up and settled in {settled:?} more"));
 
@@ -332,9 +329,6 @@ async fn chaos_on(
             fault.hold.as_secs_f64()
         ));
     }
-    let target = Target {
-        project: options.project.clone(),
-    };
     let load_start = Instant::now();
     for fault in &schedule {
         if let Some(wait) = fault.at.checked_sub(load_start.elapsed()) {
@@ -464,4 +458,23 @@ fn render(rows: &[checker::Row]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    #[test]
+    fn netns_is_chosen_by_flag_and_cannot_attach_to_a_compose_stack() {
+        let options = parse(&args(&["--netns", "--quick"])).unwrap();
+        assert!(options.netns);
+        assert_eq!(options.duration, Duration::from_secs(20));
+        assert!(!parse(&args(&[])).unwrap().netns);
+        let both = parse(&args(&["--netns", "--url", "http://127.0.0.1:8080"]));
+        assert!(both.unwrap_err().to_string().contains("--url"));
+    }
 }

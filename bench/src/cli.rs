@@ -36,8 +36,9 @@ SCENARIOS:
     codec       the hand-written batch encoder and decoder vs prost on batches of 16 calls and
                 of 16 replies, in this process
     all         every scenario family implemented so far
-    chaos       a docker compose cluster under keyed posts, SSE clients and seeded faults, its
-                history checked afterwards (`switchboard-bench chaos --help`; not part of `all`)
+    chaos       a docker compose cluster (or, without Docker, processes in network namespaces)
+                under keyed posts, SSE clients and seeded faults, its history checked afterwards
+                (`switchboard-bench chaos --help`; not part of `all`)
 
 OPTIONS:
     --seconds N             measure each point for N seconds (default 3)
@@ -183,7 +184,7 @@ pub(crate) enum Command {
         kind: ServerKind,
         workers: usize,
     },
-    /// `chaos`: a compose cluster under load and faults, its history checked.
+    /// `chaos`: a cluster under load and faults, its history checked.
     Chaos(Box<crate::chaos::ChaosOptions>),
 }
 

@@ -14,8 +14,8 @@
 //! memory of the service binaries), [`chat`] (the chat's node binaries on PostgreSQL against
 //! raw inserts, and SSE delivery), [`fanout`] (small calls beside casts to a group at full
 //! rate), [`cluster`] (membership and failure detection from 5 to 128 nodes) and [`codec`] (the
-//! hand-written batch codec against prost), and [`chaos`] (a compose cluster under load and
-//! faults, its history checked afterwards); [`echo_node`]
+//! hand-written batch codec against prost), and [`chaos`] (a compose cluster, or processes in
+//! network namespaces, under load and faults, its history checked afterwards); [`echo_node`]
 //! is the Switchboard server they call and the client side they share (cluster set-up, calls,
 //! one-way casts); [`points`] measures a family's points in turn;
 //! [`load`] drives closed- and open-loop load; [`stats`] turns samples into rates, percentiles

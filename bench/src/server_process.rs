@@ -353,7 +353,7 @@ pub(crate) fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 
 /// `name` next to the bench's own executable, which must be there; `build` is the command that
 /// builds it, for the error.
-fn built_sibling(name: &str, build: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn built_sibling(name: &str, build: &str) -> anyhow::Result<PathBuf> {
     let path = sibling(name)?;
     if !is_executable(&path) {
         bail!("{} does not exist; build it with `{build}`", path.display());

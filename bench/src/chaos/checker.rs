@@ -303,7 +303,7 @@ pub(crate) fn check(history: &[Value], rooms: &BTreeMap<i64, Vec<Stored>>) -> Ve
         let op = str_of(r, "op");
         let key = (
             str_of(r, "kind").to_string(),
-            str_of(r, "container").to_string(),
+            str_of(r, "instance").to_string(),
         );
         let t = r.get("t").and_then(Value::as_u64).unwrap_or(0);
         if op == "fault_start" {

@@ -1,8 +1,6 @@
-//! The chaos run's faults: a schedule drawn from a seed (so `--seed N` replays it), and each
-//! fault applied to the compose project's containers with the docker CLI, then healed: `docker
-//! kill` + `docker start`, `docker pause` + `unpause`, `docker network disconnect` + `connect`, a
-//! graceful `docker restart` of an http node or of PostgreSQL, and a 200 ms delay with 5% loss on
-//! one container's interface ([`super::impairment`]), removed after a few seconds.
+//! The chaos run's faults: a schedule drawn from a seed (so `--seed N` replays it), and the
+//! [`Target`] that applies each to one container of a compose cluster ([`super::compose`]) or one
+//! process of the cluster in network namespaces ([`super::netns`]), records it and heals it.
 
 use std::process::Command;
 use std::time::Duration;
@@ -11,8 +9,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
+use super::compose::ComposeCluster;
 use super::history::History;
-use super::impairment::Impairment;
+use super::netns::NetnsCluster;
 
 /// The kinds of fault, in the order the table lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -138,100 +137,36 @@ pub(crate) async fn run_async(program: &'static str, args: Vec<String>) -> anyho
     .await?
 }
 
-/// The compose project the faults hit.
-#[derive(Clone)]
-pub(crate) struct Target {
-    pub(crate) project: String,
+/// The cluster a run's faults hit.
+pub(crate) enum Target {
+    Compose(ComposeCluster),
+    Netns(NetnsCluster),
 }
 
 impl Target {
-    /// The container ids of `service`, sorted.
-    pub(crate) async fn containers(&self, service: &str) -> anyhow::Result<Vec<String>> {
-        let out = run_async(
-            "docker",
-            vec![
-                "ps".into(),
-                "-aq".into(),
-                "--filter".into(),
-                format!("label=com.docker.compose.project={}", self.project),
-                "--filter".into(),
-                format!("label=com.docker.compose.service={service}"),
-            ],
-        )
-        .await?;
-        let mut ids: Vec<String> = out.lines().map(str::to_string).collect();
-        ids.sort();
-        Ok(ids)
-    }
-
-    /// The network the project's containers share.
-    async fn network(&self) -> String {
-        format!("{}_default", self.project)
-    }
-
-    /// Applies `fault`, holds it, heals it; records the start and the end in the history.
+    /// Applies `fault`, holds it, heals it; records the start and the end in the history, with
+    /// the container or process it hit.
     pub(crate) async fn apply(&self, fault: &Fault, history: &History) -> anyhow::Result<()> {
-        let ids = self.containers(fault.service).await?;
-        anyhow::ensure!(!ids.is_empty(), "no container of {}", fault.service);
-        let id = ids[fault.replica % ids.len()].clone();
-        let d =
-            |args: &[&str]| run_async("docker", args.iter().map(|s| (*s).to_string()).collect());
+        let instance = match self {
+            Target::Compose(cluster) => cluster.instance(fault).await?,
+            Target::Netns(cluster) => cluster.instance(fault)?,
+        };
         history.record(
             "faults",
             "fault_start",
-            json!({ "kind": fault.kind.name(), "service": fault.service, "container": id }),
+            json!({ "kind": fault.kind.name(), "service": fault.service, "instance": instance }),
         );
-        let hold = tokio::time::sleep(fault.hold);
-        let result: anyhow::Result<()> = async {
-            match fault.kind {
-                Kind::Kill => {
-                    d(&["kill", &id]).await?;
-                    hold.await;
-                    d(&["start", &id]).await?;
-                }
-                Kind::Pause => {
-                    d(&["pause", &id]).await?;
-                    hold.await;
-                    d(&["unpause", &id]).await?;
-                }
-                Kind::Disconnect => {
-                    let network = self.network().await;
-                    d(&["network", "disconnect", &network, &id]).await?;
-                    hold.await;
-                    // Reconnect with the service's name as an alias, as compose attached it.
-                    d(&[
-                        "network",
-                        "connect",
-                        "--alias",
-                        fault.service,
-                        &network,
-                        &id,
-                    ])
-                    .await?;
-                }
-                Kind::RestartHttp | Kind::RestartPostgres => {
-                    d(&["restart", "-t", "10", &id]).await?;
-                }
-                Kind::Netem => {
-                    let pid = d(&["inspect", "-f", "{{.State.Pid}}", &id]).await?;
-                    let impairment = tokio::task::spawn_blocking(move || {
-                        Impairment::start(&pid, Duration::from_millis(200), 0.05)
-                    })
-                    .await??;
-                    hold.await;
-                    tokio::task::spawn_blocking(move || impairment.heal()).await??;
-                }
-            }
-            Ok(())
-        }
-        .await;
+        let result = match self {
+            Target::Compose(cluster) => cluster.inflict(fault, &instance).await,
+            Target::Netns(cluster) => cluster.inflict(fault, &instance).await,
+        };
         history.record(
             "faults",
             "fault_end",
             json!({
                 "kind": fault.kind.name(),
                 "service": fault.service,
-                "container": id,
+                "instance": instance,
                 "error": result.as_ref().err().map(|e| format!("{e:#}")),
             }),
         );

@@ -164,3 +164,15 @@ fn hold(
         }
     }
 }
+
+/// Delays by 200 ms, and drops one in twenty of, the packets process `pid`'s network namespace
+/// sends on `eth0`, for `length`.
+pub(crate) async fn impaired_for(pid: &str, length: Duration) -> anyhow::Result<()> {
+    let pid = pid.to_string();
+    let impairment = tokio::task::spawn_blocking(move || {
+        Impairment::start(&pid, Duration::from_millis(200), 0.05)
+    })
+    .await??;
+    tokio::time::sleep(length).await;
+    tokio::task::spawn_blocking(move || impairment.heal()).await?
+}
