@@ -8,8 +8,9 @@
 //! the NFQUEUE impairment in the process's namespace.
 //!
 //! Needs root (namespaces, links, iptables), iproute2 and PostgreSQL's server binaries (Debian's
-//! `postgresql`). Everything it makes is named `sbchaos-*`, on 10.77.0.0/24; a run first removes
-//! what an earlier run that died left behind.
+//! `postgresql`). Everything it makes is named `sbchaos-*` (namespaces, links, the directory
+//! under the temporary directory), on 10.77.0.0/24; a run first removes what an earlier run that
+//! died left behind, processes included.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -119,6 +120,18 @@ fn remove_network() {
     }
     if bridged_frames_filtered() {
         while run("iptables", &bridge_rule("-D")).is_ok() {}
+    }
+}
+
+/// Removes the files of earlier runs that died (runs that end remove their own).
+fn remove_files_left_behind() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_name().to_string_lossy().starts_with(PREFIX) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -348,6 +361,7 @@ impl NetnsCluster {
             .collect::<anyhow::Result<_>>()?;
         tokio::task::spawn_blocking(|| {
             remove_network();
+            remove_files_left_behind();
             create_bridge()
         })
         .await??;
