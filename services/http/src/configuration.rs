@@ -67,9 +67,12 @@ pub struct HttpSettings {
     /// `SWITCHBOARD_TRUST_FORWARDED_FOR`: take the client's address from the last entry of
     /// `X-Forwarded-For`, for a node reachable only through a balancer that appends it.
     pub trust_forwarded_for: bool,
-    /// `SWITCHBOARD_MAX_STREAMS_PER_USER`: live streams (room events, log tail, anomalies) one
-    /// user may hold open on this node; 0 for no cap.
+    /// `SWITCHBOARD_MAX_STREAMS_PER_USER`: live room streams one user may hold open on this
+    /// node; 0 for no cap.
     pub max_streams_per_user: usize,
+    /// `SWITCHBOARD_STREAM_OPEN_RATE_LIMIT`: live room streams one user may open per minute on
+    /// this node, in bursts of up to that many; 0 turns this limit off.
+    pub stream_open_rate_limit: u32,
 }
 
 impl Default for HttpSettings {
@@ -88,6 +91,7 @@ impl Default for HttpSettings {
             login_rate_limit: 20,
             trust_forwarded_for: false,
             max_streams_per_user: 16,
+            stream_open_rate_limit: 120,
         }
     }
 }

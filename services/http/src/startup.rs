@@ -153,7 +153,10 @@ impl Application {
         let state = AppState::new(Pieces {
             database: Database::new(node.clone(), timeout),
             reporting: Reporting::new(node.clone(), timeout),
-            streams: StreamSlots::new(settings.max_streams_per_user),
+            streams: StreamSlots::new(
+                settings.max_streams_per_user,
+                settings.stream_open_rate_limit,
+            ),
             limits: Arc::new(RateLimits::new(
                 settings.rate_limit,
                 settings.login_rate_limit,

@@ -598,6 +598,53 @@ async fn live_streams_past_the_per_user_cap_are_refused_with_a_clear_code() {
     assert!(reopened, "a closed stream's slot was never freed");
 }
 
+#[tokio::test]
+async fn live_stream_openings_past_the_per_user_rate_are_refused_with_retry_after() {
+    let settings = HttpSettings {
+        stream_open_rate_limit: 3,
+        ..http_settings()
+    };
+    let cluster = Cluster::start_with(Backend::Sqlite, 1, 1, settings)
+        .await
+        .unwrap();
+    let user = cluster.api(0).register("reopener").await;
+    let room = user.create_room("reopened").await;
+    // The first stays open; the other two are closed at once: an opening counts either way.
+    let Ok(mut kept) = SseStream::open(&user, room, None).await else {
+        panic!("the first stream was refused");
+    };
+    for _ in 0..2 {
+        assert!(SseStream::open(&user, room, None).await.is_ok());
+    }
+    let Err(refused) = SseStream::open(&user, room, None).await else {
+        panic!("a fourth opening within the minute was accepted");
+    };
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.code(), "too_many_stream_openings");
+    let retry_after: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    // Another user opens freely, and the stream kept open still gets the room's posts.
+    let other = cluster.api(0).register("bystander").await;
+    other
+        .post(&format!("/v1/rooms/{room}/join"), json!({}))
+        .await;
+    assert!(SseStream::open(&other, room, None).await.is_ok());
+    let posted = user.post_message(room, "still live", None).await;
+    assert_eq!(posted.status, StatusCode::CREATED);
+    let mut delivered = false;
+    while let Some(event) = kept.next().await {
+        if event.json()["body"] == "still live" {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "the open stream missed the post");
+}
+
 /// Times past what RFC 3339 can write (the year 9999) are refused with a clear error; one once
 /// reached the formatter and ended the connection with no answer.
 #[tokio::test]

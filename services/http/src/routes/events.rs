@@ -44,7 +44,7 @@ const QUEUED_PER_STREAM: usize = 16;
            ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this cursor")),
     responses((status = 200, content_type = "text/event-stream", description = "message, message_edited, message_deleted, member_joined, member_left, reset"),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 429, body = ErrorBody, description = "too_many_streams: the user holds SWITCHBOARD_MAX_STREAMS_PER_USER streams on this node")))]
+              (status = 429, body = ErrorBody, description = "too_many_streams: the user holds SWITCHBOARD_MAX_STREAMS_PER_USER streams on this node; too_many_stream_openings: the user opened SWITCHBOARD_STREAM_OPEN_RATE_LIMIT streams on this node within the last minute (see Retry-After); rate_limited: the user's request rate")))]
 pub(crate) async fn room_events(
     State(state): State<AppState>,
     user: AuthUser,

@@ -90,6 +90,7 @@ pub fn http_settings() -> HttpSettings {
         admin_token: Some(switchboard_http::configuration::Secret::new(ADMIN_TOKEN)),
         rate_limit: 0,
         login_rate_limit: 0,
+        stream_open_rate_limit: 0,
         ..HttpSettings::default()
     }
 }
