@@ -55,37 +55,22 @@ fi
 
 mkdir -p "$artifacts"
 
-up_pid=""
+# shellcheck source=tests/switchboard-up.sh
+source "$root/tests/switchboard-up.sh"
 data_dir=""
 cleanup() {
-    if [ -n "$up_pid" ] && kill -0 "$up_pid" 2>/dev/null; then
-        kill -TERM "$up_pid" 2>/dev/null || true
-        wait "$up_pid" 2>/dev/null || true
-    fi
+    up_stop
     if [ -n "$data_dir" ]; then rm -rf "$data_dir"; fi
 }
 trap cleanup EXIT
 
 if [ -z "$url" ]; then
-    # The binaries `up` runs are built beside it; a debug build is what the tests build too.
-    cargo build --workspace --bins --locked >&2
     data_dir=$(mktemp -d)
-    log="$artifacts/switchboard-up.log"
-    : >"$log"
-    "$root/target/debug/switchboard" up --http 127.0.0.1:0 --data-dir "$data_dir" >"$log" 2>&1 &
-    up_pid=$!
-    deadline=$(( $(date +%s) + 120 ))
-    until grep -q "Switchboard is up:" "$log"; do
-        if ! kill -0 "$up_pid" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
-            echo "switchboard up did not come up:" >&2
-            tail -50 "$log" >&2
-            echo "0 passed, 1 failed"
-            exit 1
-        fi
-        sleep 0.2
-    done
-    # The first URL after "Switchboard is up:" is the first http node's.
-    url=$(sed -n '/Switchboard is up:/,$p' "$log" | grep -o 'http://[0-9.:]*' | head -1)
+    if ! up_start "$artifacts/switchboard-up.log" "$data_dir"; then
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+    url="$up_url"
     token_file="$data_dir/admin-token"
 fi
 

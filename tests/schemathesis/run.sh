@@ -50,34 +50,22 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; the
     "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" >&2
 fi
 
+# shellcheck source=tests/switchboard-up.sh
+source "$root/tests/switchboard-up.sh"
 work=$(mktemp -d)
-up_pid=""
 cleanup() {
-    if [ -n "$up_pid" ] && kill -0 "$up_pid" 2>/dev/null; then
-        kill -TERM "$up_pid" 2>/dev/null || true
-        wait "$up_pid" 2>/dev/null || true
-    fi
+    up_stop
     rm -rf "$work"
 }
 trap cleanup EXIT
 
 if [ -z "$url" ]; then
-    cargo build --workspace --bins --locked >&2
-    log="$work/switchboard-up.log"
-    SWITCHBOARD_RATE_LIMIT=0 SWITCHBOARD_LOGIN_RATE_LIMIT=0 \
-        "$root/target/debug/switchboard" up --http 127.0.0.1:0 --data-dir "$work/data" >"$log" 2>&1 &
-    up_pid=$!
-    deadline=$(( $(date +%s) + 120 ))
-    until grep -q "Switchboard is up:" "$log"; do
-        if ! kill -0 "$up_pid" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
-            echo "switchboard up did not come up:" >&2
-            tail -50 "$log" >&2
-            echo "schemathesis: 0 passed, 1 failed"
-            exit 1
-        fi
-        sleep 0.2
-    done
-    url=$(sed -n '/Switchboard is up:/,$p' "$log" | grep -o 'http://[0-9.:]*' | head -1)
+    if ! SWITCHBOARD_RATE_LIMIT=0 SWITCHBOARD_LOGIN_RATE_LIMIT=0 \
+        up_start "$work/switchboard-up.log" "$work/data"; then
+        echo "schemathesis: 0 passed, 1 failed"
+        exit 1
+    fi
+    url="$up_url"
     token_file="$work/data/admin-token"
 fi
 
