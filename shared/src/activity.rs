@@ -9,7 +9,7 @@
 //! replicas); the entry ids make a retried batch harmless, since the store ignores ids it has.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use prometheus::IntCounter;
 use rand::Rng;
@@ -23,6 +23,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{FilterFn, Filtered, LevelFilter};
 use tracing_subscriber::layer::Context;
 
+use crate::clock::now_ms;
 use crate::failover::CallOptions;
 use crate::node::Node;
 
@@ -131,13 +132,6 @@ impl<S: Subscriber> Layer<S> for ActivityLayer {
 /// 128 random bits, hex.
 pub fn new_id() -> String {
     format!("{:032x}", rand::rng().random::<u128>())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Field names whose values are never kept.

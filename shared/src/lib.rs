@@ -9,6 +9,7 @@ pub mod activity;
 mod admission;
 pub mod application;
 mod bulk;
+pub mod clock;
 pub mod config;
 pub mod cookie;
 mod dispatch;

@@ -17,7 +17,6 @@ mod latency;
 mod service;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use switchboard::application::{SharedApplication, StartFuture};
 use switchboard::{AppContext, Application, Applications, Cookie, Node, NodeConfig, NodeError};
@@ -29,6 +28,7 @@ pub use configuration::AnalyticsSettings;
 pub use delivery::DeliveryLatency;
 
 use feed::Feed;
+pub(crate) use switchboard::clock::now_ms;
 
 /// Starts a node hosting the `analytics` application alone, settings from the environment.
 pub async fn start(config: NodeConfig, cookie: Cookie) -> Result<Node, NodeError> {
@@ -100,12 +100,4 @@ impl Application for AnalyticsApp {
             Ok(())
         })
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

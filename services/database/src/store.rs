@@ -19,13 +19,14 @@ pub(crate) use post_batch::{NewPost, Turn};
 use resets::Resets;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Connection, Executor};
 use switchboard::ServiceError;
 
 use crate::configuration::BatchWrites;
+pub(crate) use switchboard::clock::now_ms;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -199,12 +200,4 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

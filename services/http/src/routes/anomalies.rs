@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -26,6 +26,7 @@ use crate::extract::ApiQuery;
 use crate::model::timestamp;
 use crate::state::AppState;
 use crate::validation;
+use switchboard::clock::now_ms;
 
 const POLL: Duration = Duration::from_secs(1);
 
@@ -132,13 +133,6 @@ pub(crate) struct Summary {
     failed_logins: Vec<Count>,
     /// Node-down incidents in the range by node.
     node_incidents: Vec<Count>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn severity(value: Option<&str>) -> Result<String, ApiError> {
