@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::checker::{Row, Stored};
 use super::load::Http;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// How long after the cluster settles the followers have to agree with the database.
 pub(crate) const CONVERGENCE: Duration = Duration::from_secs(10);
@@ -48,17 +49,15 @@ async fn posted_entries(
     }
 }
 
-/// Percent-encodes a query value (cursors hold `-` and may hold other punctuation).
+/// Percent-encodes a query value (cursors hold `-` and may hold other punctuation): every byte
+/// but the URL's unreserved characters (RFC 3986).
 fn urlencode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
 /// Each room's `messages.total` over the last hour, as the analytics service counts it.

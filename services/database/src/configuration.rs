@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use switchboard::NodeError;
 
@@ -117,24 +118,18 @@ pub fn with_password(url: &str, password: &str) -> Result<String, String> {
     Ok(format!(
         "{}:{}{}",
         &url[..user_end],
-        percent_encode(password),
+        utf8_percent_encode(password, USER_INFO),
         &url[user_end..]
     ))
 }
 
-/// Percent-encodes every byte but the URL's unreserved characters (RFC 3986), so that any
+/// Every byte but the URL's unreserved characters (RFC 3986) is percent-encoded, so that any
 /// password survives in the user-information part of a URL.
-fn percent_encode(value: &str) -> String {
-    let mut encoded = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
-}
+const USER_INFO: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// The embedded default: `sqlite://<data_dir>/switchboard.db`, created if missing.
 pub fn default_sqlite_url(data_dir: &Path) -> String {
