@@ -18,7 +18,7 @@
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
-use switchboard_proto::v1::Lane;
+use switchboard_proto::v1::{Challenge, Hello, Lane};
 
 use crate::cookie::Cookie;
 
@@ -116,6 +116,46 @@ pub fn check_peer(version: u32, name: &str, nonce: &[u8]) -> Result<(), Handshak
         return Err(HandshakeError::WeakNonce);
     }
     Ok(())
+}
+
+/// The acceptor's checks of a dialer's `hello` (its fields, that it is not this node itself, a
+/// known lane), and the transcript both sides then prove, with `acceptor` as this node.
+pub fn hello_transcript(hello: &Hello, acceptor: Party) -> Result<Transcript, HandshakeError> {
+    check_peer(hello.version, &hello.name, &hello.nonce)?;
+    if hello.name == acceptor.name && hello.incarnation == acceptor.incarnation {
+        return Err(HandshakeError::SelfConnection);
+    }
+    let lane = Lane::try_from(hello.lane).map_err(|_| HandshakeError::Unexpected("lane"))?;
+    Ok(Transcript {
+        version: PROTOCOL_VERSION,
+        lane,
+        dialer: Party {
+            name: hello.name.clone(),
+            incarnation: hello.incarnation,
+            nonce: hello.nonce.to_vec(),
+        },
+        acceptor,
+    })
+}
+
+/// The dialer's checks of an acceptor's `challenge` on `lane`, and the transcript both sides
+/// prove, with `dialer` as this node.
+pub fn challenge_transcript(
+    challenge: &Challenge,
+    dialer: Party,
+    lane: Lane,
+) -> Result<Transcript, HandshakeError> {
+    check_peer(challenge.version, &challenge.name, &challenge.nonce)?;
+    Ok(Transcript {
+        version: PROTOCOL_VERSION,
+        lane,
+        dialer,
+        acceptor: Party {
+            name: challenge.name.clone(),
+            incarnation: challenge.incarnation,
+            nonce: challenge.nonce.to_vec(),
+        },
+    })
 }
 
 impl Transcript {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bulk;
 use crate::error::NodeError;
-use crate::handshake::{self, HandshakeError, Party, Role, Transcript};
+use crate::handshake::{self, HandshakeError, Party, Role};
 use crate::lane::{
     BULK_THRESHOLD, BatchingStream, FrameReader, LaneSender, LinkTraffic, Outbound, Tally, Urgency,
     after_handshake, size_bound,
@@ -664,21 +664,12 @@ async fn open_lane(
         }) => c,
         _ => return Err(HandshakeError::Unexpected("expected a challenge").into()),
     };
-    handshake::check_peer(challenge.version, &challenge.name, &challenge.nonce)?;
-    let transcript = Transcript {
-        version: handshake::PROTOCOL_VERSION,
-        lane,
-        dialer: Party {
-            name: node.name.clone(),
-            incarnation: node.incarnation,
-            nonce,
-        },
-        acceptor: Party {
-            name: challenge.name.clone(),
-            incarnation: challenge.incarnation,
-            nonce: challenge.nonce.to_vec(),
-        },
+    let me = Party {
+        name: node.name.clone(),
+        incarnation: node.incarnation,
+        nonce,
     };
+    let transcript = handshake::challenge_transcript(&challenge, me, lane)?;
     transcript.verify(&node.cookie, Role::Acceptor, &challenge.proof)?;
     send(Kind::Proof(wire::Proof {
         proof: transcript.prove(&node.cookie, Role::Dialer).into(),

@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::admission::{Admitted, Ticket};
 use crate::bulk::{self, Opening};
 use crate::dispatch::{CallLimit, LaneContext, run_lane};
-use crate::handshake::{self, HandshakeError, Party, Role, Transcript};
+use crate::handshake::{self, HandshakeError, Party, Role};
 use crate::lane::{BatchingStream, FrameReader, LaneSender, Tally};
 use crate::link::DIAL_TIMEOUT;
 use crate::node::NodeInner;
@@ -384,26 +384,13 @@ async fn handshake(
         Ok(_) => return Err(HandshakeError::Unexpected("expected hello")),
         Err(_) => return Err(HandshakeError::Unexpected("stream failed before hello")),
     };
-    handshake::check_peer(hello.version, &hello.name, &hello.nonce)?;
-    if hello.name == node.name && hello.incarnation == node.incarnation {
-        return Err(HandshakeError::SelfConnection);
-    }
-    let lane = wire::Lane::try_from(hello.lane).map_err(|_| HandshakeError::Unexpected("lane"))?;
     let nonce = handshake::fresh_nonce();
-    let transcript = Transcript {
-        version: handshake::PROTOCOL_VERSION,
-        lane,
-        dialer: Party {
-            name: hello.name.clone(),
-            incarnation: hello.incarnation,
-            nonce: hello.nonce.to_vec(),
-        },
-        acceptor: Party {
-            name: node.name.clone(),
-            incarnation: node.incarnation,
-            nonce: nonce.clone(),
-        },
+    let me = Party {
+        name: node.name.clone(),
+        incarnation: node.incarnation,
+        nonce: nonce.clone(),
     };
+    let transcript = handshake::hello_transcript(&hello, me)?;
     let challenge = wire::Challenge {
         version: handshake::PROTOCOL_VERSION,
         name: node.name.clone(),
@@ -424,7 +411,7 @@ async fn handshake(
     // The dialer reads the members from the control lane's welcome only.
     let welcome = wire::Welcome {
         advertisement: Some(node.advertisement()),
-        gossip: (lane == wire::Lane::Control).then(|| node.gossip()),
+        gossip: (transcript.lane == wire::Lane::Control).then(|| node.gossip()),
     };
     send(tx, Kind::Welcome(welcome)).await?;
     Ok(hello)

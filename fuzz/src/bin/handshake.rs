@@ -1,10 +1,11 @@
 //! Fuzz target `handshake`: the checks both sides of a link run on the peer's handshake frames.
 //!
 //! The acceptor's (`server.rs`) and dialer's (`link.rs`) handshakes interleave these checks with
-//! stream I/O, so this target drives the same public steps in the same order on frames decoded
-//! from the input (a `Batch`, as they arrive on the wire): the acceptor reads a `Hello`, validates
-//! it (`check_peer`, self-connection, lane), builds the transcript and checks the peer's `Proof`;
-//! the dialer reads a `Challenge`, validates it and checks its proof. The invariants: no panic on
+//! stream I/O, so this target drives the same public functions they call, in the same order, on
+//! frames decoded from the input (a `Batch`, as they arrive on the wire): the acceptor reads a
+//! `Hello` and validates it into a transcript (`hello_transcript`), then checks the peer's
+//! `Proof`; the dialer reads a `Challenge`, validates it (`challenge_transcript`) and checks its
+//! proof. The invariants: no panic on
 //! any input, an honest proof over the fuzzed transcript verifies, a proof is accepted only if it
 //! is exactly that honest proof, and a proof never verifies for the other role (reflection).
 
@@ -43,25 +44,12 @@ fn accept(frames: &[Option<Kind>], cookie: &Cookie) -> Result<(), HandshakeError
     let Some(Some(Kind::Hello(hello))) = frames.first() else {
         return Err(HandshakeError::Unexpected("expected hello"));
     };
-    handshake::check_peer(hello.version, &hello.name, &hello.nonce)?;
-    if hello.name == NAME && hello.incarnation == INCARNATION {
-        return Err(HandshakeError::SelfConnection);
-    }
-    let lane = Lane::try_from(hello.lane).map_err(|_| HandshakeError::Unexpected("lane"))?;
-    let transcript = Transcript {
-        version: handshake::PROTOCOL_VERSION,
-        lane,
-        dialer: Party {
-            name: hello.name.clone(),
-            incarnation: hello.incarnation,
-            nonce: hello.nonce.to_vec(),
-        },
-        acceptor: Party {
-            name: NAME.into(),
-            incarnation: INCARNATION,
-            nonce: vec![7; handshake::NONCE_LEN],
-        },
+    let me = Party {
+        name: NAME.into(),
+        incarnation: INCARNATION,
+        nonce: vec![7; handshake::NONCE_LEN],
     };
+    let transcript = handshake::hello_transcript(hello, me)?;
     let Some(Some(Kind::Proof(proof))) = frames.get(1) else {
         return Err(HandshakeError::Unexpected("expected proof"));
     };
@@ -74,21 +62,12 @@ fn dial(frames: &[Option<Kind>], cookie: &Cookie) -> Result<(), HandshakeError> 
     let Some(Some(Kind::Challenge(challenge))) = frames.first() else {
         return Err(HandshakeError::Unexpected("expected a challenge"));
     };
-    handshake::check_peer(challenge.version, &challenge.name, &challenge.nonce)?;
-    let transcript = Transcript {
-        version: handshake::PROTOCOL_VERSION,
-        lane: Lane::Control,
-        dialer: Party {
-            name: NAME.into(),
-            incarnation: INCARNATION,
-            nonce: vec![9; handshake::NONCE_LEN],
-        },
-        acceptor: Party {
-            name: challenge.name.clone(),
-            incarnation: challenge.incarnation,
-            nonce: challenge.nonce.to_vec(),
-        },
+    let me = Party {
+        name: NAME.into(),
+        incarnation: INCARNATION,
+        nonce: vec![9; handshake::NONCE_LEN],
     };
+    let transcript = handshake::challenge_transcript(challenge, me, Lane::Control)?;
     check_proof(&transcript, cookie, Role::Acceptor, &challenge.proof);
     transcript.verify(cookie, Role::Acceptor, &challenge.proof)
 }
