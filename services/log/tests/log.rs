@@ -91,18 +91,47 @@ fn shipper(node: &Node) -> ActivityLayer {
     layer
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_graceful_stop_ships_the_activity_still_buffered() {
+/// A database node, a log node, and a source node that ships activity to the log service.
+struct LogCluster {
+    db: Node,
+    _log: Node,
+    source: Node,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a [`LogCluster`] whose nodes are named `...@{tag}`, and waits until the source sees
+/// the log service.
+async fn log_cluster(tag: &str) -> LogCluster {
     let dir = tempfile::tempdir().unwrap();
     let db = database(dir.path()).await;
-    let _log = switchboard_log::start(config("log@stop", &[db.address()]), cookie())
+    let log = switchboard_log::start(config(&format!("log@{tag}"), &[db.address()]), cookie())
         .await
         .unwrap();
-    let source = NodeBuilder::new("source", config("source@stop", &[db.address()]), cookie())
-        .start()
-        .await
-        .unwrap();
+    let source = NodeBuilder::new(
+        "source",
+        config(&format!("source@{tag}"), &[db.address()]),
+        cookie(),
+    )
+    .start()
+    .await
+    .unwrap();
     assert!(source.wait_for_service(names::LOG, DEADLINE).await);
+    LogCluster {
+        db,
+        _log: log,
+        source,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_ships_the_activity_still_buffered() {
+    let LogCluster {
+        db,
+        _log,
+        source,
+        _dir,
+    } = log_cluster("stop").await;
     let layer = shipper(&source);
     let ids: Vec<String> = (0..20).map(|_| activity::new_id()).collect();
     for id in &ids {
@@ -127,17 +156,9 @@ async fn a_graceful_stop_ships_the_activity_still_buffered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_entries_are_stored_once_and_redacted() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = database(dir.path()).await;
-    let _log = switchboard_log::start(config("log@test", &[db.address()]), cookie())
-        .await
-        .unwrap();
-    let source = NodeBuilder::new("source", config("source@test", &[db.address()]), cookie())
-        .start()
-        .await
-        .unwrap();
-    assert!(source.wait_for_service(names::LOG, DEADLINE).await);
-    let layer = shipper(&source);
+    let cluster = log_cluster("test").await;
+    let source = &cluster.source;
+    let layer = shipper(source);
     let ids: Vec<String> = (0..250).map(|_| activity::new_id()).collect();
     for id in &ids {
         layer.record(entry(
@@ -160,21 +181,21 @@ async fn shipped_entries_are_stored_once_and_redacted() {
     ));
     assert!(
         eventually(DEADLINE, || async {
-            stored(&source, "test_entry").await.len() == 250
+            stored(source, "test_entry").await.len() == 250
         })
         .await
     );
-    let entries = stored(&source, "test_entry").await;
+    let entries = stored(source, "test_entry").await;
     let unique: HashSet<&str> = entries.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(unique.len(), 250);
     assert!(entries.iter().all(|e| e.node == "source@test"));
     assert!(
         eventually(DEADLINE, || async {
-            stored(&source, "secretive").await.len() == 1
+            stored(source, "secretive").await.len() == 1
         })
         .await
     );
-    let secretive = &stored(&source, "secretive").await[0];
+    let secretive = &stored(source, "secretive").await[0];
     assert!(
         !secretive.fields_json.contains("hunter2-hunter2"),
         "{secretive:?}"
