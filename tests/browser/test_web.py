@@ -118,13 +118,16 @@ def register(ctx, driver, username):
 
 
 def open_room(driver, name):
-    def link(d):
+    # Found and clicked in one condition: the room list is drawn again when rooms change, and a
+    # link found a moment before the click may be gone (the condition is then asked again).
+    def click_link(d):
         for element in d.find_elements(By.CSS_SELECTOR, ".room-link"):
             if element.find_element(By.CSS_SELECTOR, ".room-link-name").text == name:
-                return element
+                element.click()
+                return True
         return False
 
-    wait(driver, link, message=f"room {name} listed").click()
+    wait(driver, click_link, message=f"room {name} listed")
     wait(driver, lambda d: d.find_element(By.ID, "room-name").text == f"#{name}", message="room open")
 
 
